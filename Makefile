@@ -1,0 +1,40 @@
+# The project's commands; README.md explains each. Every target runs from the repo root.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+LEDGER := $(VENV)/bin/ledger
+PYTEST_ARGS ?=
+
+.PHONY: setup up down demo test lint bench clean-stack
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+	bash stack/stack.sh install
+
+up: setup
+	bash stack/stack.sh up
+
+down:
+	bash stack/stack.sh down
+
+demo: up
+	$(LEDGER) migrate
+	$(LEDGER) status
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy ledger projections dispatcher stack tests bench
+
+test: lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: up
+	$(PY) -m bench $(if $(QUICK),--quick,)
+
+clean-stack: down
+	rm -rf .stack/pg .stack/kafka/data

@@ -1,0 +1,202 @@
+"""The `ledger` command line: parse arguments, build settings, wire objects; no ledger logic.
+
+Exit codes (DESIGN.md): 0 success; 1 error, one line on stderr and never a traceback; 2 usage;
+3 when `audit` finds a breach or `rebuild --verify` finds a difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from uuid import uuid4
+
+import typer
+
+from ledger import commands
+from ledger.errors import LedgerError
+from ledger.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="An event-sourced position ledger: PostgreSQL is the truth, Kafka distributes, "
+    "per-account projections feed race-free risk gates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+accounts_app = typer.Typer(help="Manage accounts (streams and their login roles).",
+                           no_args_is_help=True)
+limits_app = typer.Typer(help="Set an account's risk limits.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(limits_app, name="limits")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Administrative DSN [env: LEDGER_DATABASE_URL].",
+                 show_default=False),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _settings(database_url: str | None = None) -> Settings:
+    return load_settings(database_url=database_url)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def wrapper() -> T:
+        return await coro
+
+    return asyncio.run(wrapper())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@app.command()
+def config(database_url: DatabaseUrl = None) -> None:
+    """Print the effective settings as KEY=VALUE lines (passwords masked)."""
+    for line in _settings(database_url).as_lines():
+        typer.echo(line)
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Apply the missing schema migrations in order; running it twice changes nothing."""
+    applied = _run(commands.migrate(_settings(database_url)))
+    if applied:
+        for name in applied:
+            typer.echo(f"applied {name}")
+    else:
+        typer.echo("schema is up to date")
+
+
+@accounts_app.command("add")
+def accounts_add(
+    name: Annotated[str, typer.Argument(help="Account name: lowercase letters, digits, _.")],
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="Use this password (a 0600 file) for the role "
+                     "instead of a generated one."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create the account's stream and its login role ledger_NAME (idempotent)."""
+    created = _run(commands.add_account(_settings(database_url), name, password_file))
+    typer.echo(f"account {name}: {'created' if created else 'already exists'} "
+               f"(role ledger_{name})")
+
+
+@limits_app.command("set")
+def limits_set(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    max_positions: Annotated[int, typer.Option("--max-positions", min=0,
+                                               help="Most open positions + pending intents.")],
+    max_exposure: Annotated[str, typer.Option("--max-exposure",
+                                              help="Most open + pending notional, in dollars.")],
+    max_order: Annotated[str | None, typer.Option("--max-order",
+                                                  help="Most notional of one order.")] = None,
+    daily_loss: Annotated[str | None, typer.Option("--daily-loss",
+                                                   help="Most realised loss in a day.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Append LimitsSet: the account's limits from now on."""
+    data: dict[str, Any] = {
+        "max_open_positions": max_positions,
+        "max_exposure": max_exposure,
+        "max_order_notional": max_order,
+        "daily_loss_limit": daily_loss,
+    }
+    sequence = _run(commands.append_command(_settings(database_url), name, "LimitsSet", data,
+                                            event_id=uuid4(), occurred_at=_now()))
+    typer.echo(f"{name}: LimitsSet at sequence {sequence}")
+
+
+@app.command()
+def halt(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why trading stops.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Append TradingHalted: the account's kill switch; dispatchers emit nothing until resume."""
+    sequence = _run(commands.append_command(_settings(database_url), name, "TradingHalted",
+                                            {"reason": reason}, event_id=uuid4(),
+                                            occurred_at=_now()))
+    typer.echo(f"{name}: TradingHalted at sequence {sequence}")
+
+
+@app.command()
+def resume(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why trading resumes.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Append TradingResumed: lift the kill switch."""
+    sequence = _run(commands.append_command(_settings(database_url), name, "TradingResumed",
+                                            {"reason": reason}, event_id=uuid4(),
+                                            occurred_at=_now()))
+    typer.echo(f"{name}: TradingResumed at sequence {sequence}")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A JSONL file of events, one per line.",
+                                         exists=True, dir_okay=False, readable=True)],
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Store the good lines and "
+                                           "report each bad one, instead of storing nothing.")]
+    = False,
+    create_accounts: Annotated[bool, typer.Option("--create-accounts", help="Create accounts "
+                                                  "the file names that do not exist yet.")]
+    = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Append a history from JSONL; idempotent, and all or nothing unless --skip-bad."""
+    report = _run(commands.import_file(_settings(database_url), file, skip_bad=skip_bad,
+                                       create_accounts=create_accounts))
+    for error in report.bad:
+        typer.echo(f"skipped {error}", err=True)
+    typer.echo(f"{report.lines} lines: {report.appended} appended, "
+               f"{report.duplicates} already stored, {report.bad_count} bad")
+
+
+@app.command()
+def export(
+    account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write the store as JSONL on stdout, re-importable with `ledger import`."""
+    _run(commands.export(_settings(database_url), account, sys.stdout.buffer))
+
+
+@app.command()
+def status(json_output: JsonFlag = False, database_url: DatabaseUrl = None) -> None:
+    """Show per account: head, published, projected, lag, halted."""
+    rows = _run(commands.status(_settings(database_url)))
+    commands.print_status(rows, json_output)
+
+
+def main() -> None:
+    """Run the CLI, turning every ledger error into one line on stderr and exit code 1."""
+    try:
+        app()
+    except LedgerError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", code=130)
+    except Exception as exc:
+        if os.environ.get("LEDGER_DEBUG"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {exc} (set LEDGER_DEBUG=1 for a traceback)")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"ledger: error: {first_line}", file=sys.stderr)
+    sys.exit(code)
+

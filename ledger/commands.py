@@ -1,0 +1,176 @@
+"""What each CLI command does, as plain async functions: open connections, call the store, close.
+
+The CLI parses and prints; this module wires settings to the store so that tests can call the
+same paths without a subprocess. Must not contain ledger logic (that lives in the store, the
+fold and the gates).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+from uuid import UUID
+
+import asyncpg
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from ledger import jsonl, roles, secrets, store
+from ledger import migrate as migrations
+from ledger.db import connect
+from ledger.events import decode_event, validate_account_name
+from ledger.settings import Settings
+
+
+@asynccontextmanager
+async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """Open the administrative connection for one command."""
+    conn = await connect(settings.database_url)
+    try:
+        await conn.execute("SET TIME ZONE 'UTC'")
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def migrate(settings: Settings) -> list[str]:
+    """Apply missing migrations and let the service role log in; return what was applied."""
+    async with admin_connection(settings) as conn:
+        applied = await migrations.apply(conn)
+        password = secrets.load_or_create_password(settings.secrets_dir, roles.SERVICE_ROLE)
+        await roles.ensure_service_login(conn, password)
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+async def _create_account(
+    conn: asyncpg.Connection, settings: Settings, name: str, password_file: Path | None = None
+) -> bool:
+    validate_account_name(name)
+    role = roles.account_role(name)
+    if password_file is not None:
+        password = secrets.read_password_file(password_file)
+    else:
+        password = secrets.load_or_create_password(settings.secrets_dir, role)
+    async with conn.transaction():
+        await roles.ensure_account_role(conn, name, password)
+        return await store.create_stream(conn, name)
+
+
+async def add_account(settings: Settings, name: str, password_file: Path | None) -> bool:
+    """Create the account's stream and login role; return True if the stream is new."""
+    async with admin_connection(settings) as conn:
+        return await _create_account(conn, settings, name, password_file)
+
+
+async def append_command(
+    settings: Settings,
+    account: str,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    event_id: UUID,
+    occurred_at: datetime,
+) -> int:
+    """Validate one operator event through the public contract, append it, return its sequence."""
+    raw = json.dumps({
+        "event_id": str(event_id),
+        "account": account,
+        "type": event_type,
+        "occurred_at": occurred_at.isoformat(),
+        "data": data,
+    })
+    event = decode_event(raw)
+    async with admin_connection(settings) as conn:
+        result = await store.append(conn, account, [event])
+    return result.appended.get(event.event_id, result.head)
+
+
+async def import_file(
+    settings: Settings, path: Path, *, skip_bad: bool, create_accounts: bool
+) -> jsonl.ImportReport:
+    """Validate then append a JSONL history, with a progress bar on stderr."""
+    size = path.stat().st_size
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+        TimeRemainingColumn(), console=console, transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        checking = progress.add_task("validating", total=size)
+        report = jsonl.validate_file(path, skip_bad, _advance(progress, checking))
+        async with admin_connection(settings) as conn:
+            creator = None
+            if create_accounts:
+                async def creator(name: str) -> bool:
+                    return await _create_account(conn, settings, name)
+            await jsonl.check_accounts(conn, report.accounts, creator)
+            appending = progress.add_task("appending", total=size)
+            await jsonl.append_file(conn, path, report, _advance(progress, appending))
+    return report
+
+
+def _advance(progress: Progress, task: Any) -> Callable[[int], None]:
+    def advance(size: int) -> None:
+        progress.advance(task, size)
+
+    return advance
+
+
+async def export(settings: Settings, account: str | None, out: BinaryIO) -> int:
+    """Write the store (or one account) as JSONL."""
+    if account is not None:
+        validate_account_name(account)
+    async with admin_connection(settings) as conn:
+        return await jsonl.export(conn, account, out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusRow:
+    account: str
+    head: int
+    published: int
+    projected: int
+    halted: bool
+
+    @property
+    def lag(self) -> int:
+        return self.head - self.projected
+
+
+async def status(settings: Settings) -> list[StatusRow]:
+    """Return per account the head, published and projected sequences, and the kill switch."""
+    async with admin_connection(settings) as conn:
+        rows = await conn.fetch(
+            """SELECT s.account, s.head,
+                      coalesce((SELECT e.type = 'TradingHalted' FROM events e
+                                WHERE e.account = s.account
+                                  AND e.type IN ('TradingHalted', 'TradingResumed')
+                                ORDER BY e.sequence DESC LIMIT 1), false) AS halted
+               FROM streams s ORDER BY s.account"""
+        )
+    # Publishing and projecting come with the relay and the projector; until one has run for an
+    # account it has published and projected nothing.
+    return [StatusRow(account=row["account"], head=int(row["head"]), published=0, projected=0,
+                      halted=bool(row["halted"])) for row in rows]
+
+
+def print_status(rows: list[StatusRow], json_output: bool) -> None:
+    """Print status as the DESIGN.md JSON document or as a table."""
+    if json_output:
+        document = {"accounts": [
+            {"account": r.account, "head": r.head, "published": r.published,
+             "projected": r.projected, "lag": r.lag, "halted": r.halted} for r in rows
+        ]}
+        print(json.dumps(document))
+        return
+    table = Table("account", "head", "published", "projected", "lag", "halted")
+    for r in rows:
+        table.add_row(r.account, str(r.head), str(r.published), str(r.projected), str(r.lag),
+                      "HALTED" if r.halted else "no")
+    Console().print(table if rows else "no accounts yet: `ledger accounts add NAME`")

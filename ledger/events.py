@@ -1,0 +1,792 @@
+"""The public contract of the ledger: event and signal models, their JSON, and their identities.
+
+This module owns the pydantic models of every event type and of a signal, the one discriminated
+union `Event` through which every event is decoded, the decimal and time types that keep money
+exact and times in UTC, the account-name rule, and the deterministic (UUIDv5) event ids derived
+from natural keys. It is pure: it must not import asyncpg, aiokafka, faststream, `time`, `os`,
+`logging`, or any other module of the project except `ledger.errors`.
+"""
+
+from __future__ import annotations
+
+import decimal
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, ClassVar, Literal, TypeAlias, get_args
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from ledger.errors import InvalidAccountName, InvalidEvent
+
+__all__ = [
+    "ACCOUNT_PATTERN",
+    "DECIMAL_CONTEXT",
+    "DECIMAL_DIGITS_MAX",
+    "EVENT_ADAPTER",
+    "EVENT_TYPES",
+    "GATES_MAX",
+    "IDENTIFIER_LENGTH_MAX",
+    "LEDGER_NAMESPACE",
+    "MISSING",
+    "TEXT_LENGTH_MAX",
+    "AccountName",
+    "Event",
+    "EventData",
+    "EventType",
+    "GateResult",
+    "Identifier",
+    "Instrument",
+    "IntentExpired",
+    "IntentExpiredEvent",
+    "IntentIssued",
+    "IntentIssuedEvent",
+    "IntentRejected",
+    "IntentRejectedEvent",
+    "JsonDecimal",
+    "LimitsSet",
+    "LimitsSetEvent",
+    "NonNegativeDecimal",
+    "OrderFilled",
+    "OrderFilledEvent",
+    "PositionClosed",
+    "PositionClosedEvent",
+    "PositiveDecimal",
+    "Side",
+    "Signal",
+    "SignalEvaluated",
+    "SignalEvaluatedEvent",
+    "Text",
+    "TradingHalted",
+    "TradingHaltedEvent",
+    "TradingResumed",
+    "TradingResumedEvent",
+    "UtcDatetime",
+    "build_event",
+    "configure_decimal_context",
+    "decode_event",
+    "decode_signal",
+    "derive_event_id",
+    "encode_event",
+    "encode_signal",
+    "format_decimal",
+    "format_time",
+    "natural_key",
+    "notional",
+    "validate_account_name",
+    "with_ledger_fields",
+]
+
+# --- Decimals -----------------------------------------------------------------------------------
+
+DECIMAL_PRECISION = 38
+# Every decimal the ledger accepts fits the context exactly, so sums of a few of them stay exact.
+DECIMAL_DIGITS_MAX = DECIMAL_PRECISION
+DECIMAL_CONTEXT = decimal.Context(
+    prec=DECIMAL_PRECISION,
+    rounding=decimal.ROUND_HALF_EVEN,
+    traps=[
+        decimal.InvalidOperation,
+        decimal.DivisionByZero,
+        decimal.Overflow,
+        decimal.FloatOperation,
+    ],
+)
+
+
+def configure_decimal_context() -> None:
+    """Install the ledger's decimal context in the current thread, trapping float mixing."""
+    # A copy, so flags raised while computing never leak into the shared constant.
+    decimal.setcontext(DECIMAL_CONTEXT.copy())
+
+
+configure_decimal_context()
+
+# Plain digits only: exponents ("1e3"), spaces, underscores and non-ASCII digits all parse as
+# Decimal but would not survive an encode/decode round trip unchanged.
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_FLOAT_ADVICE = 'is a float: money is written as a string like "6.50"'
+
+
+def format_decimal(number: Decimal) -> str:
+    """Return a decimal as plain digits, keeping its exponent ("6.00" stays "6.00")."""
+    return format(number, "f")
+
+
+def _parse_decimal(value: object) -> Decimal:
+    # bool is an int subclass; `true` as a quantity is a mistake, not 1.
+    if isinstance(value, bool):
+        raise PydanticCustomError("decimal_type", "is a boolean, not a decimal")
+    if isinstance(value, float):
+        raise PydanticCustomError("decimal_float", _FLOAT_ADVICE)
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, str):
+        if _DECIMAL_TEXT.fullmatch(value) is None:
+            raise PydanticCustomError("decimal_parsing", "is not a decimal")
+        number = Decimal(value)
+    else:
+        raise PydanticCustomError("decimal_type", "is not a decimal")
+    if not number.is_finite():
+        raise PydanticCustomError("decimal_not_finite", "is not a finite decimal")
+    text = format_decimal(number)
+    digits = len(text) - text.startswith("-") - ("." in text)
+    if digits > DECIMAL_DIGITS_MAX:
+        raise PydanticCustomError(
+            "decimal_too_long",
+            "has more than {digits_max} digits",
+            {"digits_max": DECIMAL_DIGITS_MAX},
+        )
+    # Re-parsing the plain text spells out positive exponents (Decimal("1E+3") -> "1000"), so the
+    # value held is exactly the value that decoding its JSON gives back.
+    return Decimal(text)
+
+
+def _require_positive(number: Decimal) -> Decimal:
+    if number <= 0:
+        raise PydanticCustomError("decimal_not_positive", "is not greater than 0")
+    return number
+
+
+def _require_non_negative(number: Decimal) -> Decimal:
+    if number < 0:
+        raise PydanticCustomError("decimal_negative", "is negative: expected 0 or more")
+    return number
+
+
+JsonDecimal: TypeAlias = Annotated[
+    Decimal,
+    PlainValidator(_parse_decimal, json_schema_input_type=str | int),
+    PlainSerializer(format_decimal, return_type=str, when_used="json"),
+]
+PositiveDecimal: TypeAlias = Annotated[JsonDecimal, AfterValidator(_require_positive)]
+NonNegativeDecimal: TypeAlias = Annotated[JsonDecimal, AfterValidator(_require_non_negative)]
+
+
+def notional(quantity: Decimal, price: Decimal, multiplier: Decimal) -> Decimal:
+    """Return |quantity| x price x multiplier."""
+    return abs(quantity) * price * multiplier
+
+
+# --- Times --------------------------------------------------------------------------------------
+
+
+def format_time(moment: datetime) -> str:
+    """Return an aware time as ISO 8601 in UTC with a "Z" suffix, microseconds kept when present.
+
+    Raises:
+        ValueError: the time is naive.
+    """
+    if moment.utcoffset() is None:
+        raise ValueError(f"time {moment.isoformat()!r} has no timezone")
+    return moment.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+
+
+def _to_utc(moment: datetime) -> datetime:
+    try:
+        # fold only disambiguates wall times in zones with transitions; in UTC it is noise that
+        # would make two equal instants compare and print differently.
+        return moment.astimezone(UTC).replace(fold=0)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_range", "is out of range once converted to UTC"
+        ) from None
+
+
+UtcDatetime: TypeAlias = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(format_time, return_type=str, when_used="json"),
+]
+
+# --- Names and text -----------------------------------------------------------------------------
+
+ACCOUNT_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
+_ACCOUNT_NAME = re.compile(ACCOUNT_PATTERN)
+IDENTIFIER_LENGTH_MAX = 200
+TEXT_LENGTH_MAX = 4096
+GATES_MAX = 64
+
+
+def validate_account_name(name: str) -> str:
+    """Return the account name if it is safe inside a PostgreSQL role name `ledger_NAME`.
+
+    Raises:
+        InvalidAccountName: the name does not match ACCOUNT_PATTERN.
+    """
+    # fullmatch, because `$` would also accept a trailing newline.
+    if _ACCOUNT_NAME.fullmatch(name) is None:
+        raise InvalidAccountName(name, ACCOUNT_PATTERN)
+    return name
+
+
+def _check_account(name: str) -> str:
+    if _ACCOUNT_NAME.fullmatch(name) is None:
+        raise PydanticCustomError(
+            "account_name",
+            "is not a valid account name: expected to match {pattern}",
+            {"pattern": ACCOUNT_PATTERN},
+        )
+    return name
+
+
+def _check_text(text: str) -> str:
+    # PostgreSQL text and jsonb cannot hold NUL: refuse it here rather than fail at the store.
+    if "\x00" in text:
+        raise PydanticCustomError("text_nul", "contains a NUL character")
+    return text
+
+
+def _check_identifier(text: str) -> str:
+    # " X-1001" and "X-1001" would derive different event ids and defeat deduplication.
+    if not text.strip():
+        raise PydanticCustomError("identifier_blank", "is blank: expected a non-empty identifier")
+    if text != text.strip():
+        raise PydanticCustomError("identifier_spaces", "has leading or trailing whitespace")
+    return text
+
+
+AccountName: TypeAlias = Annotated[str, AfterValidator(_check_account)]
+Text: TypeAlias = Annotated[str, Field(max_length=TEXT_LENGTH_MAX), AfterValidator(_check_text)]
+Identifier: TypeAlias = Annotated[
+    str,
+    Field(max_length=IDENTIFIER_LENGTH_MAX),
+    AfterValidator(_check_text),
+    AfterValidator(_check_identifier),
+]
+Instrument: TypeAlias = Literal["option", "equity"]
+Side: TypeAlias = Literal["long", "short"]
+Count: TypeAlias = Annotated[int, Field(ge=0)]
+
+# --- Models -------------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    # strict: "12" for a count or 1 for a flag is a producer's mistake to surface, not to coerce.
+    # Decimal, time and UUID fields still accept JSON strings, because decoding goes through JSON.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Signal(_Frozen):
+    """A strategy's wish to trade, as read from the `signals` topic or a JSONL file."""
+
+    signal_id: Identifier
+    account: AccountName
+    occurred_at: UtcDatetime
+    symbol: Identifier
+    instrument: Instrument
+    side: Side
+    quantity: PositiveDecimal
+    limit_price: PositiveDecimal
+    multiplier: PositiveDecimal = Decimal("1")
+
+    @property
+    def notional(self) -> Decimal:
+        """Return what the signal would commit: |quantity| x limit_price x multiplier."""
+        return notional(self.quantity, self.limit_price, self.multiplier)
+
+
+class LimitsSet(_Frozen):
+    """Data of LimitsSet: the account's limits from this event on."""
+
+    max_open_positions: Count
+    max_exposure: NonNegativeDecimal
+    max_order_notional: NonNegativeDecimal | None = None
+    daily_loss_limit: NonNegativeDecimal | None = None
+
+
+class OrderFilled(_Frozen):
+    """Data of OrderFilled: opens a position or adds to it; resolves the intent it names."""
+
+    fill_id: Identifier
+    position_id: Identifier
+    symbol: Identifier
+    instrument: Instrument
+    side: Side
+    quantity: PositiveDecimal
+    price: PositiveDecimal
+    multiplier: PositiveDecimal = Decimal("1")
+    intent_id: Identifier | None = None
+    fees: NonNegativeDecimal | None = None
+
+
+class PositionClosed(_Frozen):
+    """Data of PositionClosed: closes all (quantity None) or part of a position."""
+
+    position_id: Identifier
+    price: PositiveDecimal
+    quantity: PositiveDecimal | None = None
+    reason: Text | None = None
+
+
+class GateResult(_Frozen):
+    """One gate's verdict and the figures it compared."""
+
+    gate: Identifier
+    passed: bool
+    value: JsonDecimal | None
+    limit: JsonDecimal | None
+    reason: Text
+
+
+class SignalEvaluated(_Frozen):
+    """Data of SignalEvaluated: the dispatcher's decision with the figures it saw."""
+
+    signal_id: Identifier
+    signal: Signal
+    allowed: bool
+    # A tuple, so that a frozen event cannot be changed through its gates and stays hashable.
+    gates: tuple[GateResult, ...] = Field(max_length=GATES_MAX)
+    as_of_sequence: Count
+
+
+class IntentIssued(_Frozen):
+    """Data of IntentIssued: a pending intent, counted against limits until resolved."""
+
+    intent_id: Identifier
+    signal_id: Identifier
+    position_id: Identifier
+    symbol: Identifier
+    instrument: Instrument
+    side: Side
+    quantity: PositiveDecimal
+    limit_price: PositiveDecimal
+    multiplier: PositiveDecimal = Decimal("1")
+    expires_at: UtcDatetime
+
+
+class IntentRejected(_Frozen):
+    """Data of IntentRejected: releases a pending intent."""
+
+    intent_id: Identifier
+    reason: Text
+
+
+class IntentExpired(_Frozen):
+    """Data of IntentExpired: releases a pending intent."""
+
+    intent_id: Identifier
+    reason: Text
+
+
+class TradingHalted(_Frozen):
+    """Data of TradingHalted: the account's kill switch is on."""
+
+    reason: Text
+
+
+class TradingResumed(_Frozen):
+    """Data of TradingResumed: the account's kill switch is off."""
+
+    reason: Text | None = None
+
+
+EventData: TypeAlias = (
+    LimitsSet
+    | OrderFilled
+    | PositionClosed
+    | SignalEvaluated
+    | IntentIssued
+    | IntentRejected
+    | IntentExpired
+    | TradingHalted
+    | TradingResumed
+)
+EventType: TypeAlias = Literal[
+    "LimitsSet",
+    "OrderFilled",
+    "PositionClosed",
+    "SignalEvaluated",
+    "IntentIssued",
+    "IntentRejected",
+    "IntentExpired",
+    "TradingHalted",
+    "TradingResumed",
+]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+
+
+class _Envelope(_Frozen):
+    # `type` and `data` are declared here only to fix the field order of every event's JSON;
+    # each subclass narrows them.
+    event_id: uuid.UUID
+    account: AccountName
+    type: str
+    occurred_at: UtcDatetime
+    data: BaseModel
+    # Assigned by the ledger; accepted on input so that an export re-imports, ignored by the store.
+    sequence: Annotated[int, Field(ge=1)] | None = None
+    recorded_at: UtcDatetime | None = None
+    global_position: Annotated[int, Field(ge=0)] | None = None
+
+    LEDGER_FIELDS: ClassVar[tuple[str, ...]] = ("sequence", "recorded_at", "global_position")
+
+
+class LimitsSetEvent(_Envelope):
+    """The account's limits changed."""
+
+    type: Literal["LimitsSet"] = "LimitsSet"
+    data: LimitsSet
+
+
+class OrderFilledEvent(_Envelope):
+    """The broker filled an order."""
+
+    type: Literal["OrderFilled"] = "OrderFilled"
+    data: OrderFilled
+
+
+class PositionClosedEvent(_Envelope):
+    """A position was closed in whole or in part."""
+
+    type: Literal["PositionClosed"] = "PositionClosed"
+    data: PositionClosed
+
+
+class SignalEvaluatedEvent(_Envelope):
+    """The dispatcher decided on a signal."""
+
+    type: Literal["SignalEvaluated"] = "SignalEvaluated"
+    data: SignalEvaluated
+
+
+class IntentIssuedEvent(_Envelope):
+    """The dispatcher reserved room for an order."""
+
+    type: Literal["IntentIssued"] = "IntentIssued"
+    data: IntentIssued
+
+
+class IntentRejectedEvent(_Envelope):
+    """The broker or router refused an intent."""
+
+    type: Literal["IntentRejected"] = "IntentRejected"
+    data: IntentRejected
+
+
+class IntentExpiredEvent(_Envelope):
+    """An intent was neither filled nor rejected in time."""
+
+    type: Literal["IntentExpired"] = "IntentExpired"
+    data: IntentExpired
+
+
+class TradingHaltedEvent(_Envelope):
+    """Trading was halted for the account."""
+
+    type: Literal["TradingHalted"] = "TradingHalted"
+    data: TradingHalted
+
+
+class TradingResumedEvent(_Envelope):
+    """Trading was resumed for the account."""
+
+    type: Literal["TradingResumed"] = "TradingResumed"
+    data: TradingResumed
+
+
+Event: TypeAlias = Annotated[
+    LimitsSetEvent
+    | OrderFilledEvent
+    | PositionClosedEvent
+    | SignalEvaluatedEvent
+    | IntentIssuedEvent
+    | IntentRejectedEvent
+    | IntentExpiredEvent
+    | TradingHaltedEvent
+    | TradingResumedEvent,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+_TYPE_OF_DATA: dict[type[BaseModel], EventType] = {
+    LimitsSet: "LimitsSet",
+    OrderFilled: "OrderFilled",
+    PositionClosed: "PositionClosed",
+    SignalEvaluated: "SignalEvaluated",
+    IntentIssued: "IntentIssued",
+    IntentRejected: "IntentRejected",
+    IntentExpired: "IntentExpired",
+    TradingHalted: "TradingHalted",
+    TradingResumed: "TradingResumed",
+}
+assert tuple(_TYPE_OF_DATA.values()) == EVENT_TYPES
+
+# --- Identity -----------------------------------------------------------------------------------
+
+# Fixed forever: changing it changes every derived event id and breaks deduplication of replays.
+LEDGER_NAMESPACE = uuid.UUID("d15d7c0e-ce9b-4969-abce-4819d402e6a1")
+
+_KEY_FIELDS: dict[EventType, tuple[str, ...]] = {
+    "LimitsSet": (),
+    "OrderFilled": ("fill_id",),
+    "PositionClosed": ("position_id",),
+    "SignalEvaluated": ("signal_id",),
+    "IntentIssued": ("intent_id",),
+    "IntentRejected": ("intent_id",),
+    "IntentExpired": ("intent_id",),
+    "TradingHalted": (),
+    "TradingResumed": (),
+}
+# These have no identifier of their own: a close, or a setting changing, happens at an instant.
+_KEYED_BY_TIME: frozenset[EventType] = frozenset(
+    {"PositionClosed", "LimitsSet", "TradingHalted", "TradingResumed"}
+)
+
+
+def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> str:
+    if _TYPE_OF_DATA[type(data)] != event_type:
+        raise ValueError(f"event_type={event_type!r} does not match data of {type(data).__name__}")
+    parts = [(name, str(getattr(data, name))) for name in _KEY_FIELDS[event_type]]
+    if event_type in _KEYED_BY_TIME:
+        parts.append(("occurred_at", format_time(occurred_at)))
+    # json.dumps quotes and escapes each value, so no two different keys render alike.
+    return event_type + ":" + ",".join(f"{name}={json.dumps(value)}" for name, value in parts)
+
+
+def derive_event_id(
+    account: str, event_type: EventType, data: EventData, occurred_at: datetime
+) -> uuid.UUID:
+    """Derive the deterministic event id (UUIDv5) of an event from its account and natural key.
+
+    Raises:
+        ValueError: event_type does not match the class of data, or occurred_at is naive.
+    """
+    return uuid.uuid5(LEDGER_NAMESPACE, f"{account}/{_key_of(event_type, data, occurred_at)}")
+
+
+def natural_key(event: Event) -> str:
+    """Return the event's natural key, e.g. `OrderFilled:fill_id="X-1001"`, unique per account."""
+    return _key_of(event.type, event.data, event.occurred_at)
+
+
+# --- Decoding and encoding ----------------------------------------------------------------------
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+# The value of an InvalidEvent whose field is absent; its repr reads "nothing was given".
+MISSING = _Missing()
+
+# Stands in for an absent event_id until the validated data lets us derive the real one.
+_PLACEHOLDER_EVENT_ID = uuid.UUID(int=0)
+_EXCERPT_LENGTH_MAX = 60
+_VALUE_REPR_LENGTH_MAX = 120
+_TYPE_LIST = ", ".join(EVENT_TYPES)
+# Errors this module raises already read as "is ..." phrases.
+_OWN_ERROR_PREFIXES = ("decimal_", "datetime_range", "account_name", "text_", "identifier_")
+
+_EXPECTED_BY_ERROR_TYPE = {
+    "missing": "was given: the field is required",
+    "extra_forbidden": "is in an unknown field",
+    "string_type": "is not a string",
+    "int_type": "is not an integer",
+    "int_from_float": "is not an integer",
+    "int_parsing": "is not an integer",
+    "bool_type": "is not true or false",
+    "uuid_type": "is not a UUID",
+    "uuid_parsing": "is not a UUID",
+    "uuid_version": "is not a UUID",
+    "timezone_aware": "has no timezone",
+    "datetime_type": 'is not a time like "2026-02-03T17:29:04Z"',
+    "datetime_parsing": 'is not a time like "2026-02-03T17:29:04Z"',
+    "datetime_from_date_parsing": 'is not a time like "2026-02-03T17:29:04Z"',
+    "datetime_object_invalid": 'is not a time like "2026-02-03T17:29:04Z"',
+    "dict_type": "is not an object",
+    "model_type": "is not an object",
+    "model_attributes_type": "is not an object",
+    "list_type": "is not a list",
+    "tuple_type": "is not a list",
+    "union_tag_not_found": f"was given: expected one of {_TYPE_LIST}",
+    "union_tag_invalid": f"is not one of {_TYPE_LIST}",
+}
+
+
+def _excerpt(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    if len(text) <= _EXCERPT_LENGTH_MAX:
+        return text
+    return text[:_EXCERPT_LENGTH_MAX] + "..."
+
+
+def _field_path(loc: tuple[int | str, ...], subject: str) -> str:
+    # The union reports the discriminator tag as the first step ("OrderFilled", "data", ...);
+    # it is the value of `type`, not a field, so it does not belong in the path.
+    if loc and loc[0] in EVENT_TYPES:
+        loc = loc[1:]
+    path = ""
+    for step in loc:
+        if isinstance(step, int):
+            path += f"[{step}]"
+        else:
+            path += f".{step}" if path else step
+    return path or subject
+
+
+def _expected(detail: ErrorDetails) -> str:
+    error_type = detail["type"]
+    context = detail.get("ctx", {})
+    if error_type in _EXPECTED_BY_ERROR_TYPE:
+        return _EXPECTED_BY_ERROR_TYPE[error_type]
+    if error_type == "literal_error":
+        return f"is not {context['expected']}"
+    if error_type == "greater_than_equal":
+        return f"is less than {context['ge']}"
+    if error_type == "greater_than":
+        return f"is not greater than {context['gt']}"
+    if error_type in ("string_too_long", "too_long"):
+        return f"is too long: at most {context.get('max_length')}"
+    if error_type.startswith(_OWN_ERROR_PREFIXES):
+        return detail["msg"]
+    return f"is invalid: {detail['msg']}"
+
+
+def _value(detail: ErrorDetails, raw: bytes | str) -> object:
+    error_type = detail["type"]
+    if error_type == "json_invalid":
+        return _excerpt(raw)
+    if error_type in ("missing", "union_tag_not_found"):
+        return MISSING
+    if error_type == "union_tag_invalid":
+        return detail.get("ctx", {}).get("tag")
+    value: object = detail["input"]
+    if isinstance(value, (dict, list)) and len(repr(value)) > _VALUE_REPR_LENGTH_MAX:
+        return repr(value)[:_VALUE_REPR_LENGTH_MAX] + "..."
+    return value
+
+
+def _invalid(
+    error: ValidationError, raw: bytes | str, line: int | None, subject: str
+) -> InvalidEvent:
+    details = error.errors(include_url=False)
+    first = details[0]
+    if first["type"] == "json_invalid":
+        field = "json"
+        expected = f"is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
+    elif first["type"].startswith("union_tag_"):
+        field = "type"
+        expected = _expected(first)
+    else:
+        field = _field_path(first["loc"], subject)
+        expected = _expected(first)
+    if len(details) > 1:
+        expected += f" (and {len(details) - 1} more)"
+    return InvalidEvent(field, _value(first, raw), expected, line=line)
+
+
+def _with_placeholder_id(raw: bytes | str) -> str | None:
+    """Return the JSON with a placeholder event_id if it is an object without one, else None."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        # Malformed input: let pydantic's JSON parser report it, like every other error.
+        return None
+    if not isinstance(document, dict) or "event_id" in document:
+        return None
+    document["event_id"] = str(_PLACEHOLDER_EVENT_ID)
+    return json.dumps(document)
+
+
+def _with_derived_id(event: Event) -> Event:
+    event_id = derive_event_id(event.account, event.type, event.data, event.occurred_at)
+    return event.model_copy(update={"event_id": event_id})
+
+
+def decode_event(raw: bytes | str, line: int | None = None) -> Event:
+    """Decode and validate one event from JSON, deriving event_id when it is absent.
+
+    Raises:
+        InvalidEvent: the JSON is malformed or the event is invalid; the message is one line
+            naming the first bad field and its value, prefixed with `line N: ` when line is given.
+    """
+    with_placeholder = _with_placeholder_id(raw)
+    try:
+        event = EVENT_ADAPTER.validate_json(raw if with_placeholder is None else with_placeholder)
+    except ValidationError as error:
+        raise _invalid(error, raw, line, "event") from None
+    return event if with_placeholder is None else _with_derived_id(event)
+
+
+def decode_signal(raw: bytes | str, line: int | None = None) -> Signal:
+    """Decode and validate one signal from JSON.
+
+    Raises:
+        InvalidEvent: the JSON is malformed or the signal is invalid; the message is one line
+            naming the first bad field and its value, prefixed with `line N: ` when line is given.
+    """
+    try:
+        return Signal.model_validate_json(raw)
+    except ValidationError as error:
+        raise _invalid(error, raw, line, "signal") from None
+
+
+def build_event(
+    account: str,
+    occurred_at: datetime,
+    data: EventData,
+    event_id: uuid.UUID | None = None,
+) -> Event:
+    """Build a validated event around data, deriving event_id from its natural key if not given.
+
+    Raises:
+        InvalidEvent: the account name or the time is invalid.
+    """
+    fields = {
+        "event_id": _PLACEHOLDER_EVENT_ID if event_id is None else event_id,
+        "account": account,
+        "type": _TYPE_OF_DATA[type(data)],
+        "occurred_at": occurred_at,
+        "data": data,
+    }
+    try:
+        event = EVENT_ADAPTER.validate_python(fields)
+    except ValidationError as error:
+        raise _invalid(error, "", None, "event") from None
+    return event if event_id is not None else _with_derived_id(event)
+
+
+def with_ledger_fields(
+    event: Event, sequence: int, recorded_at: datetime, global_position: int
+) -> Event:
+    """Return a copy of the event carrying the fields the ledger assigns when it stores it.
+
+    Raises:
+        InvalidEvent: sequence < 1, global_position < 0 or recorded_at is naive.
+    """
+    fields = {name: getattr(event, name) for name in type(event).model_fields}
+    fields.update(sequence=sequence, recorded_at=recorded_at, global_position=global_position)
+    try:
+        return EVENT_ADAPTER.validate_python(fields)
+    except ValidationError as error:
+        raise _invalid(error, "", None, "event") from None
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode an event as compact JSON: decimals as strings, times in UTC with "Z"."""
+    # Ledger fields are absent until the ledger assigns them; other None fields stay as null so
+    # that the shape of the data is the same on every line.
+    unassigned = {name for name in _Envelope.LEDGER_FIELDS if getattr(event, name) is None}
+    return EVENT_ADAPTER.dump_json(event, exclude=unassigned)
+
+
+def encode_signal(signal: Signal) -> bytes:
+    """Encode a signal as compact JSON: decimals as strings, times in UTC with "Z"."""
+    return signal.model_dump_json().encode()

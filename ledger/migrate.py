@@ -1,0 +1,101 @@
+"""Forward-only schema migrations: numbered SQL files applied in order, each in a transaction.
+
+A migration file is `migrations/NNNN_name.sql`. What was applied is recorded in
+`schema_migrations` with the file's checksum, so a second run changes nothing and an applied file
+that was edited afterwards is refused. Must not import Kafka clients or the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from ledger.errors import MigrationError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Any constant works: it only has to be the same for every `ledger migrate` against one database.
+_MIGRATION_LOCK_KEY = 0x1ED6E5
+
+
+@dataclass(frozen=True, kw_only=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Return the migrations in a directory, in version order.
+
+    Raises:
+        MigrationError: a file name does not match NNNN_name.sql or two files share a number.
+    """
+    migrations: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_PATTERN.match(path.name)
+        if match is None:
+            raise MigrationError(f"migration file {path.name!r} does not match NNNN_name.sql")
+        version = int(match.group(1))
+        if version in migrations:
+            raise MigrationError(f"migration number {version:04d} is used twice: {path.name!r}")
+        migrations[version] = Migration(version=version, name=match.group(2),
+                                        sql=path.read_text())
+    return [migrations[version] for version in sorted(migrations)]
+
+
+async def apply(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Apply the missing migrations in order and return those applied by this call.
+
+    Raises:
+        MigrationError: an applied migration's file changed, or a migration failed (rolled back).
+    """
+    await conn.execute(
+        """CREATE TABLE IF NOT EXISTS schema_migrations (
+               version integer PRIMARY KEY,
+               name text NOT NULL,
+               checksum text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    applied: list[Migration] = []
+    for migration in discover(directory):
+        async with conn.transaction():
+            # Two `ledger migrate` runs at once must not both apply a file: serialise on a lock
+            # held until this migration's transaction ends, then look again.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+            recorded = await conn.fetchval(
+                "SELECT checksum FROM schema_migrations WHERE version = $1", migration.version
+            )
+            if recorded is not None:
+                _check_unchanged(migration, recorded)
+                continue
+            try:
+                await conn.execute(migration.sql)
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version, migration.name, migration.checksum,
+            )
+            applied.append(migration)
+    return applied
+
+
+def _check_unchanged(migration: Migration, recorded_checksum: str) -> None:
+    if recorded_checksum != migration.checksum:
+        raise MigrationError(
+            f"migration {migration.version:04d}_{migration.name} was edited after it was "
+            f"applied: checksum {migration.checksum[:12]} but the database recorded "
+            f"{recorded_checksum[:12]}; add a new migration instead"
+        )

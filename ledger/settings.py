@@ -1,0 +1,77 @@
+"""The one frozen settings object, read from flags and the environment once at startup.
+
+Defaults point at the local stack `make up` starts (stack/stack.sh), so nothing needs setting
+locally; production sets every value explicitly. A bad value stops the process with a message that
+names the variable and the value. Must not import the store, Kafka clients or the CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.errors import ConfigError
+
+ENV_PREFIX = "LEDGER_"
+DEFAULT_DATABASE_URL = "postgresql://ledger_admin:ledger_admin@127.0.0.1:55432/ledger"
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_SECRETS_DIR = Path.home() / ".local" / "share" / "ledger" / "secrets"
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one ledger process."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    secrets_dir: Path = DEFAULT_SECRETS_DIR
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError("expected postgresql://user:password@host:port/database")
+        return value
+
+    def topic(self, name: str) -> str:
+        """Return the full name of a topic, with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    def as_lines(self) -> list[str]:
+        """Render the settings as KEY=VALUE lines, passwords masked."""
+        values: dict[str, Any] = self.model_dump()
+        values["database_url"] = mask_password(self.database_url)
+        return [f"{ENV_PREFIX}{key.upper()}={value}" for key, value in values.items()]
+
+
+def mask_password(dsn: str) -> str:
+    """Return the DSN with its password replaced by ***."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment, with explicit flag values taking precedence.
+
+    Raises:
+        ConfigError: a variable holds a value that does not parse or is out of range.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        raise ConfigError(variable, error.get("input"), error["msg"]) from None

@@ -1,0 +1,159 @@
+"""Shared fixtures: a fresh database per test session on the real local PostgreSQL, unique topics.
+
+Goal: every integration test talks to the real servers that `make up` started, isolated from the
+developer's own `ledger` database and from other tests. Method: one throw-away database per
+session (migrated once), unique account names per test (roles are cluster-wide), and a unique
+topic per Kafka test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ledger import commands
+from ledger.db import connect, dsn_for_database
+from ledger.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+LEDGER_BIN = ROOT / ".venv" / "bin" / "ledger"
+POLL_INTERVAL_S = 0.05
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("secrets")
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    conn = await connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    conn = await connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _drop_account_roles(dsn: str) -> None:
+    conn = await connect(dsn)
+    try:
+        accounts = [row[0] for row in await conn.fetch("SELECT account FROM streams")]
+    finally:
+        await conn.close()
+    admin = await connect(dsn_for_database(dsn, "postgres"))
+    try:
+        for account in accounts:
+            # Roles are cluster-wide; another live test database may still use one.
+            with contextlib.suppress(asyncpg.PostgresError):
+                await admin.execute(f'DROP ROLE IF EXISTS "ledger_{account}"')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def make_database(
+    base_settings: Settings, secrets_dir: Path
+) -> Iterator[Callable[..., Awaitable[Settings]]]:
+    """Create fresh databases, migrated unless asked not to; all are dropped at session end."""
+    created: list[Settings] = []
+    admin_dsn = dsn_for_database(base_settings.database_url, "postgres")
+
+    async def make(migrated: bool = True) -> Settings:
+        name = f"ledger_test_{uuid.uuid4().hex[:10]}"
+        await _create_database(admin_dsn, name)
+        settings = load_settings(database_url=dsn_for_database(base_settings.database_url, name),
+                                 secrets_dir=secrets_dir)
+        created.append(settings)
+        if migrated:
+            await commands.migrate(settings)
+        return settings
+
+    yield make
+
+    async def cleanup() -> None:
+        for settings in created:
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                await _drop_account_roles(settings.database_url)
+            await _drop_database(admin_dsn, settings.database_url.rsplit("/", 1)[1])
+
+    if created:
+        asyncio.run(cleanup())
+
+
+@pytest.fixture(scope="session")
+async def settings(make_database: Callable[[], Awaitable[Settings]]) -> Settings:
+    """The session's database, migrated."""
+    return await make_database()
+
+
+@pytest.fixture
+async def admin(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(settings.database_url)
+    await conn.execute("SET TIME ZONE 'UTC'")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def account_name() -> Callable[[str], str]:
+    """Return unique account names: roles are shared by every database of the cluster."""
+    suffix = uuid.uuid4().hex[:8]
+
+    def name(base: str) -> str:
+        return f"{base}_{suffix}"
+
+    return name
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LEDGER_DATABASE_URL"] = settings.database_url
+    env["LEDGER_SECRETS_DIR"] = str(settings.secrets_dir)
+    env.pop("LEDGER_DEBUG", None)
+    return env
+
+
+def run_cli(settings: Settings, *args: str, stdin: bytes | None = None,
+            timeout_s: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed `ledger` entry point against the test database."""
+    return subprocess.run(
+        [str(LEDGER_BIN), *args], env=cli_env(settings), input=stdin, capture_output=True,
+        timeout=timeout_s, check=False,
+    )
+
+
+def python_subprocess_args(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
+    """Wait until `check` is true, polling; fail the test at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(POLL_INTERVAL_S)
