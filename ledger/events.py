@@ -555,6 +555,10 @@ def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> st
     parts = [(name, str(getattr(data, name))) for name in _KEY_FIELDS[event_type]]
     if event_type in _KEYED_BY_TIME:
         parts.append(("occurred_at", format_time(occurred_at)))
+    if not _KEY_FIELDS[event_type]:
+        # A setting has no identifier at all: two different settings at one instant are two
+        # events, and only a repeat of the same one is a duplicate.
+        parts.append(("data", data.model_dump_json()))
     # json.dumps quotes and escapes each value, so no two different keys render alike.
     return event_type + ":" + ",".join(f"{name}={json.dumps(value)}" for name, value in parts)
 

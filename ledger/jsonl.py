@@ -79,6 +79,7 @@ async def append_file(
     progress: Progress | None = None,
 ) -> None:
     """Append the valid lines of an already validated file, batched per account."""
+    pipeline = store.AppendPipeline(conn)
     pending: dict[str, list[Event]] = {}
     for number, raw, size in _lines(path):
         try:
@@ -88,13 +89,14 @@ async def append_file(
         batch = pending.setdefault(event.account, [])
         batch.append(event)
         if len(batch) >= APPEND_BATCH_SIZE:
-            await _flush(conn, event.account, batch, report)
-            batch.clear()
+            _count(report, await pipeline.submit(event.account, batch))
+            pending[event.account] = []
         if progress is not None:
             progress(size)
     for account, batch in pending.items():
         if batch:
-            await _flush(conn, account, batch, report)
+            _count(report, await pipeline.submit(account, batch))
+    _count(report, await pipeline.finish())
 
 
 async def check_accounts(
@@ -115,12 +117,10 @@ async def check_accounts(
         await create(account)
 
 
-async def _flush(
-    conn: asyncpg.Connection, account: str, batch: list[Event], report: ImportReport
-) -> None:
-    result = await store.append(conn, account, batch)
-    report.appended += len(result.appended)
-    report.duplicates += len(result.duplicates)
+def _count(report: ImportReport, result: store.AppendResult | None) -> None:
+    if result is not None:
+        report.appended += len(result.appended)
+        report.duplicates += len(result.duplicates)
 
 
 def _note_bad(report: ImportReport, error: InvalidEvent) -> None:

@@ -158,3 +158,21 @@ async def test_events_when_admin_changes_or_removes_rows_database_refuses(
         await admin.execute(statement)
 
     assert await _sequences(admin, account) == [1]
+
+
+async def test_append_when_batch_mixes_new_stored_and_repeated_keeps_sequences_gap_free(
+    settings: Settings, admin: asyncpg.Connection, account_name: Callable[[str], str]
+) -> None:
+    account = await _new_account(settings, account_name("mixed"))
+    stored = fill(account, "S")
+    await store.append(admin, account, [stored])
+    first, second = fill(account, "N1"), fill(account, "N2")
+
+    result = await store.append(admin, account, [first, stored, second, first])
+
+    assert result.appended == {first.event_id: 2, second.event_id: 3}
+    assert result.duplicates == [stored.event_id, first.event_id]
+    assert await _sequences(admin, account) == [1, 2, 3]
+    read = await store.read_stream(admin, account)
+    assert [event.event_id for event in read] == [stored.event_id, first.event_id,
+                                                  second.event_id]

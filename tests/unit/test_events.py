@@ -607,9 +607,9 @@ def test_natural_key_when_close_names_position_and_utc_time() -> None:
         ("IntentIssued", 'IntentIssued:intent_id="I-1"'),
         ("IntentRejected", 'IntentRejected:intent_id="I-1"'),
         ("IntentExpired", 'IntentExpired:intent_id="I-1"'),
-        ("LimitsSet", 'LimitsSet:occurred_at="2026-02-03T17:29:04Z"'),
-        ("TradingHalted", 'TradingHalted:occurred_at="2026-02-03T17:29:04Z"'),
-        ("TradingResumed", 'TradingResumed:occurred_at="2026-02-03T17:29:04Z"'),
+        ("LimitsSet", 'LimitsSet:occurred_at="2026-02-03T17:29:04Z",data='),
+        ("TradingHalted", 'TradingHalted:occurred_at="2026-02-03T17:29:04Z",data='),
+        ("TradingResumed", 'TradingResumed:occurred_at="2026-02-03T17:29:04Z",data='),
     ],
 )
 def test_natural_key_when_type_has_key_returns_it(event_type: str, expected: str) -> None:
@@ -620,7 +620,25 @@ def test_natural_key_when_type_has_key_returns_it(event_type: str, expected: str
     key = natural_key(event)
 
     # Assert
-    assert key == expected
+    if expected.endswith("data="):
+        assert key.startswith(expected)
+    else:
+        assert key == expected
+
+
+def test_decode_event_when_two_settings_differ_at_one_instant_derives_different_ids() -> None:
+    # Arrange
+    first = with_data("LimitsSet", max_open_positions=5)
+    second = with_data("LimitsSet", max_open_positions=6)
+    first.pop("event_id", None)
+    second.pop("event_id", None)
+
+    # Act
+    ids = [decode_event(json.dumps(doc)).event_id for doc in (first, second, first)]
+
+    # Assert
+    assert ids[0] != ids[1]
+    assert ids[0] == ids[2]
 
 
 def test_derive_event_id_when_type_does_not_match_data_raises() -> None:

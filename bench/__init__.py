@@ -1,0 +1,1 @@
+"""Benchmarks of the ledger against its baselines, measured in the same run (`make bench`)."""

@@ -1,0 +1,25 @@
+"""Run every benchmark: `python -m bench [--quick]` (what `make bench` does)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+
+from bench import bench_append
+from bench.common import OUT_DIR, commit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run every benchmark against the local stack.")
+    parser.add_argument("--quick", action="store_true", help="Smaller sizes, a few minutes.")
+    args = parser.parse_args()
+    print(f"# machine: {platform.platform()} cpus={os.cpu_count()} commit={commit()}", flush=True)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "results.jsonl").unlink(missing_ok=True)
+    asyncio.run(bench_append.run(args.quick))
+
+
+if __name__ == "__main__":
+    main()
