@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from uuid import uuid4
@@ -19,6 +20,7 @@ import typer
 
 from ledger import commands
 from ledger.errors import LedgerError
+from ledger.runtime import configure_logging
 from ledger.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -38,7 +40,7 @@ app.add_typer(limits_app, name="limits")
 
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="Administrative DSN [env: LEDGER_DATABASE_URL].",
+    typer.Option("--database-url", help="Administrative DSN (env LEDGER_DATABASE_URL).",
                  show_default=False),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -179,6 +181,35 @@ def status(json_output: JsonFlag = False, database_url: DatabaseUrl = None) -> N
     """Show per account: head, published, projected, lag, halted."""
     rows = _run(commands.status(_settings(database_url)))
     commands.print_status(rows, json_output)
+
+
+class Process(StrEnum):
+    """The long-running processes `ledger run` starts."""
+
+    ingest = "ingest"
+    relay = "relay"
+    all = "all"
+
+
+@app.command()
+def run(
+    process: Annotated[Process, typer.Argument(help="Which process to run.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run a long-running process until SIGTERM/SIGINT; `all` runs every process."""
+    configure_logging()
+    _run(commands.run_process(_settings(database_url), process.value))
+
+
+@app.command()
+def follow(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    from_sequence: Annotated[int, typer.Option("--from-sequence", min=1,
+                                               help="First sequence to print.")] = 1,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Stream one account's events live as JSON lines: from the store, then from Kafka."""
+    _run(commands.follow(_settings(database_url), name, from_sequence, sys.stdout.buffer))
 
 
 def main() -> None:

@@ -21,11 +21,14 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from ledger import jsonl, roles, secrets, store
+from ledger import ingest, jsonl, relay, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.db import connect
-from ledger.events import decode_event, validate_account_name
+from ledger.events import decode_event, encode_event, validate_account_name
+from ledger.follow import follow as follow_account
+from ledger.runtime import stop_event_on_signals
 from ledger.settings import Settings
+from ledger.supervisor import Child, supervise
 
 
 @asynccontextmanager
@@ -151,12 +154,14 @@ async def status(settings: Settings) -> list[StatusRow]:
                       coalesce((SELECT e.type = 'TradingHalted' FROM events e
                                 WHERE e.account = s.account
                                   AND e.type IN ('TradingHalted', 'TradingResumed')
-                                ORDER BY e.sequence DESC LIMIT 1), false) AS halted
-               FROM streams s ORDER BY s.account"""
+                                ORDER BY e.sequence DESC LIMIT 1), false) AS halted,
+                      coalesce(r.published_sequence, 0) AS published
+               FROM streams s LEFT JOIN relay_positions r USING (account)
+               ORDER BY s.account"""
         )
-    # Publishing and projecting come with the relay and the projector; until one has run for an
-    # account it has published and projected nothing.
-    return [StatusRow(account=row["account"], head=int(row["head"]), published=0, projected=0,
+    # Projecting comes with the projector; until it has run for an account it projected nothing.
+    return [StatusRow(account=row["account"], head=int(row["head"]),
+                      published=int(row["published"]), projected=0,
                       halted=bool(row["halted"])) for row in rows]
 
 
@@ -174,3 +179,26 @@ def print_status(rows: list[StatusRow], json_output: bool) -> None:
         table.add_row(r.account, str(r.head), str(r.published), str(r.projected), str(r.lag),
                       "HALTED" if r.halted else "no")
     Console().print(table if rows else "no accounts yet: `ledger accounts add NAME`")
+
+
+async def run_process(settings: Settings, process: str) -> None:
+    """Run one long-running process (or all of them) until SIGTERM/SIGINT."""
+    stop = stop_event_on_signals()
+    if process == "ingest":
+        await ingest.run(settings, stop)
+    elif process == "relay":
+        await relay.run(settings, stop)
+    elif process == "all":
+        children = [Child(name=name, args=["run", name]) for name in ("ingest", "relay")]
+        await supervise(children, stop)
+    else:
+        raise AssertionError(f"unknown process {process!r}")
+
+
+async def follow(settings: Settings, account: str, from_sequence: int, out: BinaryIO) -> None:
+    """Write one account's events as JSON lines as they come, until SIGTERM/SIGINT."""
+    validate_account_name(account)
+    stop = stop_event_on_signals()
+    async for event in follow_account(settings, account, from_sequence, stop=stop):
+        out.write(encode_event(event) + b"\n")
+        out.flush()

@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger import commands
+from ledger import commands, secrets
 from ledger.db import connect, dsn_for_database
 from ledger.settings import Settings, load_settings
 
@@ -35,8 +35,10 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("secrets")
+def secrets_dir(base_settings: Settings) -> Path:
+    # Roles are cluster-wide: tests share the developer's secrets so that migrating a test
+    # database does not change the service role's password under the local stack's processes.
+    return base_settings.secrets_dir
 
 
 async def _create_database(admin_dsn: str, name: str) -> None:
@@ -55,7 +57,7 @@ async def _drop_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
-async def _drop_account_roles(dsn: str) -> None:
+async def _drop_account_roles(dsn: str, secrets_dir: Path) -> None:
     conn = await connect(dsn)
     try:
         accounts = [row[0] for row in await conn.fetch("SELECT account FROM streams")]
@@ -67,6 +69,7 @@ async def _drop_account_roles(dsn: str) -> None:
             # Roles are cluster-wide; another live test database may still use one.
             with contextlib.suppress(asyncpg.PostgresError):
                 await admin.execute(f'DROP ROLE IF EXISTS "ledger_{account}"')
+                secrets.password_path(secrets_dir, f"ledger_{account}").unlink(missing_ok=True)
     finally:
         await admin.close()
 
@@ -94,7 +97,7 @@ def make_database(
     async def cleanup() -> None:
         for settings in created:
             with contextlib.suppress(asyncpg.UndefinedTableError):
-                await _drop_account_roles(settings.database_url)
+                await _drop_account_roles(settings.database_url, secrets_dir)
             await _drop_database(admin_dsn, settings.database_url.rsplit("/", 1)[1])
 
     if created:
@@ -157,3 +160,13 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
         if loop.time() > deadline:
             pytest.fail(f"condition not met within {timeout_s}s")
         await asyncio.sleep(POLL_INTERVAL_S)
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix that gives this test its own topics."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+def with_topics(settings: Settings, prefix: str) -> Settings:
+    return settings.model_copy(update={"topic_prefix": prefix})

@@ -1,0 +1,48 @@
+"""Dead letters: a message no consumer can use goes to `dead-letters`, never silently away.
+
+The original bytes and key are kept as they were; headers say why (one line naming the field and
+the value), where the message came from (topic, partition, offset) and which consumer refused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+REASON_LENGTH_MAX = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    """A refused message and why it was refused."""
+
+    message: ConsumerRecord[bytes, bytes]
+    reason: str
+
+
+def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
+    """Return the headers that explain a dead letter."""
+    message = letter.message
+    reason = letter.reason.splitlines()[0][:REASON_LENGTH_MAX] if letter.reason else "refused"
+    return [
+        ("dlq.reason", reason.encode()),
+        ("dlq.topic", message.topic.encode()),
+        ("dlq.partition", str(message.partition).encode()),
+        ("dlq.offset", str(message.offset).encode()),
+        ("dlq.consumer", consumer.encode()),
+    ]
+
+
+async def send(producer: AIOKafkaProducer, topic: str, letters: Sequence[DeadLetter],
+               consumer: str) -> None:
+    """Publish dead letters and wait until the broker acknowledged every one."""
+    futures = [
+        await producer.send(topic, value=letter.message.value, key=letter.message.key,
+                            headers=headers(letter, consumer))
+        for letter in letters
+    ]
+    await asyncio.gather(*futures)

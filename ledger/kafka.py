@@ -1,0 +1,62 @@
+"""Kafka clients with every option that matters set explicitly, never left to library defaults.
+
+aiokafka is used directly for the ledger's own processes because they need what faststream does
+not expose: per-message acknowledgement futures from an idempotent producer (the relay marks an
+event published only after the broker acknowledged it), batch reads, and offsets committed by hand
+only after the PostgreSQL transaction committed. Must not import the store or the CLI.
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from ledger.settings import Settings
+
+# A send not acknowledged within this fails its future; the relay then publishes the same events
+# again from the store (its checkpoint has not moved), so a broker outage delays, never loses.
+REQUEST_TIMEOUT_MS = 30_000
+LINGER_MS = 2
+BATCH_SIZE_MAX_BYTES = 1 << 20
+MAX_POLL_RECORDS = 500
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 3_000
+
+
+def producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    """An idempotent producer that waits for every in-sync replica (acks=all)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=LINGER_MS,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        max_batch_size=BATCH_SIZE_MAX_BYTES,
+    )
+
+
+def consumer(settings: Settings, *topics: str, group_id: str | None,
+             client_id: str) -> AIOKafkaConsumer:
+    """A consumer whose offsets move only when the caller commits (after its database commit)."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=MAX_POLL_RECORDS,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+    )
+
+
+def header(headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]] | None,
+           name: str) -> str | None:
+    """Return a message header as text, or None."""
+    for key, value in headers or ():
+        if key == name:
+            return value.decode("utf-8", "replace")
+    return None

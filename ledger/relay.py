@@ -1,0 +1,145 @@
+"""The relay: publishes committed events per account, in sequence order, to `ledger-events`.
+
+The store is the outbox: the relay reads what is committed after each account's published
+sequence, sends it (key = account; headers account, sequence, event_id, type; `IntentIssued`
+also to `order-intents`), waits until the broker acknowledged every message, and only then moves
+the account's published sequence. A crash in between republishes; consumers dedupe by
+(account, sequence). Readers track (account, sequence), never a global serial, so an event that
+commits late is never skipped. One relay publishes at a time (a session advisory lock); a second
+one waits as a standby. It wakes on NOTIFY and polls as a fallback, so a lost notification only
+delays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from ledger import kafka
+from ledger.db import connect
+from ledger.logins import service_dsn
+from ledger.runtime import keep_running, wait_or_stop
+from ledger.settings import Settings
+from ledger.store import EVENT_JSON_SQL
+from ledger.topics import Topics, ensure_topics
+
+PUBLISH_BATCH_SIZE = 1000
+POLL_INTERVAL_S = 1.0
+STANDBY_INTERVAL_S = 2.0
+# Any constant: it only has to be the same for every relay of one database.
+RELAY_LOCK_KEY = 0x1ED6E6
+NOTIFY_CHANNEL = "ledger_appended"
+
+log = logging.getLogger("ledger.relay")
+
+_BEHIND_SQL = """
+SELECT s.account, s.head, coalesce(r.published_sequence, 0) AS published
+FROM streams s LEFT JOIN relay_positions r USING (account)
+WHERE s.head > coalesce(r.published_sequence, 0)
+ORDER BY s.account
+"""
+
+_PAGE_SQL = f"""
+SELECT sequence, event_id, type, {EVENT_JSON_SQL} AS body
+FROM events WHERE account = $1 AND sequence > $2 AND sequence <= $3
+ORDER BY sequence LIMIT $4
+"""
+
+_MARK_SQL = """
+INSERT INTO relay_positions (account, published_sequence) VALUES ($1, $2)
+ON CONFLICT (account) DO UPDATE SET published_sequence = excluded.published_sequence,
+                                    updated_at = now()
+WHERE relay_positions.published_sequence < excluded.published_sequence
+"""
+
+
+@dataclass(kw_only=True)
+class RelayCounters:
+    published: int = 0
+    cycles: int = 0
+
+
+async def publish_pending(conn: asyncpg.Connection, producer: AIOKafkaProducer,
+                          topics: Topics, counters: RelayCounters) -> int:
+    """Publish every committed event not yet published; return how many were sent."""
+    sent = 0
+    for row in await conn.fetch(_BEHIND_SQL):
+        published, head = int(row["published"]), int(row["head"])
+        while published < head:
+            count, published = await _publish_page(conn, producer, topics, row["account"],
+                                                   published, head)
+            sent += count
+    counters.published += sent
+    counters.cycles += 1
+    return sent
+
+
+async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, topics: Topics,
+                        account: str, published: int, head: int) -> tuple[int, int]:
+    rows = await conn.fetch(_PAGE_SQL, account, published, head, PUBLISH_BATCH_SIZE)
+    assert rows, f"stream {account} has head {head} but no event after {published}"
+    key = account.encode()
+    futures = []
+    for expected, row in enumerate(rows, start=published + 1):
+        # Sequences are gap-free under the head lock; a gap here would be a store bug.
+        assert row["sequence"] == expected, (account, expected, row["sequence"])
+        body = row["body"].encode()
+        headers = [("account", key), ("sequence", str(row["sequence"]).encode()),
+                   ("event_id", str(row["event_id"]).encode()), ("type", row["type"].encode())]
+        futures.append(await producer.send(topics.ledger_events, value=body, key=key,
+                                           headers=headers))
+        if row["type"] == "IntentIssued":
+            futures.append(await producer.send(topics.order_intents, value=body, key=key,
+                                               headers=headers))
+    await asyncio.gather(*futures)
+    last = int(rows[-1]["sequence"])
+    await conn.execute(_MARK_SQL, account, last)
+    return len(rows), last
+
+
+async def run(settings: Settings, stop: asyncio.Event,
+              counters: RelayCounters | None = None) -> None:
+    """Run the relay until stop is set, riding out database and broker outages."""
+    counters = counters if counters is not None else RelayCounters()
+
+    async def attempt(stop: asyncio.Event) -> None:
+        topics = await ensure_topics(settings)
+        conn = await connect(service_dsn(settings))
+        producer = kafka.producer(settings, client_id="ledger-relay")
+        try:
+            await _become_leader(conn, stop)
+            wake = asyncio.Event()
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
+            await producer.start()
+            log.info("relay: publishing to %s", topics.ledger_events)
+            while not stop.is_set():
+                wake.clear()
+                await publish_pending(conn, producer, topics, counters)
+                await _wait_for_wake(wake, stop)
+        finally:
+            await producer.stop()
+            await conn.close()
+
+    await keep_running("relay", stop, attempt)
+
+
+async def _become_leader(conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+    # A session lock dies with its connection, so a crashed relay frees the way at once.
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
+        if await wait_or_stop(stop, STANDBY_INTERVAL_S):
+            return
+
+
+async def _wait_for_wake(wake: asyncio.Event, stop: asyncio.Event) -> None:
+    stopping = asyncio.ensure_future(stop.wait())
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({stopping, woken}, timeout=POLL_INTERVAL_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        woken.cancel()

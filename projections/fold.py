@@ -1,0 +1,537 @@
+"""The one fold of an account's events into its state: positions, pending intents, limits, P&L.
+
+This module owns the account state (`AccountState` and the values it holds), the pure function
+`apply(state, event) -> state` and `fold(events)`, which the projector, the dispatcher, rebuild,
+time travel and the audit all use, so that every one of them sees the same figures. It also owns
+the errors a caller gets when it feeds the fold wrongly (`ForeignEvent`, `UnsequencedEvent`,
+`SequenceGap`). It is pure: no clock, no I/O, no logging. It must not import asyncpg, aiokafka,
+faststream, `time`, `os`, `logging`, or any project module other than `ledger.events` and
+`ledger.errors`.
+
+Money is Decimal only and is never quantized here: rounding belongs to the edges that print or
+store figures. All arithmetic runs in `ledger.events.DECIMAL_CONTEXT` (38 digits, half-even),
+whatever the calling thread's context is, so that every process folds to the very same digits.
+"""
+
+from __future__ import annotations
+
+import decimal
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import assert_never
+
+from ledger.errors import LedgerError
+from ledger.events import (
+    DECIMAL_CONTEXT,
+    Event,
+    Instrument,
+    IntentExpiredEvent,
+    IntentIssuedEvent,
+    IntentRejectedEvent,
+    LimitsSetEvent,
+    OrderFilled,
+    OrderFilledEvent,
+    PositionClosedEvent,
+    Side,
+    SignalEvaluatedEvent,
+    TradingHaltedEvent,
+    TradingResumedEvent,
+    notional,
+)
+
+__all__ = [
+    "AccountState",
+    "ForeignEvent",
+    "Limits",
+    "PendingIntent",
+    "Position",
+    "SequenceGap",
+    "UnsequencedEvent",
+    "apply",
+    "fold",
+    "initial_state",
+]
+
+_ZERO = Decimal("0")
+
+# --- Errors -------------------------------------------------------------------------------------
+
+
+class ForeignEvent(LedgerError):
+    """An event of another account was folded into a state: a bug in the caller, fix it."""
+
+    def __init__(self, account: str, event_account: str) -> None:
+        self.account = account
+        self.event_account = event_account
+        super().__init__(
+            f"event account {event_account!r} was folded into the state of account {account!r}: "
+            "expected events of that account only"
+        )
+
+
+class UnsequencedEvent(LedgerError):
+    """An event without a sequence was folded: only stored events are folded; store it first."""
+
+    def __init__(self, account: str, event_id: uuid.UUID) -> None:
+        self.account = account
+        self.event_id = event_id
+        super().__init__(
+            f"account {account}: event {event_id} has no sequence: expected a stored event"
+        )
+
+
+class SequenceGap(LedgerError):
+    """The event skips sequences of its account: read the missing ones from the store first."""
+
+    def __init__(self, account: str, expected_sequence: int, actual_sequence: int) -> None:
+        self.account = account
+        self.expected_sequence = expected_sequence
+        self.actual_sequence = actual_sequence
+        super().__init__(
+            f"account {account}: expected sequence {expected_sequence} but was {actual_sequence}"
+        )
+
+
+# --- State --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Position:
+    """An open holding: quantity > 0 on one side, at an average entry price."""
+
+    position_id: str
+    symbol: str
+    instrument: Instrument
+    side: Side
+    quantity: Decimal
+    average_price: Decimal
+    multiplier: Decimal
+    # Realised while this holding has been open: partial closes and the fees of its fills.
+    realized_pnl: Decimal
+    opened_at: datetime
+
+    @property
+    def notional(self) -> Decimal:
+        """Return the open exposure: quantity x average_price x multiplier."""
+        return self.quantity * self.average_price * self.multiplier
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingIntent:
+    """An issued intent that is neither filled, rejected nor expired: it counts against limits."""
+
+    intent_id: str
+    signal_id: str
+    position_id: str
+    symbol: str
+    instrument: Instrument
+    side: Side
+    quantity: Decimal
+    limit_price: Decimal
+    multiplier: Decimal
+    expires_at: datetime
+    issued_sequence: int
+
+    @property
+    def notional(self) -> Decimal:
+        """Return the reserved exposure: |quantity| x limit_price x multiplier."""
+        return notional(self.quantity, self.limit_price, self.multiplier)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """The account's limits as last set; None means that limit is not enforced."""
+
+    max_open_positions: int
+    max_exposure: Decimal
+    max_order_notional: Decimal | None
+    daily_loss_limit: Decimal | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountState:
+    """Everything the fold knows about one account after its events up to `sequence`."""
+
+    account: str
+    sequence: int
+    positions: Mapping[str, Position]
+    pending: Mapping[str, PendingIntent]
+    limits: Limits | None
+    halted: bool
+    halt_reason: str | None
+    pnl_day: date | None
+    realized_pnl_day: Decimal
+    realized_pnl_total: Decimal
+    last_occurred_at: datetime | None
+
+    # Mapping proxies compare by value but cannot be hashed; say so plainly rather than fail
+    # inside a generated __hash__.
+    __hash__ = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        # A state is a value: whoever built it with a plain dict must not be able to change it
+        # afterwards through that dict. The fold hands over proxies of dicts it no longer holds.
+        if not isinstance(self.positions, MappingProxyType):
+            object.__setattr__(self, "positions", MappingProxyType(dict(self.positions)))
+        if not isinstance(self.pending, MappingProxyType):
+            object.__setattr__(self, "pending", MappingProxyType(dict(self.pending)))
+
+    @property
+    def open_positions(self) -> int:
+        """Return the number of open positions."""
+        return len(self.positions)
+
+    @property
+    def pending_count(self) -> int:
+        """Return the number of pending intents."""
+        return len(self.pending)
+
+    @property
+    def open_exposure(self) -> Decimal:
+        """Return the sum of the open positions' notional."""
+        return sum((position.notional for position in self.positions.values()), _ZERO)
+
+    @property
+    def pending_exposure(self) -> Decimal:
+        """Return the sum of the pending intents' notional."""
+        return sum((intent.notional for intent in self.pending.values()), _ZERO)
+
+    @property
+    def exposure(self) -> Decimal:
+        """Return open exposure plus pending exposure."""
+        return self.open_exposure + self.pending_exposure
+
+    def realized_pnl_on(self, day: date) -> Decimal:
+        """Return the P&L realised on a UTC day, 0 when nothing was realised that day."""
+        return self.realized_pnl_day if day == self.pnl_day else _ZERO
+
+
+def initial_state(account: str) -> AccountState:
+    """Return the state of an account before its first event."""
+    return AccountState(
+        account=account,
+        sequence=0,
+        positions=MappingProxyType({}),
+        pending=MappingProxyType({}),
+        limits=None,
+        halted=False,
+        halt_reason=None,
+        pnl_day=None,
+        realized_pnl_day=_ZERO,
+        realized_pnl_total=_ZERO,
+        last_occurred_at=None,
+    )
+
+
+# --- Folding ------------------------------------------------------------------------------------
+
+
+class _Draft:
+    """The state being built: mutable, private to one apply or fold call, frozen at its end.
+
+    Folding into a draft, rather than building a frozen state per event, keeps a rebuild of a
+    million events to a few seconds; `apply` and `fold` share it, so there is one fold.
+    """
+
+    __slots__ = (
+        "account",
+        "halt_reason",
+        "halted",
+        "last_occurred_at",
+        "limits",
+        "pending",
+        "pnl_day",
+        "positions",
+        "realized_pnl_day",
+        "realized_pnl_total",
+        "sequence",
+    )
+
+    def __init__(self, state: AccountState) -> None:
+        self.account = state.account
+        self.sequence = state.sequence
+        self.positions = dict(state.positions)
+        self.pending = dict(state.pending)
+        self.limits = state.limits
+        self.halted = state.halted
+        self.halt_reason = state.halt_reason
+        self.pnl_day = state.pnl_day
+        self.realized_pnl_day = state.realized_pnl_day
+        self.realized_pnl_total = state.realized_pnl_total
+        self.last_occurred_at = state.last_occurred_at
+
+    def freeze(self) -> AccountState:
+        # The draft is dropped right after, so its dicts can back the proxies without a copy.
+        return AccountState(
+            account=self.account,
+            sequence=self.sequence,
+            positions=MappingProxyType(self.positions),
+            pending=MappingProxyType(self.pending),
+            limits=self.limits,
+            halted=self.halted,
+            halt_reason=self.halt_reason,
+            pnl_day=self.pnl_day,
+            realized_pnl_day=self.realized_pnl_day,
+            realized_pnl_total=self.realized_pnl_total,
+            last_occurred_at=self.last_occurred_at,
+        )
+
+
+def _next_sequence(account: str, sequence: int, event: Event) -> int | None:
+    """Return the event's sequence if it is the next of the stream, None if already applied.
+
+    Raises:
+        ForeignEvent, UnsequencedEvent, SequenceGap: see `apply`.
+    """
+    if event.account != account:
+        raise ForeignEvent(account, event.account)
+    if event.sequence is None:
+        raise UnsequencedEvent(account, event.event_id)
+    if event.sequence <= sequence:
+        return None
+    if event.sequence != sequence + 1:
+        raise SequenceGap(account, sequence + 1, event.sequence)
+    return event.sequence
+
+
+def apply(state: AccountState, event: Event) -> AccountState:
+    """Return the state after one stored event; a duplicate returns the same state object.
+
+    Raises:
+        ForeignEvent: the event belongs to another account.
+        UnsequencedEvent: the event has no sequence (it was never stored).
+        SequenceGap: the event's sequence is beyond state.sequence + 1.
+    """
+    sequence = _next_sequence(state.account, state.sequence, event)
+    if sequence is None:
+        return state
+    draft = _Draft(state)
+    with decimal.localcontext(DECIMAL_CONTEXT):
+        _step(draft, event, sequence)
+    return draft.freeze()
+
+
+def fold(
+    events: Iterable[Event],
+    state: AccountState | None = None,
+    account: str | None = None,
+) -> AccountState:
+    """Return the state after applying events in order to state (or to a new account's state).
+
+    Duplicates are skipped as in `apply`; if every event is a duplicate, state itself is
+    returned. All or nothing: on an error no partial result is returned.
+
+    Raises:
+        ValueError: neither state nor account is given, or both are and they differ.
+        ForeignEvent, UnsequencedEvent, SequenceGap: see `apply`.
+    """
+    if state is None:
+        if account is None:
+            raise ValueError("fold needs a state or an account: both were None")
+        state = initial_state(account)
+    elif account is not None and account != state.account:
+        raise ValueError(f"account={account!r} but state is of account {state.account!r}")
+    draft: _Draft | None = None
+    with decimal.localcontext(DECIMAL_CONTEXT):
+        for event in events:
+            applied = state.sequence if draft is None else draft.sequence
+            sequence = _next_sequence(state.account, applied, event)
+            if sequence is not None:
+                if draft is None:
+                    draft = _Draft(state)
+                _step(draft, event, sequence)
+    return state if draft is None else draft.freeze()
+
+
+def _step(draft: _Draft, event: Event, sequence: int) -> None:
+    """Apply one event, already checked to be the next (sequence) of the stream, to the draft."""
+    draft.sequence = sequence
+    draft.last_occurred_at = event.occurred_at
+    # Ordered by how often each type occurs in a stream.
+    match event:
+        case OrderFilledEvent():
+            _apply_fill(draft, event)
+        case PositionClosedEvent():
+            _apply_close(draft, event)
+        case SignalEvaluatedEvent():
+            pass
+        case IntentIssuedEvent():
+            _apply_intent_issued(draft, event)
+        case IntentRejectedEvent() | IntentExpiredEvent():
+            draft.pending.pop(event.data.intent_id, None)
+        case LimitsSetEvent():
+            data = event.data
+            draft.limits = Limits(
+                max_open_positions=data.max_open_positions,
+                max_exposure=data.max_exposure,
+                max_order_notional=data.max_order_notional,
+                daily_loss_limit=data.daily_loss_limit,
+            )
+        case TradingHaltedEvent():
+            draft.halted = True
+            draft.halt_reason = event.data.reason
+        case TradingResumedEvent():
+            draft.halted = False
+            draft.halt_reason = None
+        case _:
+            assert_never(event)
+
+
+def _apply_fill(draft: _Draft, event: OrderFilledEvent) -> None:
+    fill = event.data
+    if fill.intent_id is not None:
+        # The reservation ends with the fill. A fill of an unknown or expired intent still
+        # happened at the broker, so it is applied all the same.
+        draft.pending.pop(fill.intent_id, None)
+    fees = _ZERO if fill.fees is None else fill.fees
+    position = draft.positions.get(fill.position_id)
+    realized: Decimal | None = None
+    if position is None:
+        kept: Position | None = _opened(fill, fill.quantity, event.occurred_at, fees)
+    elif position.side == fill.side:
+        kept = _added(position, fill, fees)
+    else:
+        kept, realized = _countered(position, fill, event.occurred_at, fees)
+    if kept is None:
+        del draft.positions[fill.position_id]
+    else:
+        assert kept.quantity > 0, kept
+        draft.positions[fill.position_id] = kept
+    if realized is not None or fill.fees is not None:
+        _book_pnl(draft, (_ZERO if realized is None else realized) - fees, event.occurred_at)
+
+
+def _apply_close(draft: _Draft, event: PositionClosedEvent) -> None:
+    close = event.data
+    position = draft.positions.get(close.position_id)
+    if position is None:
+        # Nothing open to close (never opened, or already closed): the fact is kept in the
+        # store, and there is nothing to change here.
+        return
+    if close.quantity is None:
+        quantity = position.quantity
+    else:
+        # Closing more than is open cannot close more than is open.
+        quantity = min(close.quantity, position.quantity)
+    kept, realized = _reduced(position, quantity, close.price, _ZERO)
+    if kept is None:
+        del draft.positions[close.position_id]
+    else:
+        assert kept.quantity > 0, kept
+        draft.positions[close.position_id] = kept
+    _book_pnl(draft, realized, event.occurred_at)
+
+
+def _apply_intent_issued(draft: _Draft, event: IntentIssuedEvent) -> None:
+    issued = event.data
+    draft.pending[issued.intent_id] = PendingIntent(
+        intent_id=issued.intent_id,
+        signal_id=issued.signal_id,
+        position_id=issued.position_id,
+        symbol=issued.symbol,
+        instrument=issued.instrument,
+        side=issued.side,
+        quantity=issued.quantity,
+        limit_price=issued.limit_price,
+        multiplier=issued.multiplier,
+        expires_at=issued.expires_at,
+        issued_sequence=draft.sequence,
+    )
+
+
+def _book_pnl(draft: _Draft, amount: Decimal, occurred_at: datetime) -> None:
+    """Add realised P&L to the account's total and to the figure of its UTC day."""
+    draft.realized_pnl_total += amount
+    day = occurred_at.astimezone(UTC).date()
+    if draft.pnl_day is None or day > draft.pnl_day:
+        draft.pnl_day = day
+        draft.realized_pnl_day = amount
+    elif day == draft.pnl_day:
+        draft.realized_pnl_day += amount
+    # else: an event stamped with an earlier day than one already booked (a late report). Its
+    # day is over and not kept; booking it would wipe today's figure and open the daily loss
+    # gate, so it counts in the total only.
+
+
+# --- Pure leaf computations ---------------------------------------------------------------------
+
+
+def _opened(fill: OrderFilled, quantity: Decimal, at: datetime, fees: Decimal) -> Position:
+    """Return a position opened by a fill for quantity at the fill's price."""
+    return Position(
+        position_id=fill.position_id,
+        symbol=fill.symbol,
+        instrument=fill.instrument,
+        side=fill.side,
+        quantity=quantity,
+        average_price=fill.price,
+        multiplier=fill.multiplier,
+        realized_pnl=-fees,
+        opened_at=at,
+    )
+
+
+def _added(position: Position, fill: OrderFilled, fees: Decimal) -> Position:
+    """Return the position grown by a same-side fill, at the quantity-weighted average price."""
+    # Symbol, instrument and multiplier belong to the position from the fill that opened it.
+    quantity = position.quantity + fill.quantity
+    cost = position.quantity * position.average_price + fill.quantity * fill.price
+    return Position(
+        position_id=position.position_id,
+        symbol=position.symbol,
+        instrument=position.instrument,
+        side=position.side,
+        quantity=quantity,
+        average_price=cost / quantity,
+        multiplier=position.multiplier,
+        realized_pnl=position.realized_pnl - fees,
+        opened_at=position.opened_at,
+    )
+
+
+def _countered(
+    position: Position, fill: OrderFilled, at: datetime, fees: Decimal
+) -> tuple[Position | None, Decimal]:
+    """Return what an opposite-side fill leaves open, and the P&L it realises.
+
+    The fill closes up to the open quantity at its price; any excess opens a new position on
+    the fill's side at the fill's price (a flip), which is charged the fees.
+    """
+    if fill.quantity <= position.quantity:
+        return _reduced(position, fill.quantity, fill.price, fees)
+    _, realized = _reduced(position, position.quantity, fill.price, _ZERO)
+    flipped = _opened(fill, fill.quantity - position.quantity, at, fees)
+    return flipped, realized
+
+
+def _reduced(
+    position: Position, quantity: Decimal, price: Decimal, fees: Decimal
+) -> tuple[Position | None, Decimal]:
+    """Return the position less quantity (None when nothing is left) and the P&L realised.
+
+    quantity must be at most the open quantity.
+    """
+    assert quantity <= position.quantity, (quantity, position)
+    if position.side == "long":
+        realized = (price - position.average_price) * quantity * position.multiplier
+    else:
+        realized = (position.average_price - price) * quantity * position.multiplier
+    remaining = position.quantity - quantity
+    if remaining == 0:
+        return None, realized
+    kept = Position(
+        position_id=position.position_id,
+        symbol=position.symbol,
+        instrument=position.instrument,
+        side=position.side,
+        quantity=remaining,
+        average_price=position.average_price,
+        multiplier=position.multiplier,
+        realized_pnl=position.realized_pnl + realized - fees,
+        opened_at=position.opened_at,
+    )
+    return kept, realized

@@ -1,0 +1,97 @@
+"""Rendering of an account state as the `positions --json` document of DESIGN.md.
+
+This module owns that document's shape and its one rounding step: money figures are quantized to
+cents here, at the edge, and nowhere in the fold. It is pure: it must not import asyncpg,
+aiokafka, faststream, `time`, `os`, `logging`, or any project module other than `ledger.events`
+and `projections.fold`.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from ledger.events import DECIMAL_CONTEXT, format_decimal, format_time
+from projections.fold import AccountState, Limits, PendingIntent, Position
+
+__all__ = ["MONEY_ROUNDING", "MONEY_STEP", "positions_document"]
+
+MONEY_STEP = Decimal("0.01")
+MONEY_ROUNDING = ROUND_HALF_EVEN
+
+
+def _money(amount: Decimal) -> str:
+    return format_decimal(
+        amount.quantize(MONEY_STEP, rounding=MONEY_ROUNDING, context=DECIMAL_CONTEXT)
+    )
+
+
+def _price(price: Decimal) -> str:
+    # A price reads with at least cents ("6.2" -> "6.20"), but finer digits are kept: an
+    # average of fills ("6.125", or 1/3 of a cent) rounded to cents would report an entry
+    # price the position does not have, and quantity x average_price would no longer give
+    # its notional.
+    padded = price.quantize(MONEY_STEP, rounding=MONEY_ROUNDING, context=DECIMAL_CONTEXT)
+    return format_decimal(padded if padded == price else price)
+
+
+def _limits_document(limits: Limits | None) -> dict[str, Any] | None:
+    if limits is None:
+        return None
+    return {
+        "max_open_positions": limits.max_open_positions,
+        "max_exposure": format_decimal(limits.max_exposure),
+        "max_order_notional": _optional_decimal(limits.max_order_notional),
+        "daily_loss_limit": _optional_decimal(limits.daily_loss_limit),
+    }
+
+
+def _optional_decimal(number: Decimal | None) -> str | None:
+    return None if number is None else format_decimal(number)
+
+
+def _position_document(position: Position) -> dict[str, Any]:
+    return {
+        "position_id": position.position_id,
+        "symbol": position.symbol,
+        "side": position.side,
+        "quantity": format_decimal(position.quantity),
+        "average_price": _price(position.average_price),
+        "multiplier": format_decimal(position.multiplier),
+        "notional": _money(position.notional),
+    }
+
+
+def _intent_document(intent: PendingIntent) -> dict[str, Any]:
+    return {
+        "intent_id": intent.intent_id,
+        "symbol": intent.symbol,
+        "notional": _money(intent.notional),
+        "expires_at": format_time(intent.expires_at),
+    }
+
+
+def positions_document(
+    state: AccountState, *, as_of_sequence: int | None = None
+) -> dict[str, Any]:
+    """Return the `positions --json` document of an account state, ready for json.dumps.
+
+    as_of_sequence defaults to state.sequence. Exposures are the exact sums rounded once, so
+    they may differ by a cent from the sum of the rounded notionals listed.
+
+    Raises:
+        ValueError: a time in the state is naive (the fold never builds one).
+    """
+    positions = sorted(state.positions.values(), key=lambda position: position.position_id)
+    intents = sorted(state.pending.values(), key=lambda intent: intent.intent_id)
+    return {
+        "account": state.account,
+        "as_of_sequence": state.sequence if as_of_sequence is None else as_of_sequence,
+        "halted": state.halted,
+        "limits": _limits_document(state.limits),
+        "open_positions": [_position_document(position) for position in positions],
+        "pending_intents": [_intent_document(intent) for intent in intents],
+        "open_exposure": _money(state.open_exposure),
+        "pending_exposure": _money(state.pending_exposure),
+        "exposure": _money(state.exposure),
+    }

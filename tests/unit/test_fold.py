@@ -1,0 +1,801 @@
+"""Goal: the one fold turns an account's stored events into exactly the positions, pending
+intents, limits, halt flag and realised P&L that DESIGN.md describes, refuses to be fed wrongly
+(foreign account, unsequenced event, sequence gap), and skips duplicates.
+
+Method: build events through the public JSON contract (`decode_event`), stamp them as stored
+with `with_ledger_fields`, fold them, and compare the resulting state with figures worked out by
+hand. Arrange/Act/Assert, no I/O.
+"""
+
+from __future__ import annotations
+
+import decimal
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from ledger.events import Event, decode_event, with_ledger_fields
+from projections.fold import (
+    AccountState,
+    ForeignEvent,
+    Limits,
+    Position,
+    SequenceGap,
+    UnsequencedEvent,
+    apply,
+    fold,
+    initial_state,
+)
+
+ACCOUNT = "large"
+MORNING = "2026-02-03T17:29:04Z"
+MORNING_AT = datetime(2026, 2, 3, 17, 29, 4, tzinfo=UTC)
+RECORDED_AT = datetime(2026, 2, 3, 18, 0, tzinfo=UTC)
+SYMBOL = "MSFT 260220P00400000"
+
+# --- Factories: every event goes through the JSON contract ----------------------------------------
+
+
+def unstored(
+    event_type: str,
+    data: Mapping[str, Any],
+    *,
+    occurred_at: str = MORNING,
+    account: str = ACCOUNT,
+) -> Event:
+    document = {"account": account, "type": event_type, "occurred_at": occurred_at, "data": data}
+    return decode_event(json.dumps(document))
+
+
+def stored(event: Event, sequence: int) -> Event:
+    return with_ledger_fields(
+        event, sequence=sequence, recorded_at=RECORDED_AT, global_position=sequence - 1
+    )
+
+
+def stream(*events: Event, first: int = 1) -> list[Event]:
+    return [stored(event, first + index) for index, event in enumerate(events)]
+
+
+def fill(
+    position_id: str = "P-1",
+    *,
+    fill_id: str | None = None,
+    side: str = "long",
+    quantity: str = "12",
+    price: str = "6.00",
+    multiplier: str = "100",
+    symbol: str = SYMBOL,
+    intent_id: str | None = None,
+    fees: str | None = None,
+    occurred_at: str = MORNING,
+    account: str = ACCOUNT,
+) -> Event:
+    data: dict[str, Any] = {
+        "fill_id": fill_id or f"X-{position_id}-{side}-{quantity}-{price}-{occurred_at}",
+        "position_id": position_id,
+        "symbol": symbol,
+        "instrument": "option",
+        "side": side,
+        "quantity": quantity,
+        "price": price,
+        "multiplier": multiplier,
+    }
+    if intent_id is not None:
+        data["intent_id"] = intent_id
+    if fees is not None:
+        data["fees"] = fees
+    return unstored("OrderFilled", data, occurred_at=occurred_at, account=account)
+
+
+def close(
+    position_id: str = "P-1",
+    *,
+    price: str,
+    quantity: str | None = None,
+    occurred_at: str = MORNING,
+) -> Event:
+    data: dict[str, Any] = {"position_id": position_id, "price": price, "reason": "stop_loss"}
+    if quantity is not None:
+        data["quantity"] = quantity
+    return unstored("PositionClosed", data, occurred_at=occurred_at)
+
+
+def issue(
+    intent_id: str = "I-1",
+    *,
+    quantity: str = "3",
+    limit_price: str = "6.00",
+    multiplier: str = "100",
+    expires_at: str = "2026-02-03T17:34:04Z",
+) -> Event:
+    data = {
+        "intent_id": intent_id,
+        "signal_id": f"S-{intent_id}",
+        "position_id": f"P-{intent_id}",
+        "symbol": SYMBOL,
+        "instrument": "option",
+        "side": "long",
+        "quantity": quantity,
+        "limit_price": limit_price,
+        "multiplier": multiplier,
+        "expires_at": expires_at,
+    }
+    return unstored("IntentIssued", data)
+
+
+def release(intent_id: str = "I-1", *, event_type: str = "IntentRejected") -> Event:
+    return unstored(event_type, {"intent_id": intent_id, "reason": "broker refused"})
+
+
+def limits(
+    max_open_positions: int = 5,
+    max_exposure: str = "10000",
+    *,
+    max_order_notional: str | None = None,
+    daily_loss_limit: str | None = None,
+) -> Event:
+    data: dict[str, Any] = {
+        "max_open_positions": max_open_positions,
+        "max_exposure": max_exposure,
+    }
+    if max_order_notional is not None:
+        data["max_order_notional"] = max_order_notional
+    if daily_loss_limit is not None:
+        data["daily_loss_limit"] = daily_loss_limit
+    return unstored("LimitsSet", data)
+
+
+def signal_evaluated(signal_id: str = "S-9") -> Event:
+    signal = {
+        "signal_id": signal_id,
+        "account": ACCOUNT,
+        "occurred_at": MORNING,
+        "symbol": SYMBOL,
+        "instrument": "option",
+        "side": "long",
+        "quantity": "1",
+        "limit_price": "6.00",
+        "multiplier": "100",
+    }
+    gate = {
+        "gate": "max_open_positions",
+        "passed": False,
+        "value": "5",
+        "limit": "5",
+        "reason": "5 open + 0 pending of 5",
+    }
+    data = {
+        "signal_id": signal_id,
+        "signal": signal,
+        "allowed": False,
+        "gates": [gate],
+        "as_of_sequence": 0,
+    }
+    return unstored("SignalEvaluated", data)
+
+
+def folded(*events: Event) -> AccountState:
+    return fold(stream(*events), account=ACCOUNT)
+
+
+def position(state: AccountState, position_id: str = "P-1") -> Position:
+    return state.positions[position_id]
+
+
+# --- Start, sequence and account checks -----------------------------------------------------------
+
+
+def test_initial_state_when_new_account_is_empty_and_at_sequence_0() -> None:
+    # Act
+    state = initial_state(ACCOUNT)
+
+    # Assert
+    assert state.account == ACCOUNT
+    assert state.sequence == 0
+    assert state.open_positions == 0
+    assert state.pending_count == 0
+    assert state.exposure == 0
+    assert state.limits is None
+    assert state.halted is False
+    assert state.pnl_day is None
+    assert state.last_occurred_at is None
+
+
+def test_apply_when_event_is_applied_advances_sequence_and_last_occurred_at() -> None:
+    # Arrange
+    event = stored(limits(), 1)
+
+    # Act
+    state = apply(initial_state(ACCOUNT), event)
+
+    # Assert
+    assert state.sequence == 1
+    assert state.last_occurred_at == MORNING_AT
+
+
+def test_apply_when_sequence_already_applied_returns_same_state_object() -> None:
+    # Arrange
+    events = stream(fill(), limits(), close(price="7.00"))
+    state = fold(events, account=ACCOUNT)
+
+    # Act
+    results = [apply(state, event) for event in events]
+
+    # Assert
+    assert all(result is state for result in results)
+
+
+def test_fold_when_every_event_is_a_duplicate_returns_same_state_object() -> None:
+    # Arrange
+    events = stream(fill(), issue())
+    state = fold(events, account=ACCOUNT)
+
+    # Act
+    again = fold(events, state)
+
+    # Assert
+    assert again is state
+
+
+def test_fold_when_events_redelivered_counts_each_once() -> None:
+    # Arrange
+    events = stream(fill(), fill(quantity="8", price="6.50"), close(price="7.00", quantity="5"))
+    redelivered = [events[0], events[0], events[1], events[0], events[1], events[2], events[2]]
+
+    # Act
+    state = fold(redelivered, account=ACCOUNT)
+
+    # Assert
+    assert state == fold(events, account=ACCOUNT)
+    assert position(state).quantity == Decimal("15")
+
+
+def test_apply_when_sequence_skips_ahead_raises_sequence_gap_naming_both() -> None:
+    # Arrange
+    state = fold(stream(*[limits() for _ in range(7)]), account=ACCOUNT)
+    event = stored(fill(), 10)
+
+    # Act
+    with pytest.raises(SequenceGap) as raised:
+        apply(state, event)
+
+    # Assert
+    assert str(raised.value) == "account large: expected sequence 8 but was 10"
+    assert raised.value.account == ACCOUNT
+    assert raised.value.expected_sequence == 8
+    assert raised.value.actual_sequence == 10
+
+
+def test_fold_when_gap_in_the_middle_raises_sequence_gap() -> None:
+    # Arrange
+    events = [stored(limits(), 1), stored(fill(), 2), stored(close(price="7.00"), 4)]
+
+    # Act / Assert
+    with pytest.raises(SequenceGap, match="expected sequence 3 but was 4"):
+        fold(events, account=ACCOUNT)
+
+
+def test_apply_when_event_of_another_account_raises_foreign_event() -> None:
+    # Arrange
+    state = folded(fill())
+    event = stored(fill(account="small"), 2)
+
+    # Act
+    with pytest.raises(ForeignEvent) as raised:
+        apply(state, event)
+
+    # Assert
+    assert "'small'" in str(raised.value)
+    assert "'large'" in str(raised.value)
+    assert raised.value.account == ACCOUNT
+    assert raised.value.event_account == "small"
+    assert state.sequence == 1
+
+
+def test_apply_when_foreign_event_is_a_duplicate_sequence_still_raises() -> None:
+    # Arrange: a foreign event is a wiring bug whatever its sequence.
+    state = folded(fill(), limits())
+    event = stored(fill(account="small"), 1)
+
+    # Act / Assert
+    with pytest.raises(ForeignEvent):
+        apply(state, event)
+
+
+def test_apply_when_event_has_no_sequence_raises_unsequenced_event() -> None:
+    # Arrange
+    event = fill()
+
+    # Act
+    with pytest.raises(UnsequencedEvent) as raised:
+        apply(initial_state(ACCOUNT), event)
+
+    # Assert
+    assert raised.value.event_id == event.event_id
+    assert "has no sequence" in str(raised.value)
+
+
+def test_fold_when_neither_state_nor_account_given_raises_value_error() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match="needs a state or an account"):
+        fold([])
+
+
+def test_fold_when_account_differs_from_state_raises_value_error() -> None:
+    # Act / Assert
+    with pytest.raises(ValueError, match="account='small'"):
+        fold([], initial_state(ACCOUNT), account="small")
+
+
+def test_fold_when_events_applied_one_by_one_equals_one_fold() -> None:
+    # Arrange
+    events = stream(limits(), issue(), fill(intent_id="I-1"), close(price="6.50", quantity="4"))
+    state = initial_state(ACCOUNT)
+
+    # Act
+    for event in events:
+        state = apply(state, event)
+
+    # Assert
+    assert state == fold(events, account=ACCOUNT)
+
+
+# --- Fills ---------------------------------------------------------------------------------------
+
+
+def test_apply_when_fill_of_new_position_opens_it_at_fill_price() -> None:
+    # Act
+    state = folded(fill(quantity="12", price="6.00", multiplier="100"))
+
+    # Assert
+    assert position(state) == Position(
+        position_id="P-1",
+        symbol=SYMBOL,
+        instrument="option",
+        side="long",
+        quantity=Decimal("12"),
+        average_price=Decimal("6.00"),
+        multiplier=Decimal("100"),
+        realized_pnl=Decimal("0"),
+        opened_at=MORNING_AT,
+    )
+    assert state.open_positions == 1
+    assert state.open_exposure == Decimal("7200")
+    assert state.realized_pnl_total == 0
+    assert state.pnl_day is None
+
+
+def test_apply_when_same_side_fill_adds_at_exact_average_price() -> None:
+    # Act
+    state = folded(fill(quantity="12", price="6.00"), fill(quantity="8", price="6.50"))
+
+    # Assert
+    held = position(state)
+    assert held.quantity == Decimal("20")
+    assert held.average_price == Decimal("6.20")
+    assert str(held.average_price) == "6.20"
+    assert held.notional == Decimal("12400")
+    assert held.opened_at == MORNING_AT
+    assert state.open_positions == 1
+
+
+def test_apply_when_average_does_not_terminate_keeps_38_digits_in_any_thread_context() -> None:
+    # Arrange
+    events = stream(fill(quantity="1", price="1.00"), fill(quantity="2", price="2.00"))
+
+    # Act: the caller's context must not change the digits every process has to agree on.
+    with decimal.localcontext(decimal.Context(prec=6)):
+        state = fold(events, account=ACCOUNT)
+
+    # Assert
+    assert position(state).average_price == Decimal("1.6666666666666666666666666666666666667")
+
+
+def test_apply_when_opposite_fill_smaller_reduces_position_and_realises_pnl() -> None:
+    # Act
+    state = folded(
+        fill(side="long", quantity="12", price="6.00"),
+        fill(side="short", quantity="5", price="7.00"),
+    )
+
+    # Assert
+    held = position(state)
+    assert held.side == "long"
+    assert held.quantity == Decimal("7")
+    assert held.average_price == Decimal("6.00")
+    assert held.realized_pnl == Decimal("500")
+    assert state.realized_pnl_total == Decimal("500")
+    assert state.realized_pnl_on(date(2026, 2, 3)) == Decimal("500")
+
+
+def test_apply_when_opposite_fill_equals_open_quantity_closes_position() -> None:
+    # Act
+    state = folded(
+        fill(side="short", quantity="10", price="4.00"),
+        fill(side="long", quantity="10", price="4.50"),
+    )
+
+    # Assert
+    assert state.open_positions == 0
+    assert state.open_exposure == 0
+    assert state.realized_pnl_total == Decimal("-500")
+
+
+def test_apply_when_opposite_fill_exceeds_open_quantity_flips_position() -> None:
+    # Act
+    state = folded(
+        fill(side="long", quantity="12", price="6.00"),
+        fill(side="short", quantity="20", price="7.00", occurred_at="2026-02-03T17:40:00Z"),
+    )
+
+    # Assert
+    assert position(state) == Position(
+        position_id="P-1",
+        symbol=SYMBOL,
+        instrument="option",
+        side="short",
+        quantity=Decimal("8"),
+        average_price=Decimal("7.00"),
+        multiplier=Decimal("100"),
+        realized_pnl=Decimal("0"),
+        opened_at=datetime(2026, 2, 3, 17, 40, tzinfo=UTC),
+    )
+    assert state.realized_pnl_total == Decimal("1200")
+    assert state.open_exposure == Decimal("5600")
+
+
+def test_apply_when_fill_has_fees_subtracts_them_from_realised_pnl() -> None:
+    # Act
+    state = folded(
+        fill(quantity="12", price="6.00", fees="1.30"),
+        fill(side="short", quantity="2", price="6.50", fees="0.65"),
+    )
+
+    # Assert
+    assert state.realized_pnl_total == Decimal("-1.30") + Decimal("100") - Decimal("0.65")
+    assert state.realized_pnl_on(date(2026, 2, 3)) == Decimal("98.05")
+    assert position(state).realized_pnl == Decimal("98.05")
+    assert position(state).quantity == Decimal("10")
+
+
+def test_apply_when_flip_has_fees_charges_them_to_the_new_position() -> None:
+    # Act
+    state = folded(
+        fill(side="long", quantity="1", price="6.00"),
+        fill(side="short", quantity="3", price="6.00", fees="2.00"),
+    )
+
+    # Assert
+    assert position(state).realized_pnl == Decimal("-2.00")
+    assert state.realized_pnl_total == Decimal("-2.00")
+
+
+# --- Closes --------------------------------------------------------------------------------------
+
+
+def test_apply_when_long_partially_closed_realises_pnl_on_closed_quantity() -> None:
+    # Act
+    state = folded(fill(quantity="12", price="6.00"), close(price="7.00", quantity="5"))
+
+    # Assert
+    held = position(state)
+    assert held.quantity == Decimal("7")
+    assert held.average_price == Decimal("6.00")
+    assert held.realized_pnl == Decimal("500")
+    assert state.realized_pnl_total == Decimal("500")
+    assert state.open_exposure == Decimal("4200")
+
+
+def test_apply_when_long_fully_closed_removes_position_and_realises_loss() -> None:
+    # Act
+    state = folded(fill(quantity="12", price="6.00"), close(price="5.50"))
+
+    # Assert
+    assert "P-1" not in state.positions
+    assert state.open_positions == 0
+    assert state.open_exposure == 0
+    assert state.realized_pnl_total == Decimal("-600")
+    assert state.pnl_day == date(2026, 2, 3)
+    assert state.realized_pnl_day == Decimal("-600")
+
+
+def test_apply_when_short_partially_then_fully_closed_realises_pnl_reversed() -> None:
+    # Arrange
+    opened = folded(fill(side="short", quantity="10", price="4.00"))
+
+    # Act
+    partly = fold(stream(close(price="3.00", quantity="4"), first=2), opened)
+    fully = fold(stream(close(price="5.00", occurred_at="2026-02-03T17:50:00Z"), first=3), partly)
+
+    # Assert
+    assert position(partly).quantity == Decimal("6")
+    assert partly.realized_pnl_total == Decimal("400")
+    assert fully.open_positions == 0
+    assert fully.realized_pnl_total == Decimal("-200")
+
+
+def test_apply_when_close_quantity_exceeds_open_clamps_to_open_quantity() -> None:
+    # Act
+    state = folded(fill(quantity="12", price="6.00"), close(price="7.00", quantity="20"))
+
+    # Assert
+    assert state.open_positions == 0
+    assert state.realized_pnl_total == Decimal("1200")
+
+
+def test_apply_when_close_names_unknown_position_changes_only_sequence() -> None:
+    # Arrange
+    before = folded(fill(), issue())
+    event = stored(close("P-404", price="7.00", occurred_at="2026-02-03T18:00:00Z"), 3)
+
+    # Act
+    after = apply(before, event)
+
+    # Assert
+    assert after.sequence == 3
+    assert after.last_occurred_at == datetime(2026, 2, 3, 18, 0, tzinfo=UTC)
+    assert after.positions == before.positions
+    assert after.pending == before.pending
+    assert after.realized_pnl_total == before.realized_pnl_total
+    assert after.pnl_day is None
+
+
+def test_apply_when_realisations_cross_utc_midnight_resets_daily_pnl() -> None:
+    # Act
+    state = folded(
+        fill("P-1", quantity="1", price="6.00", occurred_at="2026-02-03T20:00:00Z"),
+        fill("P-2", quantity="1", price="6.00", occurred_at="2026-02-03T20:00:00Z"),
+        close("P-1", price="5.00", occurred_at="2026-02-03T23:59:59Z"),
+        # 19:30 in New York is already 00:30 the next day in UTC.
+        close("P-2", price="8.00", occurred_at="2026-02-03T19:30:00-05:00"),
+    )
+
+    # Assert
+    assert state.pnl_day == date(2026, 2, 4)
+    assert state.realized_pnl_on(date(2026, 2, 4)) == Decimal("200")
+    assert state.realized_pnl_on(date(2026, 2, 3)) == 0
+    assert state.realized_pnl_total == Decimal("100")
+
+
+def test_apply_when_realisation_is_stamped_with_an_earlier_day_counts_in_total_only() -> None:
+    # Act
+    state = folded(
+        fill("P-1", quantity="1", price="6.00", occurred_at="2026-02-03T20:00:00Z"),
+        fill("P-2", quantity="1", price="6.00", occurred_at="2026-02-03T20:00:00Z"),
+        close("P-1", price="5.00", occurred_at="2026-02-04T10:00:00Z"),
+        close("P-2", price="9.00", occurred_at="2026-02-03T21:00:00Z"),
+    )
+
+    # Assert: today's loss stays visible to the daily loss gate.
+    assert state.pnl_day == date(2026, 2, 4)
+    assert state.realized_pnl_on(date(2026, 2, 4)) == Decimal("-100")
+    assert state.realized_pnl_total == Decimal("200")
+
+
+# --- Intents -------------------------------------------------------------------------------------
+
+
+def test_apply_when_intent_issued_reserves_its_notional() -> None:
+    # Act
+    state = folded(limits(), issue("I-1", quantity="3", limit_price="6.00", multiplier="100"))
+
+    # Assert
+    pending = state.pending["I-1"]
+    assert pending.issued_sequence == 2
+    assert pending.signal_id == "S-I-1"
+    assert pending.expires_at == datetime(2026, 2, 3, 17, 34, 4, tzinfo=UTC)
+    assert state.pending_count == 1
+    assert state.pending_exposure == Decimal("1800")
+    assert state.exposure == Decimal("1800")
+
+
+@pytest.mark.parametrize("event_type", ["IntentRejected", "IntentExpired"])
+def test_apply_when_intent_released_frees_its_reservation(event_type: str) -> None:
+    # Act
+    state = folded(issue("I-1"), issue("I-2"), release("I-1", event_type=event_type))
+
+    # Assert
+    assert set(state.pending) == {"I-2"}
+    assert state.pending_exposure == Decimal("1800")
+
+
+def test_apply_when_unknown_intent_released_changes_only_sequence() -> None:
+    # Arrange
+    before = folded(issue("I-1"))
+
+    # Act
+    after = apply(before, stored(release("I-404"), 2))
+
+    # Assert
+    assert after.pending == before.pending
+    assert after.sequence == 2
+
+
+def test_apply_when_fill_names_pending_intent_releases_it_and_opens_position() -> None:
+    # Act
+    state = folded(issue("I-1"), fill(intent_id="I-1", quantity="3", price="5.90"))
+
+    # Assert
+    assert state.pending_count == 0
+    assert state.pending_exposure == 0
+    assert state.open_positions == 1
+    assert state.open_exposure == Decimal("1770")
+
+
+def test_apply_when_fill_names_expired_intent_still_records_fill() -> None:
+    # Act
+    state = folded(
+        issue("I-1"),
+        release("I-1", event_type="IntentExpired"),
+        fill(intent_id="I-1", quantity="3", price="5.90"),
+    )
+
+    # Assert
+    assert state.pending_count == 0
+    assert position(state).quantity == Decimal("3")
+
+
+# --- Limits, halts, decisions --------------------------------------------------------------------
+
+
+def test_apply_when_limits_set_replaces_previous_limits() -> None:
+    # Act
+    state = folded(
+        limits(5, "10000"),
+        limits(3, "2500.50", max_order_notional="1000", daily_loss_limit="300"),
+    )
+
+    # Assert
+    assert state.limits == Limits(
+        max_open_positions=3,
+        max_exposure=Decimal("2500.50"),
+        max_order_notional=Decimal("1000"),
+        daily_loss_limit=Decimal("300"),
+    )
+
+
+def test_apply_when_trading_halted_then_resumed_clears_halt_and_reason() -> None:
+    # Arrange
+    halt = unstored("TradingHalted", {"reason": "exposure breach"})
+    resume = unstored("TradingResumed", {})
+
+    # Act
+    halted = folded(halt)
+    resumed = fold(stream(resume, first=2), halted)
+
+    # Assert
+    assert halted.halted is True
+    assert halted.halt_reason == "exposure breach"
+    assert resumed.halted is False
+    assert resumed.halt_reason is None
+
+
+def test_apply_when_signal_evaluated_changes_only_sequence() -> None:
+    # Arrange
+    before = folded(fill(), issue())
+
+    # Act
+    after = apply(before, stored(signal_evaluated(), 3))
+
+    # Assert
+    assert after.sequence == 3
+    assert after.positions == before.positions
+    assert after.pending == before.pending
+    assert after.limits == before.limits
+
+
+# --- Values --------------------------------------------------------------------------------------
+
+
+def test_fold_when_same_events_folded_twice_gives_equal_distinct_states() -> None:
+    # Arrange
+    events = stream(limits(), fill(), issue(), close(price="6.40", quantity="2"))
+
+    # Act
+    first = fold(events, account=ACCOUNT)
+    second = fold(events, account=ACCOUNT)
+
+    # Assert
+    assert first == second
+    assert first is not second
+    assert first != initial_state(ACCOUNT)
+
+
+def test_account_state_when_mapping_mutated_refuses() -> None:
+    # Arrange
+    state = folded(fill())
+
+    # Act / Assert
+    with pytest.raises(TypeError):
+        state.positions["P-2"] = position(state)  # type: ignore[index]
+
+
+def test_account_state_when_built_from_a_dict_is_not_changed_through_that_dict() -> None:
+    # Arrange
+    held = position(folded(fill()))
+    positions = {"P-1": held}
+    state = AccountState(
+        account=ACCOUNT,
+        sequence=1,
+        positions=positions,
+        pending={},
+        limits=None,
+        halted=False,
+        halt_reason=None,
+        pnl_day=None,
+        realized_pnl_day=Decimal("0"),
+        realized_pnl_total=Decimal("0"),
+        last_occurred_at=None,
+    )
+
+    # Act
+    positions.clear()
+
+    # Assert
+    assert isinstance(state.positions, MappingProxyType)
+    assert state.open_positions == 1
+
+
+def test_apply_when_state_folded_further_leaves_earlier_state_unchanged() -> None:
+    # Arrange
+    before = folded(fill())
+
+    # Act
+    apply(before, stored(close(price="7.00"), 2))
+
+    # Assert
+    assert before.open_positions == 1
+    assert before.sequence == 1
+
+
+# --- The incident --------------------------------------------------------------------------------
+
+# (symbol, quantity, price): 12 put positions of $1,640 to $17,100 opened in 13 minutes.
+INCIDENT_FILLS = [
+    ("MSFT 260220P00400000", "12", "6.00"),
+    ("CRM 260220P00270000", "4", "4.10"),
+    ("META 260220P00700000", "10", "17.10"),
+    ("AVGO 260220P00220000", "9", "11.00"),
+    ("AMD 260220P00110000", "8", "5.25"),
+    ("AAPL 260220P00230000", "15", "3.20"),
+    ("QCOM 260220P00150000", "6", "4.50"),
+    ("QCOM 260220P00145000", "7", "3.80"),
+    ("GOOGL 260220P00190000", "10", "8.40"),
+    ("NVDA 260220P00125000", "11", "12.00"),
+    ("ORCL 260220P00160000", "12", "7.75"),
+    ("INTC 260220P00020000", "20", "1.05"),
+]
+
+
+def test_fold_when_incident_fills_arrive_counts_every_position_and_exposure() -> None:
+    # Arrange
+    fills = [
+        fill(
+            f"P-{index + 1}",
+            symbol=symbol,
+            quantity=quantity,
+            price=price,
+            occurred_at=f"2026-02-03T17:{20 + index:02d}:00Z",
+        )
+        for index, (symbol, quantity, price) in enumerate(INCIDENT_FILLS)
+    ]
+
+    # Act
+    state = folded(limits(5, "10000"), *fills)
+
+    # Assert
+    notionals = sorted(held.notional for held in state.positions.values())
+    assert state.open_positions == 12
+    assert notionals[0] == Decimal("1640")
+    assert notionals[-1] == Decimal("17100")
+    assert state.open_exposure == Decimal("83200")
+    assert state.exposure == Decimal("83200")
+    assert state.limits is not None
+    assert state.open_positions > state.limits.max_open_positions
+    assert state.open_exposure > state.limits.max_exposure
