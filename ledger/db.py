@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A connection of its own or one lent by a pool: the store works with either.
+    Conn: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 from ledger.errors import StoreUnavailable
 from ledger.settings import mask_password

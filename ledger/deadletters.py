@@ -24,17 +24,22 @@ class DeadLetter:
     reason: str
 
 
-def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
+def text_headers(letter: DeadLetter, consumer: str) -> list[tuple[str, str]]:
     """Return the headers that explain a dead letter."""
     message = letter.message
     reason = letter.reason.splitlines()[0][:REASON_LENGTH_MAX] if letter.reason else "refused"
     return [
-        ("dlq.reason", reason.encode()),
-        ("dlq.topic", message.topic.encode()),
-        ("dlq.partition", str(message.partition).encode()),
-        ("dlq.offset", str(message.offset).encode()),
-        ("dlq.consumer", consumer.encode()),
+        ("dlq.reason", reason),
+        ("dlq.topic", message.topic),
+        ("dlq.partition", str(message.partition)),
+        ("dlq.offset", str(message.offset)),
+        ("dlq.consumer", consumer),
     ]
+
+
+def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
+    """Return the headers that explain a dead letter, as Kafka carries them."""
+    return [(name, value.encode()) for name, value in text_headers(letter, consumer)]
 
 
 async def send(producer: AIOKafkaProducer, topic: str, letters: Sequence[DeadLetter],

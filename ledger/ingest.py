@@ -1,10 +1,11 @@
 """Ingest: executions from Kafka (fills, closes, intent rejections) into the store.
 
-Reads `executions` in batches, validates every message, appends the valid ones per account (one
-transaction per account, idempotent by event_id and natural key, so a redelivered message changes
-nothing), sends the refused ones to `dead-letters` with a one-line reason, and commits Kafka
-offsets only after both the database and the dead-letter topic have acknowledged. A crash at any
-point redelivers the batch from the last commit. Must not import the CLI.
+Wired with faststream (a batch subscriber with an explicit ack policy, a dead-letter publisher, an
+AsyncAPI description). The handler validates every message of a batch, appends the valid ones per
+account (one transaction per account, idempotent by event_id and natural key, so a redelivered
+message changes nothing), sends the refused ones to `dead-letters` with a one-line reason, and
+only then lets the offsets be committed. A crash at any point redelivers the batch from the last
+commit. Must not import the CLI.
 """
 
 from __future__ import annotations
@@ -13,23 +14,26 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, Protocol, TypeAlias
 
-import asyncpg
 from aiokafka.structs import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
 
 from ledger import deadletters, kafka, store
-from ledger.db import connect
+from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
 from ledger.events import Event, decode_event
 from ledger.logins import service_dsn
-from ledger.runtime import keep_running
+from ledger.runtime import OPERATING_ERRORS, keep_running
 from ledger.settings import Settings
-from ledger.topics import ensure_topics
+from ledger.topics import Topics, ensure_topics
 
 CONSUMER_GROUP = "ledger-ingest"
 POLL_TIMEOUT_MS = 500
+RETRY_PAUSE_S = 2.0
 # What a broker adapter or position manager may report; decisions and settings come from
 # elsewhere and are refused here.
 ACCEPTED_TYPES = frozenset({"OrderFilled", "PositionClosed", "IntentRejected"})
@@ -82,13 +86,19 @@ def _validate(message: Message) -> Event:
     return event
 
 
-async def apply_batch(conn: asyncpg.Connection, batch: Sorted,
+class Appender(Protocol):
+    """Append one account's events atomically (the store, or a stub in unit tests)."""
+
+    async def __call__(self, account: str, events: Sequence[Event]) -> store.AppendResult: ...
+
+
+async def apply_batch(append: Appender, batch: Sorted,
                       counters: IngestCounters) -> list[DeadLetter]:
     """Append each account's events; return every dead letter, unknown accounts included."""
     dead = list(batch.dead)
     for account, items in batch.by_account.items():
         try:
-            result = await store.append(conn, account, [event for _, event in items])
+            result = await append(account, [event for _, event in items])
         except UnknownAccount as exc:
             dead.extend(DeadLetter(message=message, reason=f"account: {exc}")
                         for message, _ in items)
@@ -99,6 +109,53 @@ async def apply_batch(conn: asyncpg.Connection, batch: Sorted,
     return dead
 
 
+async def _raw_bodies(message: StreamMessage[Any]) -> Any:
+    # Bytes as they came: validation is ours, and a malformed body must reach the handler (and
+    # the dead letters) instead of failing in a decoder and being redelivered forever.
+    return [record.value for record in _records(message)]
+
+
+def _records(message: StreamMessage[Any]) -> tuple[Message, ...]:
+    # A batch arrives as a tuple of records from Kafka and as a list from TestKafkaBroker.
+    raw = message.raw_message
+    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+
+
+def build_broker(settings: Settings, topics: Topics, append: Appender,
+                 counters: IngestCounters) -> KafkaBroker:
+    """Wire ingest: a batch subscriber on `executions` and a publisher of dead letters."""
+    broker = KafkaBroker(settings.kafka_bootstrap, client_id="ledger-ingest", acks="all",
+                         enable_idempotence=True, request_timeout_ms=kafka.REQUEST_TIMEOUT_MS,
+                         logger=log, log_level=logging.DEBUG)
+    dead_letters = broker.publisher(
+        topics.dead_letters, title="dead-letters",
+        description="Messages no consumer could use: original bytes and key, with headers "
+                    "dlq.reason, dlq.topic, dlq.partition, dlq.offset, dlq.consumer.")
+
+    # NACK_ON_ERROR: offsets are committed only when the handler returned, that is after the
+    # database commit and the dead letters' acknowledgement; an error rewinds to the batch start.
+    @broker.subscriber(
+        topics.executions, batch=True, max_records=kafka.MAX_POLL_RECORDS,
+        batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_bodies, title="executions",
+        description="Fills, closes and intent rejections from the broker adapter and the "
+                    "position manager, keyed by account.")
+    async def on_executions(bodies: list[bytes], message: KafkaMessage) -> None:
+        try:
+            dead = await apply_batch(append, sort_batch(_records(message)), counters)
+        except OPERATING_ERRORS as exc:
+            log.warning("ingest: %s; the batch will be read again in %.1fs",
+                        type(exc).__name__, RETRY_PAUSE_S)
+            await asyncio.sleep(RETRY_PAUSE_S)
+            raise
+        for letter in dead:
+            await dead_letters.publish(letter.message.value, key=letter.message.key,
+                                       headers=dict(deadletters.text_headers(letter,
+                                                                             CONSUMER_GROUP)))
+
+    return broker
+
+
 async def run(settings: Settings, stop: asyncio.Event,
               counters: IngestCounters | None = None) -> None:
     """Run ingest until stop is set, riding out database and broker outages."""
@@ -106,26 +163,19 @@ async def run(settings: Settings, stop: asyncio.Event,
 
     async def attempt(stop: asyncio.Event) -> None:
         topics = await ensure_topics(settings)
-        conn = await connect(service_dsn(settings))
-        consumer = kafka.consumer(settings, topics.executions, group_id=CONSUMER_GROUP,
-                                  client_id="ledger-ingest")
-        producer = kafka.producer(settings, client_id="ledger-ingest-dlq")
+        pool = await create_pool(service_dsn(settings))
+
+        async def append(account: str, events: Sequence[Event]) -> store.AppendResult:
+            async with pool.acquire() as conn:
+                return await store.append(conn, account, events)
+
+        broker = build_broker(settings, topics, append, counters)
         try:
-            await producer.start()
-            await consumer.start()
+            await broker.start()
             log.info("ingest: consuming %s", topics.executions)
-            while not stop.is_set():
-                polled = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-                messages = [m for partition in polled.values() for m in partition]
-                if not messages:
-                    continue
-                dead = await apply_batch(conn, sort_batch(messages), counters)
-                await deadletters.send(producer, topics.dead_letters, dead, CONSUMER_GROUP)
-                # Only now, with the events committed and the dead letters acknowledged.
-                await consumer.commit()
+            await stop.wait()
         finally:
-            await consumer.stop()
-            await producer.stop()
-            await conn.close()
+            await broker.stop()
+            await pool.close()
 
     await keep_running("ingest", stop, attempt)

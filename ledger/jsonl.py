@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import asyncpg
+if TYPE_CHECKING:
+    from ledger.db import Conn
 
 from ledger import store
 from ledger.errors import InvalidEvent, UnknownAccount
@@ -73,7 +74,7 @@ def validate_file(path: Path, skip_bad: bool, progress: Progress | None = None) 
 
 
 async def append_file(
-    conn: asyncpg.Connection,
+    conn: Conn,
     path: Path,
     report: ImportReport,
     progress: Progress | None = None,
@@ -100,7 +101,7 @@ async def append_file(
 
 
 async def check_accounts(
-    conn: asyncpg.Connection,
+    conn: Conn,
     accounts: set[str],
     create: Callable[[str], Awaitable[bool]] | None,
 ) -> None:
@@ -129,7 +130,7 @@ def _note_bad(report: ImportReport, error: InvalidEvent) -> None:
         report.bad.append(error)
 
 
-async def export(conn: asyncpg.Connection, account: str | None, out: BinaryIO) -> int:
+async def export(conn: Conn, account: str | None, out: BinaryIO) -> int:
     """Write events as JSONL in recorded order, from one consistent snapshot; return the count."""
     where = "WHERE account = $1" if account is not None else ""
     args = [account] if account is not None else []

@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from ledger.db import Conn
 
 from ledger.errors import ConcurrencyConflict, InvalidEvent, UnknownAccount
 from ledger.events import Event, decode_event, natural_key
@@ -86,7 +89,7 @@ def prepare(account: str, events: Sequence[Event]) -> PreparedBatch:
 
 
 async def append_prepared(
-    conn: asyncpg.Connection, batch: PreparedBatch, expected_sequence: int | None = None
+    conn: Conn, batch: PreparedBatch, expected_sequence: int | None = None
 ) -> AppendResult:
     """Append a prepared batch in one statement (its own transaction, or the caller's).
 
@@ -122,7 +125,7 @@ class AppendPipeline:
     which on two cores is most of the difference to a bare COPY.
     """
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self._conn = conn
         self._in_flight: asyncio.Task[AppendResult] | None = None
 
@@ -144,7 +147,7 @@ class AppendPipeline:
 
 
 async def append(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account: str,
     events: Sequence[Event],
     expected_sequence: int | None = None,
@@ -159,7 +162,7 @@ async def append(
     return await append_prepared(conn, prepare(account, events), expected_sequence)
 
 
-async def lock_head(conn: asyncpg.Connection, account: str) -> int:
+async def lock_head(conn: Conn, account: str) -> int:
     """Lock the account's stream head until the transaction ends and return it.
 
     Raises:
@@ -184,7 +187,7 @@ def _duplicates(events: Sequence[Event], appended: dict[UUID, int]) -> list[UUID
 
 
 async def read_stream(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account: str,
     after_sequence: int = 0,
     batch_size: int = READ_BATCH_SIZE,
@@ -199,7 +202,7 @@ async def read_stream(
 
 
 async def iterate_stream(
-    conn: asyncpg.Connection,
+    conn: Conn,
     account: str,
     after_sequence: int = 0,
     up_to_sequence: int | None = None,
@@ -220,19 +223,19 @@ async def iterate_stream(
         position = last
 
 
-async def read_heads(conn: asyncpg.Connection) -> dict[str, int]:
+async def read_heads(conn: Conn) -> dict[str, int]:
     """Return every visible account's head."""
     rows = await conn.fetch("SELECT account, head FROM streams ORDER BY account")
     return {row["account"]: int(row["head"]) for row in rows}
 
 
-async def account_exists(conn: asyncpg.Connection, account: str) -> bool:
+async def account_exists(conn: Conn, account: str) -> bool:
     """Return whether the account has a stream."""
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM streams WHERE account = $1)",
                                     account))
 
 
-async def create_stream(conn: asyncpg.Connection, account: str) -> bool:
+async def create_stream(conn: Conn, account: str) -> bool:
     """Create the account's stream if it is missing; return True if it was created."""
     status = await conn.execute(
         "INSERT INTO streams (account) VALUES ($1) ON CONFLICT (account) DO NOTHING", account

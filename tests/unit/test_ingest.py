@@ -1,0 +1,120 @@
+"""Ingest's message handling, in memory: validation, dead letters, idempotent appends.
+
+Method: faststream's TestKafkaBroker runs the real subscriber and dead-letter publisher of
+`ledger.ingest.build_broker` without a broker; a stub appender stands in for the store and keeps
+its idempotency rule (an event id is stored once). The real-broker path is in
+tests/integration/test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faststream.kafka import KafkaMessage, TestKafkaBroker
+
+from ledger import ingest, store
+from ledger.errors import UnknownAccount
+from ledger.events import Event
+from ledger.settings import load_settings
+from ledger.topics import Topics
+
+
+def execution(account: str, fill_id: str, event_type: str = "OrderFilled",
+              quantity: str = "1") -> bytes:
+    data: dict[str, Any] = {"fill_id": fill_id, "position_id": "P-1", "symbol": "MSFT",
+                            "instrument": "equity", "side": "long", "quantity": quantity,
+                            "price": "410.25"}
+    if event_type == "LimitsSet":
+        data = {"max_open_positions": 5, "max_exposure": "10000"}
+    return json.dumps({"account": account, "type": event_type,
+                       "occurred_at": "2026-02-03T17:29:04Z", "data": data}).encode()
+
+
+def record(value: bytes | None, key: bytes | None, offset: int = 0) -> Any:
+    return ConsumerRecord(topic="executions", partition=0, offset=offset, timestamp=0,
+                          timestamp_type=0, key=key, value=value, checksum=None,
+                          serialized_key_size=0, serialized_value_size=0, headers=())
+
+
+class StubStore:
+    """Keeps what a store keeps: each event id once, per known account, in order."""
+
+    def __init__(self, accounts: set[str]) -> None:
+        self.accounts = accounts
+        self.events: dict[str, list[Event]] = {account: [] for account in accounts}
+
+    async def __call__(self, account: str, events: Sequence[Event]) -> store.AppendResult:
+        if account not in self.accounts:
+            raise UnknownAccount(account)
+        stored = {event.event_id for event in self.events[account]}
+        appended: dict[UUID, int] = {}
+        duplicates: list[UUID] = []
+        for event in events:
+            if event.event_id in stored:
+                duplicates.append(event.event_id)
+                continue
+            stored.add(event.event_id)
+            self.events[account].append(event)
+            appended[event.event_id] = len(self.events[account])
+        return store.AppendResult(account=account, head=len(self.events[account]),
+                                  appended=appended, duplicates=duplicates)
+
+
+def test_sort_batch_when_messages_are_bad_names_field_and_value_and_keeps_order() -> None:
+    messages = [
+        record(execution("large", "F1"), b"large", 0),
+        record(b"{oops", b"large", 1),
+        record(execution("large", "F2", quantity="twelve"), b"large", 2),
+        record(execution("large", "L1", event_type="LimitsSet"), b"large", 3),
+        record(execution("large", "F3"), b"tiny", 4),
+        record(None, b"large", 5),
+        record(execution("large", "F4"), b"large", 6),
+    ]
+
+    result = ingest.sort_batch(messages)
+
+    assert [event.data.fill_id for _, event in result.by_account["large"]] == ["F1", "F4"]
+    reasons = [letter.reason for letter in result.dead]
+    assert reasons[0].startswith("json: ")
+    assert reasons[1] == "data.quantity: 'twelve' is not a decimal"
+    assert reasons[2].startswith("type: 'LimitsSet' is not accepted on executions")
+    assert reasons[3] == "key: 'tiny' does not match account 'large'"
+    assert reasons[4].startswith("value: None is empty")
+    assert [letter.message.offset for letter in result.dead] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.asyncio
+async def test_broker_when_a_batch_mixes_good_bad_and_redelivered_appends_once_and_dead_letters(
+) -> None:
+    settings = load_settings()
+    topics = Topics.from_settings(settings)
+    stub = StubStore({"large"})
+    counters = ingest.IngestCounters()
+    broker = ingest.build_broker(settings, topics, stub, counters)
+    dead: list[tuple[bytes, dict[str, str]]] = []
+
+    @broker.subscriber(topics.dead_letters)
+    async def capture(body: object, message: KafkaMessage) -> None:
+        dead.append((message.body, dict(message.headers)))
+
+    sent = [(b"large", execution("large", "F1")), (b"large", b"{oops"),
+            (b"large", execution("large", "F1")), (b"ghost", execution("ghost", "G1"))]
+
+    async with TestKafkaBroker(broker) as test_broker:
+        for key, body in sent:
+            await test_broker.publish(body, topics.executions, key=key)
+
+    assert [event.data.fill_id for event in stub.events["large"]] == ["F1"]
+    assert (counters.appended, counters.duplicates, counters.dead_letters) == (1, 1, 2)
+    reasons = sorted(headers["dlq.reason"] for _, headers in dead)
+    assert reasons[0] == "account: account 'ghost' does not exist: run `ledger accounts add " \
+                         "ghost` first"
+    assert reasons[1].startswith("json: '{oops'")
+    assert sorted(body for body, _ in dead) == sorted([b"{oops", execution("ghost", "G1")])
+    assert all(headers["dlq.topic"] == topics.executions for _, headers in dead)
+    assert all(headers["dlq.consumer"] == ingest.CONSUMER_GROUP for _, headers in dead)
