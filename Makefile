@@ -28,7 +28,7 @@ demo: up
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy ledger projections dispatcher stack tests bench
+	$(VENV)/bin/mypy ledger projections dispatcher stack tests bench examples
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

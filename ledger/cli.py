@@ -19,6 +19,7 @@ from uuid import uuid4
 import typer
 
 from ledger import commands
+from ledger.asyncapi import describe as describe_asyncapi
 from ledger.errors import LedgerError
 from ledger.runtime import configure_logging
 from ledger.settings import Settings, load_settings
@@ -210,6 +211,12 @@ def follow(
 ) -> None:
     """Stream one account's events live as JSON lines: from the store, then from Kafka."""
     _run(commands.follow(_settings(database_url), name, from_sequence, sys.stdout.buffer))
+
+
+@app.command()
+def asyncapi() -> None:
+    """Print the AsyncAPI description of the ledger's topics and messages (JSON)."""
+    typer.echo(describe_asyncapi(_settings()))
 
 
 def main() -> None:

@@ -50,7 +50,8 @@ def test_usage_error_exits_2(args: tuple[str, ...]) -> None:
 @pytest.mark.parametrize("command", [
     ("--help",), ("config", "--help"), ("migrate", "--help"), ("accounts", "add", "--help"),
     ("limits", "set", "--help"), ("halt", "--help"), ("resume", "--help"), ("import", "--help"),
-    ("export", "--help"), ("status", "--help"),
+    ("export", "--help"), ("status", "--help"), ("run", "--help"), ("follow", "--help"),
+    ("asyncapi", "--help"),
 ])
 def test_every_command_has_help(command: tuple[str, ...]) -> None:
     result = _run(*command)
@@ -93,3 +94,13 @@ def test_limits_halt_resume_append_events_and_status_shows_the_kill_switch(
     assert row["head"] == 3
     assert bad.returncode == 1
     assert "data.max_exposure: 'lots'" in bad.stderr.decode()
+
+
+def test_asyncapi_describes_the_topics_from_the_processes_wiring() -> None:
+    result = _run("asyncapi", LEDGER_TOPIC_PREFIX="p1.")
+
+    document = json.loads(result.stdout)
+    assert result.returncode == 0
+    assert document["asyncapi"].startswith("3.")
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert {"p1.executions", "p1.dead-letters"} <= addresses
