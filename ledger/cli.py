@@ -189,6 +189,7 @@ class Process(StrEnum):
 
     ingest = "ingest"
     relay = "relay"
+    projector = "projector"
     all = "all"
 
 
@@ -211,6 +212,44 @@ def follow(
 ) -> None:
     """Stream one account's events live as JSON lines: from the store, then from Kafka."""
     _run(commands.follow(_settings(database_url), name, from_sequence, sys.stdout.buffer))
+
+
+@app.command()
+def positions(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    as_of: Annotated[datetime | None, typer.Option(
+        "--as-of", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d %H:%M:%S%z"],
+        help="Replay the store up to this moment (ISO 8601 with a timezone, e.g. "
+             "2026-02-03T17:40:00+00:00) instead of reading the projection.")] = None,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show open positions, pending intents, exposure and limits of one account."""
+    if as_of is not None and as_of.utcoffset() is None:
+        raise typer.BadParameter("--as-of needs a timezone, e.g. +00:00 or Z")
+    document = _run(commands.positions(_settings(database_url), name, as_of))
+    commands.print_positions(document, json_output)
+
+
+@app.command()
+def rebuild(
+    account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Compare the live projection with a "
+                                         "rebuild instead of writing; exit 3 on a difference.")]
+    = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Rebuild projections from the store, one short transaction per account."""
+    found = _run(commands.rebuild_projections(_settings(database_url), account, verify))
+    for difference in found:
+        typer.echo(str(difference))
+    if verify:
+        typer.echo("projections match the store" if not found
+                   else f"{len(found)} differences", err=bool(found))
+        if found:
+            raise typer.Exit(3)
+    else:
+        typer.echo("projections rebuilt")
 
 
 @app.command()

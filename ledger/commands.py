@@ -18,17 +18,26 @@ from uuid import UUID
 
 import asyncpg
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ledger import ingest, jsonl, relay, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.db import connect
+from ledger.errors import UnknownAccount
 from ledger.events import decode_event, encode_event, validate_account_name
 from ledger.follow import follow as follow_account
 from ledger.runtime import stop_event_on_signals
 from ledger.settings import Settings
 from ledger.supervisor import Child, supervise
+from projections import projector, rebuild, tables
+from projections.view import positions_document
 
 
 @asynccontextmanager
@@ -155,13 +164,14 @@ async def status(settings: Settings) -> list[StatusRow]:
                                 WHERE e.account = s.account
                                   AND e.type IN ('TradingHalted', 'TradingResumed')
                                 ORDER BY e.sequence DESC LIMIT 1), false) AS halted,
-                      coalesce(r.published_sequence, 0) AS published
+                      coalesce(r.published_sequence, 0) AS published,
+                      coalesce(p.applied_sequence, 0) AS projected
                FROM streams s LEFT JOIN relay_positions r USING (account)
+                    LEFT JOIN projection_accounts p USING (account)
                ORDER BY s.account"""
         )
-    # Projecting comes with the projector; until it has run for an account it projected nothing.
     return [StatusRow(account=row["account"], head=int(row["head"]),
-                      published=int(row["published"]), projected=0,
+                      published=int(row["published"]), projected=int(row["projected"]),
                       halted=bool(row["halted"])) for row in rows]
 
 
@@ -188,8 +198,11 @@ async def run_process(settings: Settings, process: str) -> None:
         await ingest.run(settings, stop)
     elif process == "relay":
         await relay.run(settings, stop)
+    elif process == "projector":
+        await projector.run(settings, stop)
     elif process == "all":
-        children = [Child(name=name, args=["run", name]) for name in ("ingest", "relay")]
+        children = [Child(name=name, args=["run", name])
+                    for name in ("ingest", "relay", "projector")]
         await supervise(children, stop)
     else:
         raise AssertionError(f"unknown process {process!r}")
@@ -202,3 +215,68 @@ async def follow(settings: Settings, account: str, from_sequence: int, out: Bina
     async for event in follow_account(settings, account, from_sequence, stop=stop):
         out.write(encode_event(event) + b"\n")
         out.flush()
+
+
+async def positions(settings: Settings, account: str, as_of: datetime | None) -> dict[str, Any]:
+    """Return the positions document: from the projection, or replayed from the store at T."""
+    validate_account_name(account)
+    async with admin_connection(settings) as conn:
+        if not await store.account_exists(conn, account):
+            raise UnknownAccount(account)
+        if as_of is not None:
+            state = await rebuild.state_as_of(conn, account, as_of)
+        else:
+            state = await tables.load_state(conn, account)
+    return positions_document(state)
+
+
+def print_positions(document: dict[str, Any], json_output: bool) -> None:
+    """Print the positions document as JSON or as tables."""
+    if json_output:
+        print(json.dumps(document))
+        return
+    console = Console()
+    limits = document["limits"] or {}
+    console.print(
+        f"[bold]{document['account']}[/bold] as of sequence {document['as_of_sequence']}"
+        f"{'  [red]HALTED[/red]' if document['halted'] else ''}\n"
+        f"positions {len(document['open_positions'])} + pending "
+        f"{len(document['pending_intents'])} / {limits.get('max_open_positions', '-')}   "
+        f"exposure ${document['open_exposure']} + ${document['pending_exposure']} = "
+        f"${document['exposure']} / ${limits.get('max_exposure', '-')}")
+    table = Table("position", "symbol", "side", "quantity", "average", "multiplier", "notional")
+    for p in document["open_positions"]:
+        table.add_row(p["position_id"], p["symbol"], p["side"], p["quantity"],
+                      p["average_price"], p["multiplier"], p["notional"])
+    console.print(table)
+    if document["pending_intents"]:
+        pending = Table("intent", "symbol", "notional", "expires")
+        for i in document["pending_intents"]:
+            pending.add_row(i["intent_id"], i["symbol"], i["notional"], i["expires_at"])
+        console.print(pending)
+
+
+async def rebuild_projections(settings: Settings, account: str | None,
+                              verify: bool) -> list[tables.Difference]:
+    """Rebuild (or, with verify, compare) projections; return differences found by verify."""
+    if account is not None:
+        validate_account_name(account)
+    console = Console(stderr=True)
+    found: list[tables.Difference] = []
+    async with admin_connection(settings) as conn:
+        known = await rebuild.accounts(conn)
+        targets = [(name, head) for name, head in known if account in (None, name)]
+        if account is not None and not targets:
+            raise UnknownAccount(account)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                      transient=True, disable=not console.is_terminal) as progress:
+            task = progress.add_task("verifying" if verify else "rebuilding",
+                                     total=sum(head for _, head in targets))
+            for name, head in targets:
+                if verify:
+                    found.extend(await rebuild.verify_account(conn, name))
+                    progress.advance(task, head)
+                else:
+                    await rebuild.rebuild_account(conn, name, _advance(progress, task))
+    return found

@@ -71,9 +71,7 @@ def _intent_document(intent: PendingIntent) -> dict[str, Any]:
     }
 
 
-def positions_document(
-    state: AccountState, *, as_of_sequence: int | None = None
-) -> dict[str, Any]:
+def positions_document(state: AccountState, *, as_of_sequence: int | None = None) -> dict[str, Any]:
     """Return the `positions --json` document of an account state, ready for json.dumps.
 
     as_of_sequence defaults to state.sequence. Exposures are the exact sums rounded once, so

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from ledger.events import decode_event, with_ledger_fields
+from ledger.events import Side, decode_event, with_ledger_fields
 from projections.fold import (
     AccountState,
     Limits,
@@ -35,13 +35,13 @@ def held(
     average_price: str = "6.00",
     multiplier: str = "100",
     symbol: str = "MSFT 260220P00400000",
-    side: str = "long",
+    side: Side = "long",
 ) -> Position:
     return Position(
         position_id=position_id,
         symbol=symbol,
         instrument="option",
-        side="long" if side == "long" else "short",
+        side=side,
         quantity=Decimal(quantity),
         average_price=Decimal(average_price),
         multiplier=Decimal(multiplier),

@@ -1,0 +1,221 @@
+"""The projector: `ledger-events` -> per-account projection tables, exactly once in effect.
+
+Wired with faststream: a batch subscriber (offsets committed only after the handler returned,
+that is after the database commit; an error rewinds to the batch start) and a dead-letter
+publisher. For each account in a batch, one transaction: lock the account's projection row, skip
+what is already applied (sequence <= applied_sequence), and fold the rest with the one fold of
+projections/fold.py. Kafka only carries the news: a message is used only if the store holds the
+same event_id at that sequence, a gap is filled by reading the store, and a sequence beyond the
+stream's head (never committed) is refused to `dead-letters`. The rows and `applied_sequence`
+are written together, so a crash at any instant leaves them consistent. Must not import the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
+
+from ledger import deadletters, kafka, store
+from ledger.db import create_pool
+from ledger.deadletters import DeadLetter
+from ledger.errors import InvalidEvent
+from ledger.events import Event, decode_event
+from ledger.logins import service_dsn
+from ledger.runtime import OPERATING_ERRORS, keep_running
+from ledger.settings import Settings
+from ledger.topics import Topics, ensure_topics
+from projections import tables
+from projections.fold import AccountState, fold
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from ledger.db import Conn
+
+CONSUMER_GROUP = "ledger-projector"
+POLL_TIMEOUT_MS = 200
+RETRY_PAUSE_S = 2.0
+# States kept between batches, so a busy account is not re-read from its rows every batch; each
+# is used only while its sequence equals the locked row's applied_sequence.
+CACHED_ACCOUNTS_MAX = 10_000
+
+log = logging.getLogger("ledger.projector")
+
+
+@dataclass(kw_only=True)
+class ProjectorCounters:
+    applied: int = 0
+    duplicates: int = 0
+    filled_from_store: int = 0
+    dead_letters: int = 0
+
+
+@dataclass(kw_only=True)
+class Projector:
+    """Applies batches of ledger events to the projection tables."""
+
+    counters: ProjectorCounters = field(default_factory=ProjectorCounters)
+    cache: dict[str, AccountState] = field(default_factory=dict)
+
+    async def apply_batch(self, conn: Conn, records: Sequence[Any]) -> list[DeadLetter]:
+        """Apply a batch; return the messages refused (malformed, unknown, not in the store)."""
+        dead: list[DeadLetter] = []
+        by_account: dict[str, list[tuple[Any, Event]]] = {}
+        for record in records:
+            try:
+                event = _decode(record)
+            except InvalidEvent as exc:
+                dead.append(DeadLetter(message=record, reason=str(exc)))
+                continue
+            by_account.setdefault(event.account, []).append((record, event))
+        for account, items in by_account.items():
+            async with conn.transaction():
+                dead.extend(await self._apply_account(conn, account, items))
+        self.counters.dead_letters += len(dead)
+        return dead
+
+    async def _apply_account(self, conn: Conn, account: str,
+                             items: list[tuple[Any, Event]]) -> list[DeadLetter]:
+        head = await conn.fetchval("SELECT head FROM streams WHERE account = $1", account)
+        if head is None:
+            return [DeadLetter(message=r, reason=f"account: {account!r} has no stream")
+                    for r, _ in items]
+        before = await self._locked_state(conn, account)
+        beyond = [DeadLetter(message=r, reason=f"sequence: {e.sequence} is beyond the head "
+                                                f"{head} of stream {account}: never committed")
+                  for r, e in items if _seq(e) > head]
+        fresh = {_seq(e): (r, e) for r, e in items if before.sequence < _seq(e) <= head}
+        self.counters.duplicates += sum(1 for _, e in items if _seq(e) <= before.sequence)
+        if not fresh:
+            return beyond
+        events, refused = await _verified(conn, account, before.sequence, max(fresh), fresh)
+        self.counters.filled_from_store += len(events) - (len(fresh) - len(refused))
+        after = fold(events, before)
+        await tables.save_state(conn, before, after)
+        self.counters.applied += after.sequence - before.sequence
+        self._remember(after)
+        return beyond + refused
+
+    async def _locked_state(self, conn: Conn, account: str) -> AccountState:
+        applied = await tables.applied_sequence(conn, account, lock=True)
+        cached = self.cache.get(account)
+        if cached is not None and cached.sequence == applied:
+            return cached
+        return await tables.load_state(conn, account)
+
+    def _remember(self, state: AccountState) -> None:
+        if len(self.cache) >= CACHED_ACCOUNTS_MAX and state.account not in self.cache:
+            self.cache.pop(next(iter(self.cache)))
+        self.cache[state.account] = state
+
+    def forget(self) -> None:
+        """Drop cached states (after a failed transaction their rows may differ)."""
+        self.cache.clear()
+
+
+async def _verified(conn: Conn, account: str, applied: int, last: int,
+                    fresh: dict[int, tuple[Any, Event]]) -> tuple[list[Event], list[DeadLetter]]:
+    """Return the events applied+1..last, from Kafka where the store agrees, else from the store.
+
+    A message whose event_id is not the store's at its sequence is refused: Kafka distributes,
+    PostgreSQL decides.
+    """
+    rows = await conn.fetch("SELECT sequence, event_id FROM events WHERE account = $1 "
+                            "AND sequence > $2 AND sequence <= $3 ORDER BY sequence",
+                            account, applied, last)
+    stored = {int(row["sequence"]): row["event_id"] for row in rows}
+    refused = [DeadLetter(message=record, reason=f"event_id: '{event.event_id}' is not the "
+                                                  f"event at sequence {sequence} of {account}")
+               for sequence, (record, event) in fresh.items()
+               if stored.get(sequence) != event.event_id]
+    usable = {s: e for s, (_, e) in fresh.items() if stored.get(s) == e.event_id}
+    if len(usable) == last - applied:
+        return [usable[s] for s in range(applied + 1, last + 1)], refused
+    from_store = [e async for e in store.iterate_stream(conn, account, applied, last)]
+    return from_store, refused
+
+
+def _decode(record: Any) -> Event:
+    if record.value is None:
+        raise InvalidEvent("value", None, "is empty: expected an event as JSON")
+    event = decode_event(record.value)
+    if event.sequence is None:
+        raise InvalidEvent("sequence", None, "is missing: ledger events carry their sequence")
+    return event
+
+
+def _seq(event: Event) -> int:
+    assert event.sequence is not None
+    return event.sequence
+
+
+async def _raw_bodies(message: StreamMessage[Any]) -> Any:
+    # Bytes as they came: a malformed body must reach the handler and the dead letters.
+    return [record.value for record in _records(message)]
+
+
+def _records(message: StreamMessage[Any]) -> tuple[Any, ...]:
+    # A batch arrives as a tuple of records from Kafka and as a list from TestKafkaBroker.
+    raw = message.raw_message
+    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+
+
+def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
+                 projector: Projector) -> KafkaBroker:
+    """Wire the projector: a batch subscriber on `ledger-events`, a dead-letter publisher."""
+    broker = KafkaBroker(settings.kafka_bootstrap, client_id="ledger-projector", acks="all",
+                         enable_idempotence=True, request_timeout_ms=kafka.REQUEST_TIMEOUT_MS,
+                         logger=log, log_level=logging.DEBUG)
+    dead_letters = broker.publisher(topics.dead_letters, title="dead-letters")
+
+    @broker.subscriber(
+        topics.ledger_events, batch=True, max_records=kafka.MAX_POLL_RECORDS,
+        batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_bodies, title="ledger-events",
+        description="Committed events, per account in sequence order, published by the relay; "
+                    "headers account, sequence, event_id, type.")
+    async def on_ledger_events(bodies: list[bytes], message: KafkaMessage) -> None:
+        try:
+            async with pool.acquire() as conn:
+                dead = await projector.apply_batch(conn, _records(message))
+        except BaseException as exc:
+            projector.forget()
+            if isinstance(exc, OPERATING_ERRORS):
+                log.warning("projector: %s; the batch will be read again in %.1fs",
+                            type(exc).__name__, RETRY_PAUSE_S)
+                await asyncio.sleep(RETRY_PAUSE_S)
+            raise
+        for letter in dead:
+            await dead_letters.publish(letter.message.value, key=letter.message.key,
+                                       headers=dict(deadletters.text_headers(letter,
+                                                                             CONSUMER_GROUP)))
+
+    return broker
+
+
+async def run(settings: Settings, stop: asyncio.Event,
+              projector: Projector | None = None) -> None:
+    """Run the projector until stop is set, riding out database and broker outages."""
+    projector = projector if projector is not None else Projector()
+
+    async def attempt(stop: asyncio.Event) -> None:
+        topics = await ensure_topics(settings)
+        pool = await create_pool(service_dsn(settings))
+        broker = build_broker(settings, topics, pool, projector)
+        try:
+            await broker.start()
+            log.info("projector: consuming %s", topics.ledger_events)
+            await stop.wait()
+        finally:
+            await broker.stop()
+            await pool.close()
+            projector.forget()
+
+    await keep_running("projector", stop, attempt)

@@ -1,0 +1,301 @@
+"""The projection tables: reading an account's state from its rows and writing it back.
+
+`projection_accounts` holds one row per account with `applied_sequence`, the last sequence the
+rows reflect; positions and pending intents have a row each. Every write of rows happens in the
+caller's transaction together with `applied_sequence`, so the rows and the checkpoint can never
+disagree. Reading with `lock=True` takes the account row's lock (`FOR UPDATE`), which serialises
+projector instances and rebuilds on one account. Must not import Kafka clients or the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from projections.fold import AccountState, Limits, PendingIntent, Position, initial_state
+
+if TYPE_CHECKING:
+    from ledger.db import Conn
+
+_ACCOUNT_COLUMNS = """applied_sequence, max_open_positions, max_exposure, max_order_notional,
+    daily_loss_limit, halted, halt_reason, pnl_day, realized_pnl_day, realized_pnl_total,
+    last_occurred_at"""
+
+_POSITION_COLUMNS = (
+    "position_id",
+    "symbol",
+    "instrument",
+    "side",
+    "quantity",
+    "average_price",
+    "multiplier",
+    "realized_pnl",
+    "opened_at",
+)
+_PENDING_COLUMNS = (
+    "intent_id",
+    "signal_id",
+    "position_id",
+    "symbol",
+    "instrument",
+    "side",
+    "quantity",
+    "limit_price",
+    "multiplier",
+    "expires_at",
+    "issued_sequence",
+)
+
+
+async def ensure_row(conn: Conn, account: str) -> None:
+    """Create the account's projection row if it is missing (applied_sequence 0)."""
+    await conn.execute(
+        "INSERT INTO projection_accounts (account) VALUES ($1) ON CONFLICT (account) DO NOTHING",
+        account,
+    )
+
+
+async def applied_sequence(conn: Conn, account: str, *, lock: bool) -> int:
+    """Return how far the projection reflects the account (0 if never), locking its row."""
+    if lock:
+        await ensure_row(conn, account)
+    suffix = " FOR UPDATE" if lock else ""
+    value = await conn.fetchval(
+        f"SELECT applied_sequence FROM projection_accounts WHERE account = $1{suffix}", account
+    )
+    return int(value) if value is not None else 0
+
+
+async def load_state(conn: Conn, account: str, *, lock: bool = False) -> AccountState:
+    """Read an account's projected state from its rows (the initial state if it has none)."""
+    if lock:
+        await ensure_row(conn, account)
+    suffix = " FOR UPDATE" if lock else ""
+    row = await conn.fetchrow(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM projection_accounts WHERE account = $1{suffix}", account
+    )
+    if row is None:
+        return initial_state(account)
+    positions = await conn.fetch(
+        f"SELECT {', '.join(_POSITION_COLUMNS)} FROM projection_positions WHERE account = $1",
+        account,
+    )
+    pending = await conn.fetch(
+        f"SELECT {', '.join(_PENDING_COLUMNS)} FROM projection_pending WHERE account = $1", account
+    )
+    limits = None
+    if row["max_open_positions"] is not None:
+        limits = Limits(
+            max_open_positions=row["max_open_positions"],
+            max_exposure=row["max_exposure"],
+            max_order_notional=row["max_order_notional"],
+            daily_loss_limit=row["daily_loss_limit"],
+        )
+    return AccountState(
+        account=account,
+        sequence=int(row["applied_sequence"]),
+        positions={p["position_id"]: Position(**dict(p)) for p in positions},
+        pending={p["intent_id"]: PendingIntent(**dict(p)) for p in pending},
+        limits=limits,
+        halted=row["halted"],
+        halt_reason=row["halt_reason"],
+        pnl_day=row["pnl_day"],
+        realized_pnl_day=row["realized_pnl_day"],
+        realized_pnl_total=row["realized_pnl_total"],
+        last_occurred_at=row["last_occurred_at"],
+    )
+
+
+async def save_state(conn: Conn, before: AccountState, after: AccountState) -> None:
+    """Write what changed from `before` (the rows as stored) to `after`, with the checkpoint."""
+    assert before.account == after.account
+    assert after.sequence >= before.sequence
+    removed = [key for key in before.positions if key not in after.positions]
+    changed = [p for key, p in after.positions.items() if before.positions.get(key) != p]
+    await _delete(conn, "projection_positions", "position_id", after.account, removed)
+    await _upsert(
+        conn,
+        "projection_positions",
+        _POSITION_COLUMNS,
+        "position_id",
+        after.account,
+        [_position_values(p) for p in changed],
+    )
+    released = [key for key in before.pending if key not in after.pending]
+    issued = [i for key, i in after.pending.items() if before.pending.get(key) != i]
+    await _delete(conn, "projection_pending", "intent_id", after.account, released)
+    await _upsert(
+        conn,
+        "projection_pending",
+        _PENDING_COLUMNS,
+        "intent_id",
+        after.account,
+        [_pending_values(i) for i in issued],
+    )
+    await _save_account_row(conn, after)
+
+
+async def replace_state(conn: Conn, state: AccountState) -> None:
+    """Replace every projection row of the account with `state` (rebuild)."""
+    await conn.execute("DELETE FROM projection_positions WHERE account = $1", state.account)
+    await conn.execute("DELETE FROM projection_pending WHERE account = $1", state.account)
+    await ensure_row(conn, state.account)
+    await save_state(conn, _empty_like(state), state)
+
+
+def _empty_like(state: AccountState) -> AccountState:
+    return initial_state(state.account)
+
+
+async def _save_account_row(conn: Conn, state: AccountState) -> None:
+    limits = state.limits
+    await conn.execute(
+        """INSERT INTO projection_accounts (account, applied_sequence, max_open_positions,
+               max_exposure, max_order_notional, daily_loss_limit, halted, halt_reason, pnl_day,
+               realized_pnl_day, realized_pnl_total, last_occurred_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+           ON CONFLICT (account) DO UPDATE SET
+               applied_sequence = excluded.applied_sequence,
+               max_open_positions = excluded.max_open_positions,
+               max_exposure = excluded.max_exposure,
+               max_order_notional = excluded.max_order_notional,
+               daily_loss_limit = excluded.daily_loss_limit,
+               halted = excluded.halted, halt_reason = excluded.halt_reason,
+               pnl_day = excluded.pnl_day, realized_pnl_day = excluded.realized_pnl_day,
+               realized_pnl_total = excluded.realized_pnl_total,
+               last_occurred_at = excluded.last_occurred_at, updated_at = now()""",
+        state.account,
+        state.sequence,
+        limits.max_open_positions if limits else None,
+        limits.max_exposure if limits else None,
+        limits.max_order_notional if limits else None,
+        limits.daily_loss_limit if limits else None,
+        state.halted,
+        state.halt_reason,
+        state.pnl_day,
+        state.realized_pnl_day,
+        state.realized_pnl_total,
+        state.last_occurred_at,
+    )
+
+
+async def _delete(conn: Conn, table: str, key: str, account: str, keys: list[str]) -> None:
+    if keys:
+        await conn.execute(
+            f"DELETE FROM {table} WHERE account = $1 AND {key} = ANY($2::text[])", account, keys
+        )
+
+
+async def _upsert(
+    conn: Conn,
+    table: str,
+    columns: tuple[str, ...],
+    key: str,
+    account: str,
+    rows: list[tuple[Any, ...]],
+) -> None:
+    if not rows:
+        return
+    placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    await conn.executemany(
+        f"INSERT INTO {table} (account, {', '.join(columns)}) VALUES ($1, {placeholders}) "
+        f"ON CONFLICT (account, {key}) DO UPDATE SET {updates}",
+        [(account, *row) for row in rows],
+    )
+
+
+def _position_values(p: Position) -> tuple[Any, ...]:
+    return (
+        p.position_id,
+        p.symbol,
+        p.instrument,
+        p.side,
+        p.quantity,
+        p.average_price,
+        p.multiplier,
+        p.realized_pnl,
+        p.opened_at,
+    )
+
+
+def _pending_values(i: PendingIntent) -> tuple[Any, ...]:
+    return (
+        i.intent_id,
+        i.signal_id,
+        i.position_id,
+        i.symbol,
+        i.instrument,
+        i.side,
+        i.quantity,
+        i.limit_price,
+        i.multiplier,
+        i.expires_at,
+        i.issued_sequence,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Difference:
+    """One way a live projection differs from a rebuild of the store."""
+
+    account: str
+    table: str
+    key: str
+    live: str
+    rebuilt: str
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.table} {self.key}: live {self.live}, rebuilt {self.rebuilt}"
+
+
+def differences(live: AccountState, rebuilt: AccountState) -> list[Difference]:
+    """Compare two states row by row: accounts, positions, pending intents."""
+    found: list[Difference] = []
+    account = live.account
+    for name in (
+        "sequence",
+        "limits",
+        "halted",
+        "halt_reason",
+        "pnl_day",
+        "realized_pnl_day",
+        "realized_pnl_total",
+        "last_occurred_at",
+    ):
+        a, b = getattr(live, name), getattr(rebuilt, name)
+        if a != b:
+            found.append(
+                Difference(
+                    account=account,
+                    table="projection_accounts",
+                    key=name,
+                    live=_show(a),
+                    rebuilt=_show(b),
+                )
+            )
+    for table, left, right in (
+        ("projection_positions", live.positions, rebuilt.positions),
+        ("projection_pending", live.pending, rebuilt.pending),
+    ):
+        for key in sorted(set(left) | set(right)):
+            if left.get(key) != right.get(key):
+                found.append(
+                    Difference(
+                        account=account,
+                        table=table,
+                        key=key,
+                        live=_show(left.get(key)),
+                        rebuilt=_show(right.get(key)),
+                    )
+                )
+    return found
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, Decimal):
+        return str(value)
+    return repr(value)
