@@ -138,6 +138,8 @@ def build_broker(settings: Settings, topics: Topics, append: Appender,
         topics.executions, batch=True, max_records=kafka.MAX_POLL_RECORDS,
         batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_bodies, title="executions",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings),
         description="Fills, closes and intent rejections from the broker adapter and the "
                     "position manager, keyed by account.")
     async def on_executions(bodies: list[bytes], message: KafkaMessage) -> None:

@@ -18,8 +18,8 @@ REQUEST_TIMEOUT_MS = 30_000
 LINGER_MS = 2
 BATCH_SIZE_MAX_BYTES = 1 << 20
 MAX_POLL_RECORDS = 500
-SESSION_TIMEOUT_MS = 10_000
-HEARTBEAT_INTERVAL_MS = 3_000
+# Heartbeats go out several times per session timeout, as Kafka recommends.
+HEARTBEATS_PER_SESSION = 3
 
 
 def producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
@@ -47,10 +47,15 @@ def consumer(settings: Settings, *topics: str, group_id: str | None,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_poll_records=MAX_POLL_RECORDS,
-        session_timeout_ms=SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms(settings),
         request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
+
+
+def heartbeat_interval_ms(settings: Settings) -> int:
+    """Return a consumer group member's heartbeat interval."""
+    return settings.kafka_session_timeout_ms // HEARTBEATS_PER_SESSION
 
 
 def header(headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]] | None,

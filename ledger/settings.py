@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
     topic_prefix: str = ""
     topic_partitions: int = Field(default=6, ge=1, le=1000)
+    # How long a consumer may be silent before its group moves its partitions to another member.
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
     secrets_dir: Path = DEFAULT_SECRETS_DIR
 
     @field_validator("database_url")

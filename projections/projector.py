@@ -179,6 +179,8 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
         topics.ledger_events, batch=True, max_records=kafka.MAX_POLL_RECORDS,
         batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_bodies, title="ledger-events",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings),
         description="Committed events, per account in sequence order, published by the relay; "
                     "headers account, sequence, event_id, type.")
     async def on_ledger_events(bodies: list[bytes], message: KafkaMessage) -> None:

@@ -144,6 +144,8 @@ offsets.topic.num.partitions=6
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Lets tests that SIGKILL consumers use short sessions, so a restarted one rejoins quickly.
+group.min.session.timeout.ms=1000
 EOF
   cat >"$KAFKA_DIR/log4j.properties" <<EOF
 log4j.rootLogger=WARN, stdout

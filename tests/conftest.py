@@ -27,6 +27,8 @@ from ledger.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 LEDGER_BIN = ROOT / ".venv" / "bin" / "ledger"
 POLL_INTERVAL_S = 0.05
+# Tests SIGKILL consumers; a short session lets the restarted one take its partitions back soon.
+TEST_SESSION_TIMEOUT_MS = 2_000
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +88,8 @@ def make_database(
         name = f"ledger_test_{uuid.uuid4().hex[:10]}"
         await _create_database(admin_dsn, name)
         settings = load_settings(database_url=dsn_for_database(base_settings.database_url, name),
-                                 secrets_dir=secrets_dir)
+                                 secrets_dir=secrets_dir,
+                                 kafka_session_timeout_ms=TEST_SESSION_TIMEOUT_MS)
         created.append(settings)
         if migrated:
             await commands.migrate(settings)
@@ -135,6 +138,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["LEDGER_DATABASE_URL"] = settings.database_url
     env["LEDGER_SECRETS_DIR"] = str(settings.secrets_dir)
+    env["LEDGER_TOPIC_PREFIX"] = settings.topic_prefix
+    env["LEDGER_KAFKA_SESSION_TIMEOUT_MS"] = str(settings.kafka_session_timeout_ms)
     env.pop("LEDGER_DEBUG", None)
     return env
 

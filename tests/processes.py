@@ -25,7 +25,6 @@ class LedgerProcess:
 
     def start(self) -> LedgerProcess:
         env = cli_env(self.settings)
-        env["LEDGER_TOPIC_PREFIX"] = self.settings.topic_prefix
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([str(LEDGER_BIN), "run", *self.args], env=env,
                                         stdout=log, stderr=subprocess.STDOUT)

@@ -19,7 +19,7 @@ from faststream.kafka import KafkaMessage, TestKafkaBroker
 
 from ledger import ingest, store
 from ledger.errors import UnknownAccount
-from ledger.events import Event
+from ledger.events import Event, natural_key
 from ledger.settings import load_settings
 from ledger.topics import Topics
 
@@ -78,7 +78,8 @@ def test_sort_batch_when_messages_are_bad_names_field_and_value_and_keeps_order(
 
     result = ingest.sort_batch(messages)
 
-    assert [event.data.fill_id for _, event in result.by_account["large"]] == ["F1", "F4"]
+    assert [natural_key(event) for _, event in result.by_account["large"]] == [
+        'OrderFilled:fill_id="F1"', 'OrderFilled:fill_id="F4"']
     reasons = [letter.reason for letter in result.dead]
     assert reasons[0].startswith("json: ")
     assert reasons[1] == "data.quantity: 'twelve' is not a decimal"
@@ -109,7 +110,7 @@ async def test_broker_when_a_batch_mixes_good_bad_and_redelivered_appends_once_a
         for key, body in sent:
             await test_broker.publish(body, topics.executions, key=key)
 
-    assert [event.data.fill_id for event in stub.events["large"]] == ["F1"]
+    assert [natural_key(event) for event in stub.events["large"]] == ['OrderFilled:fill_id="F1"']
     assert (counters.appended, counters.duplicates, counters.dead_letters) == (1, 1, 2)
     reasons = sorted(headers["dlq.reason"] for _, headers in dead)
     assert reasons[0] == "account: account 'ghost' does not exist: run `ledger accounts add " \
