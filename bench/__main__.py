@@ -7,7 +7,7 @@ import asyncio
 import os
 import platform
 
-from bench import bench_append, bench_pipeline
+from bench import bench_append, bench_pipeline, bench_projections
 from bench.common import OUT_DIR, commit
 
 
@@ -20,6 +20,7 @@ def main() -> None:
     (OUT_DIR / "results.jsonl").unlink(missing_ok=True)
     asyncio.run(bench_append.run(args.quick))
     asyncio.run(bench_pipeline.run(args.quick))
+    asyncio.run(bench_projections.run(args.quick))
 
 
 if __name__ == "__main__":

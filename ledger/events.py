@@ -139,7 +139,12 @@ def _parse_decimal(value: object) -> Decimal:
     elif isinstance(value, str):
         if _DECIMAL_TEXT.fullmatch(value) is None:
             raise PydanticCustomError("decimal_parsing", "is not a decimal")
-        number = Decimal(value)
+        # Plain digits (the pattern allows nothing else) already hold their exact value: only
+        # their length needs checking, the round trip below is for other inputs.
+        if len(value) - value.startswith("-") - ("." in value) > DECIMAL_DIGITS_MAX:
+            raise PydanticCustomError("decimal_too_long", "has more than {digits_max} digits",
+                                      {"digits_max": DECIMAL_DIGITS_MAX})
+        return Decimal(value)
     else:
         raise PydanticCustomError("decimal_type", "is not a decimal")
     if not number.is_finite():
@@ -198,6 +203,8 @@ def format_time(moment: datetime) -> str:
 
 
 def _to_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is UTC and not moment.fold:
+        return moment
     try:
         # fold only disambiguates wall times in zones with transitions; in UTC it is noise that
         # would make two equal instants compare and print differently.
@@ -721,7 +728,10 @@ def decode_event(raw: bytes | str, line: int | None = None) -> Event:
         InvalidEvent: the JSON is malformed or the event is invalid; the message is one line
             naming the first bad field and its value, prefixed with `line N: ` when line is given.
     """
-    with_placeholder = _with_placeholder_id(raw)
+    # Nearly every event carries its id (all that the ledger itself writes): skip the extra
+    # parse unless the key is absent from the text.
+    marker = b'"event_id"' if isinstance(raw, bytes) else '"event_id"'
+    with_placeholder = None if marker in raw else _with_placeholder_id(raw)  # type: ignore[operator]
     try:
         event = EVENT_ADAPTER.validate_json(raw if with_placeholder is None else with_placeholder)
     except ValidationError as error:
