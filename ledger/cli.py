@@ -190,17 +190,24 @@ class Process(StrEnum):
     ingest = "ingest"
     relay = "relay"
     projector = "projector"
+    dispatcher = "dispatcher"
     all = "all"
 
 
 @app.command()
 def run(
     process: Annotated[Process, typer.Argument(help="Which process to run.")],
+    account: Annotated[str | None, typer.Option(
+        "--account", help="The account a dispatcher serves (required for `dispatcher`).")]
+    = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Run a long-running process until SIGTERM/SIGINT; `all` runs every process."""
+    """Run a long-running process until SIGTERM/SIGINT; `all` runs every process.
+
+    `all` runs ingest, relay, projector and one dispatcher per account that has limits.
+    """
     configure_logging()
-    _run(commands.run_process(_settings(database_url), process.value))
+    _run(commands.run_process(_settings(database_url), process.value, account))
 
 
 @app.command()
@@ -250,6 +257,21 @@ def rebuild(
             raise typer.Exit(3)
     else:
         typer.echo("projections rebuilt")
+
+
+@app.command()
+def dispatch(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    signals: Annotated[Path, typer.Option("--signals", exists=True, dir_okay=False,
+                                          help="A JSONL file of signals, one per line.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide, then roll everything "
+                                          "back: nothing is recorded.")] = False,
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the dispatcher's decision path on a file of signals, without Kafka."""
+    report = _run(commands.dispatch_file(_settings(database_url), name, signals, dry_run))
+    commands.print_dispatch(report, json_output)
 
 
 @app.command()

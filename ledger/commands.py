@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 from uuid import UUID
@@ -27,12 +27,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from dispatcher import process as dispatcher_process
+from dispatcher.decide import DispatcherConfig, Outcome, decide
+from dispatcher.process import utc_now
 from ledger import ingest, jsonl, relay, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.db import connect
-from ledger.errors import UnknownAccount
-from ledger.events import decode_event, encode_event, validate_account_name
+from ledger.errors import ConfigError, InvalidEvent, UnknownAccount
+from ledger.events import Signal, decode_event, decode_signal, encode_event, validate_account_name
 from ledger.follow import follow as follow_account
+from ledger.logins import account_dsn
 from ledger.runtime import stop_event_on_signals
 from ledger.settings import Settings
 from ledger.supervisor import Child, supervise
@@ -191,7 +195,7 @@ def print_status(rows: list[StatusRow], json_output: bool) -> None:
     Console().print(table if rows else "no accounts yet: `ledger accounts add NAME`")
 
 
-async def run_process(settings: Settings, process: str) -> None:
+async def run_process(settings: Settings, process: str, account: str | None = None) -> None:
     """Run one long-running process (or all of them) until SIGTERM/SIGINT."""
     stop = stop_event_on_signals()
     if process == "ingest":
@@ -200,9 +204,19 @@ async def run_process(settings: Settings, process: str) -> None:
         await relay.run(settings, stop)
     elif process == "projector":
         await projector.run(settings, stop)
+    elif process == "dispatcher":
+        if account is None:
+            raise ConfigError("--account", None, "an account name: a dispatcher serves one "
+                              "account and there is no default")
+        validate_account_name(account)
+        await dispatcher_process.run(settings, dispatcher_config(settings, account), stop)
     elif process == "all":
         children = [Child(name=name, args=["run", name])
                     for name in ("ingest", "relay", "projector")]
+        async with admin_connection(settings) as conn:
+            accounts = await accounts_with_limits(conn)
+        children += [Child(name=f"dispatcher {name}", args=["run", "dispatcher", "--account",
+                                                            name]) for name in accounts]
         await supervise(children, stop)
     else:
         raise AssertionError(f"unknown process {process!r}")
@@ -280,3 +294,97 @@ async def rebuild_projections(settings: Settings, account: str | None,
                 else:
                     await rebuild.rebuild_account(conn, name, _advance(progress, task))
     return found
+
+
+def dispatcher_config(settings: Settings, account: str) -> DispatcherConfig:
+    """Return an account's dispatcher configuration from the settings."""
+    return DispatcherConfig(account=validate_account_name(account),
+                            fold_bound=settings.dispatcher_fold_bound,
+                            intent_ttl=timedelta(seconds=settings.intent_ttl_s))
+
+
+async def accounts_with_limits(conn: asyncpg.Connection) -> list[str]:
+    """Return the accounts that have limits set: those a dispatcher can serve."""
+    rows = await conn.fetch("SELECT DISTINCT account FROM events WHERE type = 'LimitsSet' "
+                            "ORDER BY account")
+    return [row["account"] for row in rows]
+
+
+@dataclass(kw_only=True)
+class DispatchReport:
+    signals: int = 0
+    allowed: int = 0
+    duplicates: int = 0
+    blocked: dict[str, int] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def read_signals(path: Path, account: str) -> list[Signal]:
+    """Read and validate a JSONL file of signals; all or nothing.
+
+    Raises:
+        InvalidEvent: a line is malformed, invalid, or for another account (names the line).
+    """
+    signals = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            signal = decode_signal(raw, line=number)
+            if signal.account != account:
+                raise InvalidEvent("account", signal.account,
+                                   f"is not the dispatched account {account!r}", line=number)
+            signals.append(signal)
+    return signals
+
+
+async def dispatch_file(settings: Settings, account: str, path: Path,
+                        dry_run: bool) -> DispatchReport:
+    """Run the dispatcher's decision path over a file of signals, as the account's role."""
+    config = dispatcher_config(settings, account)
+    signals = read_signals(path, account)
+    report = DispatchReport()
+    conn = await connect(account_dsn(settings, account))
+    try:
+        dry = conn.transaction() if dry_run else None
+        if dry is not None:
+            await dry.start()
+        for signal in signals:
+            outcome = await decide(conn, config, signal, utc_now())
+            report.signals += 1
+            report.outcomes.append(outcome)
+            if outcome.duplicate:
+                report.duplicates += 1
+            elif outcome.allowed:
+                report.allowed += 1
+            else:
+                code = outcome.code or "unknown"
+                report.blocked[code] = report.blocked.get(code, 0) + 1
+        if dry is not None:
+            await dry.rollback()
+    finally:
+        await conn.close()
+    return report
+
+
+def print_dispatch(report: DispatchReport, json_output: bool) -> None:
+    """Print a dispatch summary: allowed, blocked by gate, already decided."""
+    if json_output:
+        print(json.dumps({
+            "signals": report.signals, "allowed": report.allowed,
+            "duplicates": report.duplicates, "blocked": report.blocked,
+            "decisions": [{"signal_id": o.signal_id, "allowed": o.allowed, "code": o.code,
+                           "reason": o.reason, "intent_id": o.intent_id,
+                           "as_of_sequence": o.as_of_sequence, "duplicate": o.duplicate}
+                          for o in report.outcomes]}))
+        return
+    table = Table("signal", "decision", "reason")
+    for o in report.outcomes:
+        verdict = "already decided" if o.duplicate else ("ALLOWED" if o.allowed else o.code)
+        table.add_row(o.signal_id, str(verdict), o.reason)
+    console = Console()
+    console.print(table)
+    blocked = ", ".join(f"{code} {count}" for code, count in sorted(report.blocked.items()))
+    console.print(f"{report.signals} signals: {report.allowed} allowed, "
+                  f"{sum(report.blocked.values())} blocked ({blocked or 'none'}), "
+                  f"{report.duplicates} already decided")

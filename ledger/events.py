@@ -566,8 +566,17 @@ def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> st
         # A setting has no identifier at all: two different settings at one instant are two
         # events, and only a repeat of the same one is a duplicate.
         parts.append(("data", data.model_dump_json()))
+    return _render_key(event_type, parts)
+
+
+def _render_key(event_type: str, parts: list[tuple[str, str]]) -> str:
     # json.dumps quotes and escapes each value, so no two different keys render alike.
     return event_type + ":" + ",".join(f"{name}={json.dumps(value)}" for name, value in parts)
+
+
+def decision_key(signal_id: str) -> str:
+    """Return the natural key of the SignalEvaluated that decides a signal."""
+    return _render_key("SignalEvaluated", [("signal_id", signal_id)])
 
 
 def derive_event_id(

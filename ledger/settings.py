@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     # How long a consumer may be silent before its group moves its partitions to another member.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+    # How many events a dispatcher may fold from the store to prove its view current.
+    dispatcher_fold_bound: int = Field(default=1_000, ge=0, le=1_000_000)
+    # How long an issued intent reserves its share of the limits before it expires.
+    intent_ttl_s: float = Field(default=60.0, gt=0, le=86_400)
     secrets_dir: Path = DEFAULT_SECRETS_DIR
 
     @field_validator("database_url")

@@ -1,0 +1,160 @@
+"""The decision transaction: one per signal, under the account's stream-head lock.
+
+In one short transaction, logged in as the account's own role (row-level security hides every
+other account): lock the head, recognise a signal already decided, read the account's projection,
+prove it current by folding the tail it has not applied yet (up to a bound; beyond it, fail
+closed), evaluate the gates counting pending intents, and append `SignalEvaluated` with the
+figures seen and, when allowed, `IntentIssued`. Because the check and the reservation commit
+together under the lock, replicas and bursts serialise and cannot over-trade. Expiry releases
+intents nobody filled, in the same kind of transaction. Must not import Kafka clients or the CLI.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from dispatcher import gates
+from ledger import store
+from ledger.errors import InvalidEvent
+from ledger.events import (
+    LEDGER_NAMESPACE,
+    Event,
+    IntentExpired,
+    IntentIssued,
+    Signal,
+    SignalEvaluated,
+    build_event,
+    decision_key,
+    decode_event,
+)
+from projections import tables
+from projections.fold import AccountState, fold
+
+if TYPE_CHECKING:
+    from ledger.db import Conn
+
+FOLD_BOUND_DEFAULT = 1000
+INTENT_TTL_DEFAULT = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DispatcherConfig:
+    """What one account's dispatcher is configured with: the account is required."""
+
+    account: str
+    fold_bound: int = FOLD_BOUND_DEFAULT
+    intent_ttl: timedelta = INTENT_TTL_DEFAULT
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What became of one signal."""
+
+    signal_id: str
+    allowed: bool
+    code: str | None
+    reason: str
+    intent_id: str | None
+    as_of_sequence: int
+    duplicate: bool = False
+
+
+def intent_id_for(account: str, signal_id: str) -> str:
+    """Return the intent id a signal gets: deterministic, so a retried decision is the same."""
+    return str(uuid.uuid5(LEDGER_NAMESPACE, f"intent/{account}/{signal_id}"))
+
+
+async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: datetime) -> Outcome:
+    """Decide one signal and record the decision (and the intent) atomically.
+
+    Raises:
+        InvalidEvent: the signal belongs to another account.
+        UnknownAccount: the account has no stream, or this login cannot see it.
+    """
+    if signal.account != config.account:
+        raise InvalidEvent("account", signal.account,
+                           f"does not match the dispatcher's account {config.account!r}")
+    async with conn.transaction():
+        head = await store.lock_head(conn, config.account)
+        previous = await _previous_decision(conn, config.account, signal.signal_id)
+        if previous is not None:
+            return previous
+        state, freshness = await current_state(conn, config, head)
+        decision = gates.evaluate(state, signal, now, freshness)
+        events = _decision_events(config, signal, decision, head, now)
+        await store.append(conn, config.account, events, expected_sequence=head)
+    return Outcome(signal_id=signal.signal_id, allowed=decision.allowed, code=decision.code,
+                   reason=decision.reason, as_of_sequence=head,
+                   intent_id=intent_id_for(config.account, signal.signal_id)
+                   if decision.allowed else None)
+
+
+async def current_state(conn: Conn, config: DispatcherConfig,
+                        head: int) -> tuple[AccountState, gates.Freshness]:
+    """Return the account's state proven current at `head`, and how far behind the rows were.
+
+    The projection's rows are read and the tail they have not applied is folded from the store;
+    when the tail is longer than the bound the rows are returned as they are, and the freshness
+    gate will fail closed.
+    """
+    state = await tables.load_state(conn, config.account)
+    freshness = gates.Freshness(head=head, state_sequence=state.sequence,
+                                fold_bound=config.fold_bound)
+    if 0 < freshness.lag <= config.fold_bound:
+        tail = [e async for e in store.iterate_stream(conn, config.account, state.sequence,
+                                                      head)]
+        state = fold(tail, state)
+        assert state.sequence == head, (config.account, state.sequence, head)
+    return state, freshness
+
+
+async def expire_due(conn: Conn, config: DispatcherConfig, now: datetime) -> list[str]:
+    """Append IntentExpired for every pending intent past its expiry; return their ids."""
+    async with conn.transaction():
+        head = await store.lock_head(conn, config.account)
+        state, freshness = await current_state(conn, config, head)
+        if not 0 <= freshness.lag <= config.fold_bound:
+            return []
+        due = sorted(i.intent_id for i in state.pending.values() if i.expires_at <= now)
+        reason = f"not filled within {config.intent_ttl.total_seconds():g}s"
+        events = [build_event(config.account, now,
+                              IntentExpired(intent_id=intent_id, reason=reason))
+                  for intent_id in due]
+        if events:
+            await store.append(conn, config.account, events, expected_sequence=head)
+    return due
+
+
+def _decision_events(config: DispatcherConfig, signal: Signal, decision: gates.Decision,
+                     head: int, now: datetime) -> list[Event]:
+    evaluated = SignalEvaluated(signal_id=signal.signal_id, signal=signal,
+                                allowed=decision.allowed, gates=decision.gates,
+                                as_of_sequence=head)
+    events = [build_event(config.account, now, evaluated)]
+    if decision.allowed:
+        intent_id = intent_id_for(config.account, signal.signal_id)
+        events.append(build_event(config.account, now, IntentIssued(
+            intent_id=intent_id, signal_id=signal.signal_id, position_id=f"P-{intent_id}",
+            symbol=signal.symbol, instrument=signal.instrument, side=signal.side,
+            quantity=signal.quantity, limit_price=signal.limit_price,
+            multiplier=signal.multiplier, expires_at=now + config.intent_ttl)))
+    return events
+
+
+async def _previous_decision(conn: Conn, account: str, signal_id: str) -> Outcome | None:
+    """Return the recorded decision of a redelivered signal, or None if it is new."""
+    raw = await conn.fetchval(
+        f"SELECT {store.EVENT_JSON_SQL} FROM events WHERE account = $1 AND natural_key = $2",
+        account, decision_key(signal_id))
+    if raw is None:
+        return None
+    event = decode_event(raw)
+    assert isinstance(event.data, SignalEvaluated)
+    decision = gates.Decision(allowed=event.data.allowed, gates=event.data.gates)
+    return Outcome(signal_id=signal_id, allowed=decision.allowed, code=decision.code,
+                   reason=decision.reason, as_of_sequence=event.data.as_of_sequence,
+                   intent_id=intent_id_for(account, signal_id) if decision.allowed else None,
+                   duplicate=True)

@@ -1,0 +1,137 @@
+"""The risk gates: a pure function from (account state, signal, now, freshness) to a decision.
+
+Every gate is evaluated and reported with its figures, so a decision shows why it was allowed or
+blocked ("Positions 5 + 1 > 5", "Exposure $9,000.00 + $1,800.00 > $10,000.00"). Pending intents
+count exactly like open positions: the check and the reservation commit together in the
+dispatcher's transaction, so what is pending is never invisible. The gates are listed in order of
+precedence; the first failed one is the decision's code. A gate raises only on a programmer
+error. Must not import asyncpg, aiokafka, faststream, time, os or logging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from ledger.events import GateResult, Signal
+from projections.fold import AccountState
+
+# Reject codes, in order of precedence.
+PROJECTION_STALE = "projection_stale"
+TRADING_HALTED = "trading_halted"
+LIMITS_NOT_SET = "limits_not_set"
+MAX_ORDER_NOTIONAL = "max_order_notional"
+MAX_OPEN_POSITIONS = "max_open_positions"
+MAX_EXPOSURE = "max_exposure"
+DAILY_LOSS_LIMIT = "daily_loss_limit"
+GATES = (PROJECTION_STALE, TRADING_HALTED, LIMITS_NOT_SET, MAX_ORDER_NOTIONAL,
+         MAX_OPEN_POSITIONS, MAX_EXPOSURE, DAILY_LOSS_LIMIT)
+
+_CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Freshness:
+    """How current the state is: the stream's head against what the state reflects."""
+
+    head: int
+    state_sequence: int
+    fold_bound: int
+
+    @property
+    def lag(self) -> int:
+        return self.head - self.state_sequence
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """The outcome of the gates: allowed, or blocked with the first failed gate's code."""
+
+    allowed: bool
+    gates: tuple[GateResult, ...]
+
+    @property
+    def code(self) -> str | None:
+        """Return the first failed gate's code (None when allowed)."""
+        return next((gate.gate for gate in self.gates if not gate.passed), None)
+
+    @property
+    def reason(self) -> str:
+        failed = [gate.reason for gate in self.gates if not gate.passed]
+        return "; ".join(failed) if failed else "all gates passed"
+
+
+def evaluate(state: AccountState, signal: Signal, now: datetime,
+             freshness: Freshness) -> Decision:
+    """Evaluate every gate for one signal against the account's state at `now`."""
+    assert signal.account == state.account, (signal.account, state.account)
+    results = [_freshness(freshness)]
+    if not results[0].passed:
+        # A state we cannot prove current has no figures worth reporting.
+        return Decision(allowed=False, gates=tuple(results))
+    results.append(_halted(state))
+    limits = state.limits
+    if limits is None:
+        results.append(GateResult(gate=LIMITS_NOT_SET, passed=False, value=None, limit=None,
+                                  reason="Limits never set: nothing may be traded"))
+        return Decision(allowed=False, gates=tuple(results))
+    order = signal.notional
+    results.append(_at_most(MAX_ORDER_NOTIONAL, order, limits.max_order_notional,
+                            f"Order {_money(order)}"))
+    positions = Decimal(state.open_positions + state.pending_count)
+    results.append(_at_most(
+        MAX_OPEN_POSITIONS, positions + 1, Decimal(limits.max_open_positions),
+        f"Positions {state.open_positions} + {state.pending_count} pending + 1",
+        limit_text=str(limits.max_open_positions)))
+    exposure = state.exposure
+    results.append(_at_most(MAX_EXPOSURE, exposure + order, limits.max_exposure,
+                            f"Exposure {_money(exposure)} + {_money(order)}"))
+    results.append(_daily_loss(state, now, limits.daily_loss_limit))
+    return Decision(allowed=all(result.passed for result in results), gates=tuple(results))
+
+
+def _freshness(freshness: Freshness) -> GateResult:
+    lag = freshness.lag
+    passed = 0 <= lag <= freshness.fold_bound
+    relation = "within" if passed else "beyond"
+    return GateResult(
+        gate=PROJECTION_STALE, passed=passed, value=Decimal(lag),
+        limit=Decimal(freshness.fold_bound),
+        reason=f"Projection {lag} events behind head {freshness.head}, {relation} the fold "
+               f"bound {freshness.fold_bound}")
+
+
+def _halted(state: AccountState) -> GateResult:
+    reason = (f"Trading halted: {state.halt_reason or 'no reason given'}" if state.halted
+              else "Trading not halted")
+    return GateResult(gate=TRADING_HALTED, passed=not state.halted, value=None, limit=None,
+                      reason=reason)
+
+
+def _at_most(gate: str, value: Decimal, limit: Decimal | None, what: str,
+             limit_text: str | None = None) -> GateResult:
+    if limit is None:
+        return GateResult(gate=gate, passed=True, value=value, limit=None,
+                          reason=f"{what}: no limit set")
+    passed = value <= limit
+    shown = limit_text if limit_text is not None else _money(limit)
+    return GateResult(gate=gate, passed=passed, value=value, limit=limit,
+                      reason=f"{what} {'<=' if passed else '>'} {shown}")
+
+
+def _daily_loss(state: AccountState, now: datetime, limit: Decimal | None) -> GateResult:
+    loss = -state.realized_pnl_on(now.date())
+    if limit is None:
+        return GateResult(gate=DAILY_LOSS_LIMIT, passed=True, value=loss, limit=None,
+                          reason="Daily loss: no limit set")
+    # Trading stops once the day's realised loss has reached the limit.
+    passed = loss < limit
+    return GateResult(gate=DAILY_LOSS_LIMIT, passed=passed, value=loss, limit=limit,
+                      reason=f"Daily loss {_money(loss)} {'<' if passed else '>='} "
+                             f"{_money(limit)}")
+
+
+def _money(amount: Decimal) -> str:
+    sign = "-" if amount < 0 else ""
+    return f"{sign}${abs(amount).quantize(_CENT, rounding=ROUND_HALF_EVEN):,}"

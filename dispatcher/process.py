@@ -1,0 +1,168 @@
+"""One account's dispatcher process: signals in, decisions and intents into the store.
+
+Wired with faststream: a subscriber on `signals` in a consumer group of the account's own
+(`ledger-dispatcher-NAME`), acknowledging a message only after its decision committed (a
+redelivered signal is recognised by its signal_id and decided once), skipping other accounts'
+keys, and refusing malformed signals to `dead-letters`. A second task expires pending intents
+past their TTL. The process logs in as the account's own role. If PostgreSQL is unreachable it
+emits nothing and the message is read again after a pause. Must not import the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
+
+from dispatcher.decide import DispatcherConfig, decide, expire_due
+from ledger import deadletters, kafka
+from ledger.db import create_pool
+from ledger.deadletters import DeadLetter
+from ledger.errors import InvalidEvent
+from ledger.events import Signal, decode_signal
+from ledger.logins import account_dsn
+from ledger.runtime import OPERATING_ERRORS, keep_running, wait_or_stop
+from ledger.settings import Settings
+from ledger.topics import Topics, ensure_topics
+
+if TYPE_CHECKING:
+    import asyncpg
+
+EXPIRY_INTERVAL_S = 1.0
+RETRY_PAUSE_S = 1.0
+
+log = logging.getLogger("ledger.dispatcher")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def consumer_group(account: str) -> str:
+    return f"ledger-dispatcher-{account}"
+
+
+@dataclass(kw_only=True)
+class DispatcherCounters:
+    allowed: int = 0
+    blocked: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    expired: int = 0
+    dead_letters: int = 0
+
+
+def _record(message: StreamMessage[Any]) -> Any:
+    return message.raw_message
+
+
+async def _raw_body(message: StreamMessage[Any]) -> Any:
+    # Bytes as they came: a malformed signal must reach the handler and the dead letters.
+    return _record(message).value
+
+
+def _signal_of(record: Any, account: str) -> Signal | None:
+    """Return the record's signal if it is this account's; None if it belongs to another.
+
+    Raises:
+        InvalidEvent: the message is this account's but malformed or invalid.
+    """
+    key = record.key.decode("utf-8", "replace") if record.key is not None else None
+    if key != account:
+        return None
+    if record.value is None:
+        raise InvalidEvent("value", None, "is empty: expected a signal as JSON")
+    signal = decode_signal(record.value)
+    if signal.account != account:
+        raise InvalidEvent("account", signal.account, f"does not match the key {account!r}")
+    return signal
+
+
+def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
+                 pool: asyncpg.Pool, counters: DispatcherCounters,
+                 clock: Clock = utc_now) -> KafkaBroker:
+    """Wire one account's dispatcher: a subscriber on `signals`, a dead-letter publisher."""
+    broker = KafkaBroker(settings.kafka_bootstrap, client_id=consumer_group(config.account),
+                         acks="all", enable_idempotence=True,
+                         request_timeout_ms=kafka.REQUEST_TIMEOUT_MS, logger=log,
+                         log_level=logging.DEBUG)
+    dead_letters = broker.publisher(topics.dead_letters, title="dead-letters")
+
+    @broker.subscriber(
+        topics.signals, group_id=consumer_group(config.account), auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_body, title="signals",
+        description="Strategies' signals keyed by account: {signal_id, account, occurred_at, "
+                    "symbol, instrument, side, quantity, limit_price, multiplier}.",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings))
+    async def on_signal(body: Any, message: KafkaMessage) -> None:
+        record = _record(message)
+        try:
+            signal = _signal_of(record, config.account)
+        except InvalidEvent as exc:
+            counters.dead_letters += 1
+            letter = DeadLetter(message=record, reason=str(exc))
+            await dead_letters.publish(record.value, key=record.key, headers=dict(
+                deadletters.text_headers(letter, consumer_group(config.account))))
+            return
+        if signal is None:
+            return
+        try:
+            async with pool.acquire() as conn:
+                outcome = await decide(conn, config, signal, clock())
+        except OPERATING_ERRORS as exc:
+            log.warning("dispatcher %s: %s; nothing emitted, the signal is read again in %.1fs",
+                        config.account, type(exc).__name__, RETRY_PAUSE_S)
+            await asyncio.sleep(RETRY_PAUSE_S)
+            raise
+        if outcome.duplicate:
+            counters.duplicates += 1
+        elif outcome.allowed:
+            counters.allowed += 1
+        else:
+            code = outcome.code or "unknown"
+            counters.blocked[code] = counters.blocked.get(code, 0) + 1
+
+    return broker
+
+
+async def expire_loop(pool: asyncpg.Pool, config: DispatcherConfig, stop: asyncio.Event,
+                      counters: DispatcherCounters, clock: Clock = utc_now) -> None:
+    """Expire intents past their TTL, once a second, until stop is set."""
+    while not await wait_or_stop(stop, EXPIRY_INTERVAL_S):
+        try:
+            async with pool.acquire() as conn:
+                counters.expired += len(await expire_due(conn, config, clock()))
+        except OPERATING_ERRORS as exc:
+            log.warning("dispatcher %s: expiry skipped: %s", config.account, type(exc).__name__)
+
+
+async def run(settings: Settings, config: DispatcherConfig, stop: asyncio.Event,
+              counters: DispatcherCounters | None = None) -> None:
+    """Run one account's dispatcher until stop is set, riding out outages."""
+    counters = counters if counters is not None else DispatcherCounters()
+
+    async def attempt(stop: asyncio.Event) -> None:
+        topics = await ensure_topics(settings)
+        pool = await create_pool(account_dsn(settings, config.account))
+        broker = build_broker(settings, topics, config, pool, counters)
+        expiry = asyncio.create_task(expire_loop(pool, config, stop, counters))
+        try:
+            await broker.start()
+            log.info("dispatcher %s: consuming %s", config.account, topics.signals)
+            await stop.wait()
+        finally:
+            expiry.cancel()
+            await asyncio.gather(expiry, return_exceptions=True)
+            await broker.stop()
+            await pool.close()
+
+    await keep_running(f"dispatcher {config.account}", stop, attempt)
