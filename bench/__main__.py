@@ -7,7 +7,7 @@ import asyncio
 import os
 import platform
 
-from bench import bench_append, bench_pipeline, bench_projections
+from bench import bench_append, bench_decide, bench_pipeline, bench_projections
 from bench.common import OUT_DIR, commit
 
 
@@ -21,6 +21,7 @@ def main() -> None:
     asyncio.run(bench_append.run(args.quick))
     asyncio.run(bench_pipeline.run(args.quick))
     asyncio.run(bench_projections.run(args.quick))
+    asyncio.run(bench_decide.run(args.quick))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from ledger.events import (
     build_event,
     decision_key,
     decode_event,
+    with_ledger_fields,
 )
 from projections import tables
 from projections.fold import AccountState, fold
@@ -49,6 +50,17 @@ class DispatcherConfig:
     intent_ttl: timedelta = INTENT_TTL_DEFAULT
 
 
+@dataclass(kw_only=True)
+class StateCache:
+    """The last state this process proved current, kept to avoid re-reading the projection.
+
+    Never trusted on its own: it is used only under the head lock and only after the events
+    appended since its sequence have been folded onto it, exactly as the projection's rows are.
+    """
+
+    state: AccountState | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
     """What became of one signal."""
@@ -67,7 +79,8 @@ def intent_id_for(account: str, signal_id: str) -> str:
     return str(uuid.uuid5(LEDGER_NAMESPACE, f"intent/{account}/{signal_id}"))
 
 
-async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: datetime) -> Outcome:
+async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: datetime,
+                 cache: StateCache | None = None) -> Outcome:
     """Decide one signal and record the decision (and the intent) atomically.
 
     Raises:
@@ -82,25 +95,36 @@ async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: date
         previous = await _previous_decision(conn, config.account, signal.signal_id)
         if previous is not None:
             return previous
-        state, freshness = await current_state(conn, config, head)
+        state, freshness = await current_state(conn, config, head, cache)
         decision = gates.evaluate(state, signal, now, freshness)
         events = _decision_events(config, signal, decision, head, now)
-        await store.append(conn, config.account, events, expected_sequence=head)
+        result = await store.append(conn, config.account, events, expected_sequence=head)
+        if cache is not None:
+            proven = freshness.lag <= config.fold_bound
+            complete = len(result.appended) == len(events)
+            cache.state = _with_own(state, events, result.appended) if proven and complete \
+                else None
     return Outcome(signal_id=signal.signal_id, allowed=decision.allowed, code=decision.code,
                    reason=decision.reason, as_of_sequence=head,
                    intent_id=intent_id_for(config.account, signal.signal_id)
                    if decision.allowed else None)
 
 
-async def current_state(conn: Conn, config: DispatcherConfig,
-                        head: int) -> tuple[AccountState, gates.Freshness]:
-    """Return the account's state proven current at `head`, and how far behind the rows were.
+async def current_state(
+    conn: Conn, config: DispatcherConfig, head: int, cache: StateCache | None = None,
+) -> tuple[AccountState, gates.Freshness]:
+    """Return the account's state proven current at `head`, and how far behind its source was.
 
-    The projection's rows are read and the tail they have not applied is folded from the store;
-    when the tail is longer than the bound the rows are returned as they are, and the freshness
-    gate will fail closed.
+    The source is this process's last proven state when it is within the bound of the head,
+    else the projection's rows; the tail the source has not applied is folded from the store.
+    When the tail is longer than the bound the state is returned as it is, and the freshness
+    gate will fail closed. The caller holds the head lock, so nothing moves meanwhile.
     """
-    state = await tables.load_state(conn, config.account)
+    cached = cache.state if cache is not None else None
+    if cached is not None and 0 <= head - cached.sequence <= config.fold_bound:
+        state = cached
+    else:
+        state = await tables.load_state(conn, config.account)
     freshness = gates.Freshness(head=head, state_sequence=state.sequence,
                                 fold_bound=config.fold_bound)
     if 0 < freshness.lag <= config.fold_bound:
@@ -126,6 +150,15 @@ async def expire_due(conn: Conn, config: DispatcherConfig, now: datetime) -> lis
         if events:
             await store.append(conn, config.account, events, expected_sequence=head)
     return due
+
+
+def _with_own(state: AccountState, events: list[Event],
+              appended: dict[uuid.UUID, int]) -> AccountState:
+    """Fold this decision's own events onto the state it was made on."""
+    stored = [with_ledger_fields(event, sequence=appended[event.event_id],
+                                 recorded_at=event.occurred_at, global_position=0)
+              for event in events]
+    return fold(stored, state)
 
 
 def _decision_events(config: DispatcherConfig, signal: Signal, decision: gates.Decision,

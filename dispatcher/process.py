@@ -21,7 +21,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
-from dispatcher.decide import DispatcherConfig, decide, expire_due
+from dispatcher.decide import DispatcherConfig, StateCache, decide, expire_due
 from ledger import deadletters, kafka
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
@@ -95,6 +95,7 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
                          request_timeout_ms=kafka.REQUEST_TIMEOUT_MS, logger=log,
                          log_level=logging.DEBUG)
     dead_letters = broker.publisher(topics.dead_letters, title="dead-letters")
+    cache = StateCache()
 
     @broker.subscriber(
         topics.signals, group_id=consumer_group(config.account), auto_offset_reset="earliest",
@@ -117,8 +118,11 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
             return
         try:
             async with pool.acquire() as conn:
-                outcome = await decide(conn, config, signal, clock())
-        except OPERATING_ERRORS as exc:
+                outcome = await decide(conn, config, signal, clock(), cache)
+        except BaseException as exc:
+            cache.state = None
+            if not isinstance(exc, OPERATING_ERRORS):
+                raise
             log.warning("dispatcher %s: %s; nothing emitted, the signal is read again in %.1fs",
                         config.account, type(exc).__name__, RETRY_PAUSE_S)
             await asyncio.sleep(RETRY_PAUSE_S)

@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dispatcher import process as dispatcher_process
-from dispatcher.decide import DispatcherConfig, Outcome, decide
+from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide
 from dispatcher.process import utc_now
 from ledger import ingest, jsonl, relay, roles, secrets, store
 from ledger import migrate as migrations
@@ -344,13 +344,14 @@ async def dispatch_file(settings: Settings, account: str, path: Path,
     config = dispatcher_config(settings, account)
     signals = read_signals(path, account)
     report = DispatchReport()
+    cache = StateCache()
     conn = await connect(account_dsn(settings, account))
     try:
         dry = conn.transaction() if dry_run else None
         if dry is not None:
             await dry.start()
         for signal in signals:
-            outcome = await decide(conn, config, signal, utc_now())
+            outcome = await decide(conn, config, signal, utc_now(), cache)
             report.signals += 1
             report.outcomes.append(outcome)
             if outcome.duplicate:

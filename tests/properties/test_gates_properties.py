@@ -1,0 +1,617 @@
+"""Goal: whatever the account's history, limits and signals, the risk gates never let the account
+go over its limits (open + pending positions, exposure, order notional), not even in a burst of
+signals each reserved as a pending intent; raising a limit never turns an allow into a block and
+lowering one never turns a block into an allow; the same inputs always give an equal decision; and
+a decision is allowed exactly when every gate it reports passed, its code being the first failed
+gate in `gates.GATES` order.
+
+Method: hypothesis draws limits (0..8 positions, $0..$20,000 exposure in cents, optional order
+notional and daily loss limits), account states either folded from random stored histories
+(fills on both sides, partial and full closes, intents issued, filled, rejected and expired,
+halts, across two UTC days, through the JSON contract and `with_ledger_fields`) or constructed
+directly from random positions and pending intents, and signals (quantity 1..20, limit price
+$0.01..$50.00, multiplier 1 or 100) decoded from JSON. Each property calls the pure `evaluate`
+and checks its decision against the state's own figures; the burst folds every decision and
+every reservation back into the state, as the dispatcher's transaction does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from dispatcher import gates
+from dispatcher.gates import Decision, Freshness, evaluate
+from ledger.events import (
+    Event,
+    Side,
+    Signal,
+    decode_event,
+    decode_signal,
+    encode_signal,
+    format_decimal,
+    format_time,
+    with_ledger_fields,
+)
+from projections.fold import AccountState, Limits, PendingIntent, Position, fold
+
+ACCOUNT = "large"
+YESTERDAY = datetime(2026, 2, 2, 14, 30, tzinfo=UTC)
+TODAY = datetime(2026, 2, 3, 14, 30, tzinfo=UTC)
+NOW = datetime(2026, 2, 3, 20, 0, tzinfo=UTC)
+EXPIRES_AT = NOW + timedelta(minutes=5)
+RECORDED_AT = NOW
+SYMBOL = "MSFT 260220P00400000"
+# A few ids, so that fills add to, reduce and flip the same positions and closes find them.
+MULTIPLIER_BY_POSITION = {"P-0": "100", "P-1": "100", "P-2": "100", "P-3": "1", "P-4": "1"}
+POSITION_IDS = sorted(MULTIPLIER_BY_POSITION)
+HISTORY_LENGTH_MAX = 12
+BURST_LENGTH_MAX = 25
+DIRECT_POSITIONS_MAX = 6
+DIRECT_PENDING_MAX = 3
+EXPOSURE_CENTS_MAX = 2_000_000
+DAILY_LOSS_CENTS_MAX = 500_000
+PRICE_CENTS_MAX = 5_000
+QUANTITY_MAX = 20
+POSITIONS_MAX = 8
+# Weighted by repetition: fills, closes and intents are what move the figures.
+KINDS = ["fill"] * 6 + ["close"] * 3 + ["issue"] * 2 + ["release"] * 2 + ["halt", "resume"] * 2
+LIMIT_NAMES = ("max_open_positions", "max_exposure", "max_order_notional", "daily_loss_limit")
+
+# Each example folds up to a few dozen events through pydantic: 200 examples run in seconds.
+# No deadline: building events through the JSON contract is slow enough to trip it on a busy box.
+PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
+
+
+def cents(amount: int) -> Decimal:
+    return Decimal(amount).scaleb(-2)
+
+
+def text(number: Decimal) -> str:
+    return format_decimal(number)
+
+
+# --- Events, through the JSON contract -----------------------------------------------------------
+
+
+def unstored(event_type: str, data: Mapping[str, Any], at: datetime) -> Event:
+    document = {"account": ACCOUNT, "type": event_type, "occurred_at": format_time(at),
+                "data": data}
+    return decode_event(json.dumps(document))
+
+
+def stored(events: Sequence[Event], first: int) -> list[Event]:
+    return [
+        with_ledger_fields(event, sequence=sequence, recorded_at=RECORDED_AT,
+                           global_position=sequence - 1)
+        for sequence, event in enumerate(events, start=first)
+    ]
+
+
+def fold_more(state: AccountState, events: Sequence[Event]) -> AccountState:
+    return fold(stored(events, state.sequence + 1), state)
+
+
+def limits_set(limits: Limits, at: datetime) -> Event:
+    data: dict[str, Any] = {"max_open_positions": limits.max_open_positions,
+                            "max_exposure": text(limits.max_exposure)}
+    if limits.max_order_notional is not None:
+        data["max_order_notional"] = text(limits.max_order_notional)
+    if limits.daily_loss_limit is not None:
+        data["daily_loss_limit"] = text(limits.daily_loss_limit)
+    return unstored("LimitsSet", data, at)
+
+
+def intent_issued(signal: Signal, intent_id: str, position_id: str, at: datetime) -> Event:
+    data = {
+        "intent_id": intent_id,
+        "signal_id": signal.signal_id,
+        "position_id": position_id,
+        "symbol": signal.symbol,
+        "instrument": signal.instrument,
+        "side": signal.side,
+        "quantity": text(signal.quantity),
+        "limit_price": text(signal.limit_price),
+        "multiplier": text(signal.multiplier),
+        "expires_at": format_time(EXPIRES_AT),
+    }
+    return unstored("IntentIssued", data, at)
+
+
+def signal_evaluated(signal: Signal, decision: Decision, as_of_sequence: int,
+                     at: datetime) -> Event:
+    data = {
+        "signal_id": signal.signal_id,
+        "signal": json.loads(encode_signal(signal)),
+        "allowed": decision.allowed,
+        "gates": [result.model_dump(mode="json") for result in decision.gates],
+        "as_of_sequence": as_of_sequence,
+    }
+    return unstored("SignalEvaluated", data, at)
+
+
+def intent_filled(intent: PendingIntent, at: datetime) -> Event:
+    # Filled at its limit price: the reservation turns into the same exposure, now open.
+    data = {
+        "fill_id": f"X-{intent.intent_id}",
+        "position_id": intent.position_id,
+        "symbol": intent.symbol,
+        "instrument": intent.instrument,
+        "side": intent.side,
+        "quantity": text(intent.quantity),
+        "price": text(intent.limit_price),
+        "multiplier": text(intent.multiplier),
+        "intent_id": intent.intent_id,
+    }
+    return unstored("OrderFilled", data, at)
+
+
+def intent_rejected(intent_id: str, at: datetime) -> Event:
+    return unstored("IntentRejected", {"intent_id": intent_id, "reason": "broker refused"}, at)
+
+
+# --- Strategies ----------------------------------------------------------------------------------
+
+SIDES: tuple[Side, ...] = ("long", "short")
+sides = st.sampled_from(SIDES)
+multipliers = st.sampled_from(["1", "100"])
+quantities = st.integers(1, QUANTITY_MAX)
+prices = st.integers(1, PRICE_CENTS_MAX).map(cents)
+
+
+@st.composite
+def limits_values(draw: st.DrawFn) -> Limits:
+    return Limits(
+        max_open_positions=draw(st.integers(0, POSITIONS_MAX)),
+        max_exposure=cents(draw(st.integers(0, EXPOSURE_CENTS_MAX))),
+        max_order_notional=draw(st.none() | st.integers(0, EXPOSURE_CENTS_MAX).map(cents)),
+        daily_loss_limit=draw(st.none() | st.integers(0, DAILY_LOSS_CENTS_MAX).map(cents)),
+    )
+
+
+@st.composite
+def signal_documents(draw: st.DrawFn) -> dict[str, Any]:
+    """Draw a signal as its JSON document, without its id (a burst numbers its signals)."""
+    return {
+        "account": ACCOUNT,
+        "occurred_at": format_time(NOW),
+        "symbol": SYMBOL,
+        "instrument": "option",
+        "side": draw(sides),
+        "quantity": str(draw(quantities)),
+        "limit_price": text(draw(prices)),
+        "multiplier": draw(multipliers),
+    }
+
+
+def make_signal(document: Mapping[str, Any], signal_id: str) -> Signal:
+    return decode_signal(json.dumps({"signal_id": signal_id, **document}))
+
+
+signals = signal_documents().map(lambda document: make_signal(document, "S-1"))
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Event]:
+    """Draw an unstored history of one account across yesterday and today, in time order."""
+    length = draw(st.integers(0, HISTORY_LENGTH_MAX))
+    # Events before the break happened yesterday, the others today.
+    day_break = draw(st.integers(0, length))
+    events: list[Event] = []
+    pending: list[str] = []
+    for index in range(length):
+        at = (YESTERDAY if index < day_break else TODAY) + timedelta(minutes=index)
+        kind = draw(st.sampled_from(KINDS))
+        if kind == "fill":
+            position_id = draw(st.sampled_from(POSITION_IDS))
+            data: dict[str, Any] = {
+                "fill_id": f"X-{index}",
+                "position_id": position_id,
+                "symbol": f"{SYMBOL} {position_id}",
+                "instrument": "option",
+                "side": draw(sides),
+                "quantity": str(draw(quantities)),
+                "price": text(draw(prices)),
+                "multiplier": MULTIPLIER_BY_POSITION[position_id],
+            }
+            resolves_intent = draw(st.booleans())
+            if pending and resolves_intent:
+                data["intent_id"] = pending.pop(0)
+            events.append(unstored("OrderFilled", data, at))
+        elif kind == "close":
+            data = {"position_id": draw(st.sampled_from(POSITION_IDS)),
+                    "price": text(draw(prices)), "reason": "stop_loss"}
+            quantity = draw(st.none() | quantities)
+            if quantity is not None:
+                data["quantity"] = str(quantity)
+            events.append(unstored("PositionClosed", data, at))
+        elif kind == "issue":
+            intent_id = f"I-{index}"
+            pending.append(intent_id)
+            document = draw(signal_documents())
+            signal = make_signal(document, f"S-{index}")
+            events.append(intent_issued(signal, intent_id, f"N-{index}", at))
+        elif kind == "release" and pending:
+            intent_id = pending.pop(draw(st.integers(0, len(pending) - 1)))
+            event_type = draw(st.sampled_from(["IntentRejected", "IntentExpired"]))
+            events.append(unstored(event_type, {"intent_id": intent_id, "reason": "late"}, at))
+        elif kind == "halt":
+            events.append(unstored("TradingHalted", {"reason": "manual stop"}, at))
+        elif kind == "resume":
+            events.append(unstored("TradingResumed", {}, at))
+    return events
+
+
+def folded_state(history: Sequence[Event], limits: Limits | None) -> AccountState:
+    # Limits come last, as they would when set after the positions were opened (the incident).
+    tail = [] if limits is None else [limits_set(limits, TODAY + timedelta(hours=5))]
+    return fold(stored([*history, *tail], 1), account=ACCOUNT)
+
+
+@st.composite
+def folded_states(draw: st.DrawFn, limits: st.SearchStrategy[Limits | None]) -> AccountState:
+    return folded_state(draw(histories()), draw(limits))
+
+
+@st.composite
+def constructed_states(draw: st.DrawFn,
+                       limits: st.SearchStrategy[Limits | None]) -> AccountState:
+    positions = {}
+    for index in range(draw(st.integers(0, DIRECT_POSITIONS_MAX))):
+        position_id = f"P-{index}"
+        positions[position_id] = Position(
+            position_id=position_id, symbol=SYMBOL, instrument="option", side=draw(sides),
+            quantity=Decimal(draw(quantities)), average_price=draw(prices),
+            multiplier=Decimal(draw(multipliers)), realized_pnl=Decimal("0"),
+            opened_at=TODAY,
+        )
+    pending = {}
+    for index in range(draw(st.integers(0, DIRECT_PENDING_MAX))):
+        intent_id = f"I-{index}"
+        pending[intent_id] = PendingIntent(
+            intent_id=intent_id, signal_id=f"S-{index}", position_id=f"N-{index}",
+            symbol=SYMBOL, instrument="option", side=draw(sides),
+            quantity=Decimal(draw(quantities)), limit_price=draw(prices),
+            multiplier=Decimal(draw(multipliers)), expires_at=EXPIRES_AT,
+            issued_sequence=len(positions) + index + 1,
+        )
+    halted = draw(st.integers(0, 9)) == 0
+    pnl_day = draw(st.sampled_from([None, YESTERDAY.date(), TODAY.date()]))
+    realized_pnl_day = (Decimal("0") if pnl_day is None
+                        else cents(draw(st.integers(-DAILY_LOSS_CENTS_MAX, DAILY_LOSS_CENTS_MAX))))
+    return AccountState(
+        account=ACCOUNT,
+        sequence=len(positions) + len(pending) + draw(st.integers(0, 100)),
+        positions=positions,
+        pending=pending,
+        limits=draw(limits),
+        halted=halted,
+        halt_reason="manual stop" if halted else None,
+        pnl_day=pnl_day,
+        realized_pnl_day=realized_pnl_day,
+        realized_pnl_total=realized_pnl_day,
+        last_occurred_at=TODAY,
+    )
+
+
+def states(limits: st.SearchStrategy[Limits | None]) -> st.SearchStrategy[AccountState]:
+    return folded_states(limits) | constructed_states(limits)
+
+
+# Limits are sometimes never set: 1 time in 10.
+limits_or_none = st.tuples(st.integers(0, 9), limits_values()).map(
+    lambda drawn: None if drawn[0] == 0 else drawn[1]
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Case:
+    """One call of `evaluate`: its four arguments."""
+
+    state: AccountState
+    signal: Signal
+    now: datetime
+    freshness: Freshness
+
+    def decide(self) -> Decision:
+        return evaluate(self.state, self.signal, self.now, self.freshness)
+
+
+@st.composite
+def cases(draw: st.DrawFn,
+          limits: st.SearchStrategy[Limits | None] = limits_or_none) -> Case:
+    state = draw(states(limits))
+    # Mostly current; sometimes behind within or beyond the bound, or ahead of the head read.
+    lag = draw(st.sampled_from([0] * 6 + [1, 2, 5, -1]))
+    freshness = Freshness(head=max(0, state.sequence + lag), state_sequence=state.sequence,
+                          fold_bound=draw(st.integers(0, 3)))
+    now = draw(st.sampled_from([NOW, NOW, NOW, NOW + timedelta(days=1)]))
+    return Case(state=state, signal=draw(signals), now=now, freshness=freshness)
+
+
+# --- Limit changes -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LimitChange:
+    """Which limits move, and by how much; an optional limit may also be unset or set."""
+
+    names: frozenset[str]
+    positions_by: int
+    money_by: Decimal
+    toggles: bool
+    money_set: Decimal
+
+
+limit_changes = st.builds(
+    LimitChange,
+    names=st.frozensets(st.sampled_from(LIMIT_NAMES), min_size=1),
+    positions_by=st.integers(0, POSITIONS_MAX),
+    money_by=st.integers(0, EXPOSURE_CENTS_MAX).map(cents),
+    toggles=st.booleans(),
+    money_set=st.integers(0, EXPOSURE_CENTS_MAX).map(cents),
+)
+
+
+def raised_optional(limit: Decimal | None, change: LimitChange) -> Decimal | None:
+    # No limit is the highest limit there is.
+    if limit is None or change.toggles:
+        return None
+    return limit + change.money_by
+
+
+def lowered_optional(limit: Decimal | None, change: LimitChange) -> Decimal:
+    if limit is None:
+        return change.money_set
+    return max(Decimal("0"), limit - change.money_by)
+
+
+def raise_limits(limits: Limits, change: LimitChange) -> Limits:
+    names = change.names
+    return Limits(
+        max_open_positions=limits.max_open_positions
+        + (change.positions_by if "max_open_positions" in names else 0),
+        max_exposure=limits.max_exposure
+        + (change.money_by if "max_exposure" in names else Decimal("0")),
+        max_order_notional=raised_optional(limits.max_order_notional, change)
+        if "max_order_notional" in names else limits.max_order_notional,
+        daily_loss_limit=raised_optional(limits.daily_loss_limit, change)
+        if "daily_loss_limit" in names else limits.daily_loss_limit,
+    )
+
+
+def lower_limits(limits: Limits, change: LimitChange) -> Limits:
+    names = change.names
+    return Limits(
+        max_open_positions=max(0, limits.max_open_positions
+                               - (change.positions_by if "max_open_positions" in names else 0)),
+        max_exposure=max(Decimal("0"), limits.max_exposure
+                         - (change.money_by if "max_exposure" in names else Decimal("0"))),
+        max_order_notional=lowered_optional(limits.max_order_notional, change)
+        if "max_order_notional" in names else limits.max_order_notional,
+        daily_loss_limit=lowered_optional(limits.daily_loss_limit, change)
+        if "daily_loss_limit" in names else limits.daily_loss_limit,
+    )
+
+
+def with_limits(case: Case, limits: Limits) -> Case:
+    return dataclasses.replace(case, state=dataclasses.replace(case.state, limits=limits))
+
+
+def passed_by_gate(decision: Decision) -> dict[str, bool]:
+    return {result.gate: result.passed for result in decision.gates}
+
+
+def within_limits(state: AccountState, limits: Limits) -> bool:
+    return (state.open_positions + state.pending_count <= limits.max_open_positions
+            and state.exposure <= limits.max_exposure)
+
+
+def record(decision: Decision) -> None:
+    event("allowed" if decision.allowed else f"blocked: {decision.code}")
+
+
+# --- (a) Never over the limits -------------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(case=cases())
+def test_evaluate_when_allowed_leaves_room_under_every_limit(case: Case) -> None:
+    # Act
+    decision = case.decide()
+
+    # Assert
+    record(decision)
+    if not decision.allowed:
+        return
+    state, signal, limits = case.state, case.signal, case.state.limits
+    assert limits is not None
+    assert state.open_positions + state.pending_count + 1 <= limits.max_open_positions
+    assert state.exposure + signal.notional <= limits.max_exposure
+    if limits.max_order_notional is not None:
+        assert signal.notional <= limits.max_order_notional
+    if limits.daily_loss_limit is not None:
+        assert -state.realized_pnl_on(case.now.astimezone(UTC).date()) < limits.daily_loss_limit
+    assert state.halted is False
+    assert 0 <= case.freshness.lag <= case.freshness.fold_bound
+
+
+# --- (b) A burst of signals, each reserved as it is allowed --------------------------------------
+
+
+def burst_step(state: AccountState, step: dict[str, Any] | str, index: int) -> list[Event]:
+    """Return the events the step appends: a decision (and its intent), a fill or a rejection."""
+    at = NOW + timedelta(seconds=index)
+    if isinstance(step, dict):
+        signal = make_signal(step, f"B-{index}")
+        decision = evaluate(state, signal, at, Freshness(
+            head=state.sequence, state_sequence=state.sequence, fold_bound=0))
+        record(decision)
+        appended = [signal_evaluated(signal, decision, state.sequence, at)]
+        if decision.allowed:
+            appended.append(intent_issued(signal, f"BI-{index}", f"BP-{index}", at))
+        return appended
+    if not state.pending:
+        return []
+    oldest = min(state.pending.values(), key=lambda intent: intent.issued_sequence)
+    if step == "fill":
+        return [intent_filled(oldest, at)]
+    return [intent_rejected(oldest.intent_id, at)]
+
+
+@PROPERTY_SETTINGS
+@given(
+    history=histories(),
+    limits=limits_values(),
+    steps=st.lists(signal_documents() | signal_documents() | st.sampled_from(["fill", "reject"]),
+                   min_size=1, max_size=BURST_LENGTH_MAX),
+)
+def test_evaluate_when_burst_of_signals_reserved_one_by_one_never_exceeds_limits(
+    history: list[Event], limits: Limits, steps: list[dict[str, Any] | str]
+) -> None:
+    # Arrange
+    state = folded_state(history, limits)
+    start = state
+    started_within = within_limits(start, limits)
+
+    for index, step in enumerate(steps):
+        # Act
+        appended = burst_step(state, step, index)
+        state = fold_more(state, appended)
+
+        # Assert: within the limits at every step, or (when it started over them) never worse.
+        if started_within:
+            assert within_limits(state, limits), (index, step)
+        else:
+            assert state.open_positions + state.pending_count <= (start.open_positions
+                                                                  + start.pending_count)
+            assert state.exposure <= start.exposure
+        if any(event.type == "IntentIssued" for event in appended):
+            assert within_limits(state, limits), (index, step)
+    if limits.max_order_notional is not None:
+        burst_intents = [intent for intent in state.pending.values()
+                         if intent.intent_id.startswith("BI-")]
+        assert all(intent.notional <= limits.max_order_notional for intent in burst_intents)
+
+
+# --- (c) Monotonic in every limit ----------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(case=cases(limits_values()), change=limit_changes)
+def test_evaluate_when_limits_raised_never_turns_an_allow_into_a_block(
+    case: Case, change: LimitChange
+) -> None:
+    # Arrange
+    assert case.state.limits is not None
+    raised = with_limits(case, raise_limits(case.state.limits, change))
+
+    # Act
+    before = case.decide()
+    after = raised.decide()
+
+    # Assert
+    record(before)
+    if before.allowed:
+        assert after.allowed
+    passed_after = passed_by_gate(after)
+    for code, passed in passed_by_gate(before).items():
+        if passed:
+            assert passed_after[code], code
+
+
+@PROPERTY_SETTINGS
+@given(case=cases(limits_values()), change=limit_changes)
+def test_evaluate_when_limits_lowered_never_turns_a_block_into_an_allow(
+    case: Case, change: LimitChange
+) -> None:
+    # Arrange
+    assert case.state.limits is not None
+    lowered = with_limits(case, lower_limits(case.state.limits, change))
+
+    # Act
+    before = case.decide()
+    after = lowered.decide()
+
+    # Assert
+    record(before)
+    if not before.allowed:
+        assert not after.allowed
+    passed_after = passed_by_gate(after)
+    for code, passed in passed_by_gate(before).items():
+        if not passed:
+            assert not passed_after[code], code
+
+
+# --- (d) Determinism -----------------------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(case=cases())
+def test_evaluate_when_same_inputs_gives_an_equal_decision(case: Case) -> None:
+    # Arrange
+    state_before = dataclasses.replace(case.state)
+
+    # Act
+    first = case.decide()
+    second = case.decide()
+
+    # Assert
+    assert first == second
+    assert case.state == state_before
+
+
+@PROPERTY_SETTINGS
+@given(history=histories(), limits=limits_or_none, document=signal_documents())
+def test_evaluate_when_state_refolded_and_signal_redecoded_gives_an_equal_decision(
+    history: list[Event], limits: Limits | None, document: dict[str, Any]
+) -> None:
+    # Arrange
+    state, again = folded_state(history, limits), folded_state(history, limits)
+    freshness = Freshness(head=state.sequence, state_sequence=state.sequence, fold_bound=0)
+
+    # Act
+    first = evaluate(state, make_signal(document, "S-1"), NOW, freshness)
+    second = evaluate(again, make_signal(document, "S-1"), NOW, freshness)
+
+    # Assert
+    assert first == second
+    assert first.code == second.code
+    assert first.reason == second.reason
+
+
+# --- (e) Allowed exactly when every reported gate passed, code in order of precedence ------------
+
+
+@PROPERTY_SETTINGS
+@given(case=cases())
+def test_evaluate_when_any_inputs_allows_iff_every_gate_passed_and_codes_first_failure(
+    case: Case,
+) -> None:
+    # Act
+    decision = case.decide()
+
+    # Assert
+    record(decision)
+    codes = [result.gate for result in decision.gates]
+    assert all(code in gates.GATES for code in codes)
+    assert codes == sorted(set(codes), key=gates.GATES.index)
+    assert decision.allowed == all(result.passed for result in decision.gates)
+    failed = [code for code in gates.GATES if code in codes
+              and not passed_by_gate(decision)[code]]
+    assert decision.code == (failed[0] if failed else None)
+    assert (decision.code is None) == decision.allowed
+    assert (decision.reason == "all gates passed") == decision.allowed
+    assert codes[0] == gates.PROJECTION_STALE
+    if not decision.gates[0].passed:
+        assert codes == [gates.PROJECTION_STALE]
+    if case.state.limits is None and decision.gates[0].passed:
+        assert decision.code in (gates.TRADING_HALTED, gates.LIMITS_NOT_SET)
+
