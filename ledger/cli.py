@@ -23,6 +23,7 @@ from ledger.asyncapi import describe as describe_asyncapi
 from ledger.errors import LedgerError
 from ledger.runtime import configure_logging
 from ledger.settings import Settings, load_settings
+from projections.breaches import has_breach
 
 T = TypeVar("T")
 
@@ -38,6 +39,8 @@ accounts_app = typer.Typer(help="Manage accounts (streams and their login roles)
 limits_app = typer.Typer(help="Set an account's risk limits.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(limits_app, name="limits")
+
+TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d %H:%M:%S%z"]
 
 DatabaseUrl = Annotated[
     str | None,
@@ -225,7 +228,7 @@ def follow(
 def positions(
     name: Annotated[str, typer.Argument(help="Account name.")],
     as_of: Annotated[datetime | None, typer.Option(
-        "--as-of", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d %H:%M:%S%z"],
+        "--as-of", formats=TIME_FORMATS,
         help="Replay the store up to this moment (ISO 8601 with a timezone, e.g. "
              "2026-02-03T17:40:00+00:00) instead of reading the projection.")] = None,
     json_output: JsonFlag = False,
@@ -272,6 +275,32 @@ def dispatch(
     """Run the dispatcher's decision path on a file of signals, without Kafka."""
     report = _run(commands.dispatch_file(_settings(database_url), name, signals, dry_run))
     commands.print_dispatch(report, json_output)
+
+
+@app.command()
+def audit(
+    account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
+    from_: Annotated[datetime | None, typer.Option(
+        "--from", formats=TIME_FORMATS, help="Report from this moment on (ISO 8601 with a "
+        "timezone); earlier events are replayed but not reported.")] = None,
+    to: Annotated[datetime | None, typer.Option(
+        "--to", formats=TIME_FORMATS, help="Report up to this moment.")] = None,
+    json_output: JsonFlag = False,
+    plot: Annotated[Path | None, typer.Option("--plot", dir_okay=False,
+                                              help="Write a PNG chart here.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Replay history, report every limit breach, draw exposure and positions against limits.
+
+    Exit code 3 when any breach is found.
+    """
+    for name, moment in (("--from", from_), ("--to", to)):
+        if moment is not None and moment.utcoffset() is None:
+            raise typer.BadParameter(f"{name} needs a timezone, e.g. +00:00 or Z")
+    audits = _run(commands.audit(_settings(database_url), account, from_, to))
+    commands.print_audit(audits, json_output, plot)
+    if has_breach(audits):
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -30,7 +30,8 @@ from rich.table import Table
 from dispatcher import process as dispatcher_process
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide
 from dispatcher.process import utc_now
-from ledger import ingest, jsonl, relay, roles, secrets, store
+from ledger import audit as audit_module
+from ledger import charts, ingest, jsonl, relay, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.db import connect
 from ledger.errors import ConfigError, InvalidEvent, UnknownAccount
@@ -41,7 +42,10 @@ from ledger.runtime import stop_event_on_signals
 from ledger.settings import Settings
 from ledger.supervisor import Child, supervise
 from projections import projector, rebuild, tables
+from projections.breaches import AccountAudit, audit_document
 from projections.view import positions_document
+
+REPORT_WIDTH = 120
 
 
 @asynccontextmanager
@@ -389,3 +393,36 @@ def print_dispatch(report: DispatchReport, json_output: bool) -> None:
     console.print(f"{report.signals} signals: {report.allowed} allowed, "
                   f"{sum(report.blocked.values())} blocked ({blocked or 'none'}), "
                   f"{report.duplicates} already decided")
+
+
+async def audit(settings: Settings, account: str | None, window_from: datetime | None,
+                window_to: datetime | None) -> list[AccountAudit]:
+    """Replay the store and find every breach, with a progress bar on stderr."""
+    console = Console(stderr=True)
+    async with admin_connection(settings) as conn:
+        total = sum((await store.read_heads(conn)).values())
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                      transient=True, disable=not console.is_terminal) as progress:
+            task = progress.add_task("replaying", total=total)
+            return await audit_module.audit(conn, account, window_from=window_from,
+                                            window_to=window_to,
+                                            progress=_advance(progress, task))
+
+
+def wide_console() -> Console:
+    """A console for reports: the terminal's width, or 120 columns when piped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=REPORT_WIDTH)
+
+
+def print_audit(audits: list[AccountAudit], json_output: bool, plot: Path | None) -> None:
+    """Print the audit as the DESIGN.md JSON document, or as tables and a terminal chart."""
+    if plot is not None:
+        charts.write_png(audits, plot)
+    if json_output:
+        print(json.dumps(audit_document(audits)))
+        return
+    charts.print_audit(audits, wide_console(), chart=plot is None)
+    if plot is not None:
+        Console().print(f"chart written to {plot}")

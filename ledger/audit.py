@@ -1,0 +1,63 @@
+"""`ledger audit`: replay the store per account and report every limit breach.
+
+Reads each account's stream page by page (never the whole store in memory) and feeds it to the
+pure breach finder of projections/breaches.py, which folds with the same fold as the projector
+and the dispatcher. Rendering (table, terminal chart, PNG) lives in ledger/charts.py. Must not
+import Kafka clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ledger import store
+from ledger.errors import UnknownAccount
+from ledger.events import validate_account_name
+from projections.breaches import AccountAudit, BreachFinder
+
+if TYPE_CHECKING:
+    from ledger.db import Conn
+
+Progress = Callable[[int], None]
+
+
+async def audit_account(conn: Conn, account: str, *, window_from: datetime | None = None,
+                        window_to: datetime | None = None,
+                        progress: Progress | None = None) -> AccountAudit:
+    """Replay one account's stream through the breach finder."""
+    finder = BreachFinder(account, window_from=window_from, window_to=window_to)
+    after = 0
+    while not finder.done:
+        page = await store.read_stream(conn, account, after)
+        if not page:
+            break
+        finder.feed_many(page)
+        if progress is not None:
+            progress(len(page))
+        last = page[-1].sequence
+        assert last is not None
+        after = last
+        if len(page) < store.READ_BATCH_SIZE:
+            break
+    return finder.finish()
+
+
+async def audit(conn: Conn, account: str | None, *, window_from: datetime | None = None,
+                window_to: datetime | None = None,
+                progress: Progress | None = None) -> list[AccountAudit]:
+    """Audit one account, or every account in name order.
+
+    Raises:
+        UnknownAccount: the named account has no stream.
+    """
+    if account is not None:
+        validate_account_name(account)
+        if not await store.account_exists(conn, account):
+            raise UnknownAccount(account)
+        accounts = [account]
+    else:
+        accounts = list(await store.read_heads(conn))
+    return [await audit_account(conn, name, window_from=window_from, window_to=window_to,
+                                progress=progress) for name in accounts]

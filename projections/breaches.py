@@ -1,0 +1,745 @@
+"""Limit breaches of one account, found by replaying its stored events through the one fold.
+
+This module owns what the audit finds: `BreachFinder`, which replays one account's stored events
+(in sequence order) through `projections.fold` and records every interval in which a limit in
+force was exceeded; the records it returns (`Breach`, `Sample`, `AccountAudit`); and the
+`audit --json` document of DESIGN.md (`audit_document`), whose one rounding step (money to cents,
+half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must not import
+asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
+`ledger.events`, `ledger.errors`, `projections.fold` and `projections.view`.
+
+What counts as a breach, after each event, with the limits in force after that event:
+
+- `max_open_positions`: open positions + pending intents > max_open_positions.
+- `max_exposure`: open exposure + pending exposure > max_exposure.
+- `max_order_notional`: the event is an `IntentIssued` (|quantity| x limit_price x multiplier) or
+  an `OrderFilled` (|quantity| x price x multiplier) whose notional is > max_order_notional.
+  Consecutive such events extend one interval; the next event that is not one closes it.
+- `daily_loss_limit`: the loss realised on the audit's current UTC day is > daily_loss_limit. The
+  current day is that of the latest `occurred_at` seen so far, so a late report stamped with an
+  earlier day neither rewinds it nor closes the interval; the first event of a new UTC day does.
+- `trading_halted`: an `IntentIssued` or `OrderFilled` applied while the account is halted opens
+  the interval; it stays open while the account stays halted and closes at the event that lifts
+  the halt (`TradingResumed`), so it spans the whole time the kill switch was being ignored. Its
+  limit is 0 and its peak is the number of such orders in the interval.
+
+Until limits are first set nothing is a breach (not even an order while halted): the audit
+measures an account against its limits, and an account without any never had gates. An interval
+opens at the first event that puts the account over a limit (a `LimitsSet` that lowers a limit
+can open one) and closes at the event that brings it back within (a `LimitsSet` that raises it
+can close one). Its limit is the one in force when it opened; its peak the highest value in it.
+A duplicate event (a sequence already applied) changes nothing and is not counted.
+
+Window: the events before `window_from` are folded, so the state is right, but neither counted
+nor reported; the window is the run of sequences from the first event with occurred_at >=
+window_from up to, excluding, the first event with occurred_at > window_to, after which nothing
+more is read (`done`). An interval open when the window starts is reported as opening at the
+window's first event, with the limit in force and the value reached just before it (its peak
+starts there), even if that first event already closes it. An interval open at the end of the
+window has no closing event.
+
+Memory is bounded whatever the number of events: the finder keeps one fold state, one open
+interval per gate, the breaches found and at most `samples_max` samples (see `Sample`).
+"""
+
+from __future__ import annotations
+
+import decimal
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final, Literal, Protocol, TypeAlias
+
+from ledger.events import (
+    DECIMAL_CONTEXT,
+    Event,
+    IntentExpiredEvent,
+    IntentIssuedEvent,
+    IntentRejectedEvent,
+    OrderFilledEvent,
+    PositionClosedEvent,
+    format_decimal,
+    format_time,
+    notional,
+)
+
+# The finder folds every event through the fold's own step into one long-lived draft: `apply`
+# freezes a whole new state per event, which alone caps a replay below the audit's budget of
+# 150k events/s. It is the very same fold (one fold, one set of figures); only the copying is
+# skipped. tests/properties/test_breach_properties.py checks that the finder's state equals
+# `fold` of the same events, so a change to these internals cannot go unnoticed.
+from projections.fold import (
+    AccountState,
+    Limits,
+    _Draft,
+    _next_sequence,
+    _step,
+    initial_state,
+)
+from projections.view import MONEY_ROUNDING, MONEY_STEP
+
+__all__ = [
+    "GATES",
+    "SAMPLES_MAX",
+    "SAMPLES_MAX_MIN",
+    "AccountAudit",
+    "Breach",
+    "BreachFinder",
+    "Gate",
+    "Sample",
+    "audit_document",
+    "audit_events",
+    "has_breach",
+]
+
+Gate: TypeAlias = Literal[
+    "max_open_positions",
+    "max_exposure",
+    "max_order_notional",
+    "daily_loss_limit",
+    "trading_halted",
+]
+# In this order breaches that open at the same event are listed.
+GATES: Final[tuple[Gate, ...]] = (
+    "max_open_positions",
+    "max_exposure",
+    "max_order_notional",
+    "daily_loss_limit",
+    "trading_halted",
+)
+_POSITIONS, _EXPOSURE, _ORDER, _DAILY_LOSS, _HALTED = range(len(GATES))
+_GATE_RANK: Final[dict[Gate, int]] = {gate: rank for rank, gate in enumerate(GATES)}
+# Gates whose limit and peak count things; the others are money, printed in cents.
+_COUNT_GATES: Final[frozenset[Gate]] = frozenset({"max_open_positions", "trading_halted"})
+
+# One sample per event up to this many, then thinned (see Sample): a plot needs no more points
+# than a screen has pixels across, and the audit must stay bounded at a million events.
+SAMPLES_MAX = 5000
+# Thinning halves the samples; below this there is nothing sensible left to halve.
+SAMPLES_MAX_MIN = 4
+
+_ZERO = Decimal("0")
+_ONE = Decimal("1")
+_ORDER_EVENTS = (OrderFilledEvent, IntentIssuedEvent)
+
+# --- Records ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Breach:
+    """One interval in which a gate's limit was exceeded; closed_at None means still open."""
+
+    gate: Gate
+    limit: Decimal
+    peak: Decimal
+    opened_at: datetime
+    closed_at: datetime | None
+    first_sequence: int
+    last_sequence: int | None
+    opening_event_id: uuid.UUID
+    closing_event_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    """A point to plot: the figures up to the event at `sequence`, against the limits in force.
+
+    While fewer than `samples_max` events are seen there is one sample per event, with that
+    event's figures. Beyond that a sample stands for a run of consecutive events ending at its
+    own: positions and exposure are their maxima (so no peak disappears from a plot), limits and
+    halted are as after its own event. An event that opens or closes a breach keeps a sample of
+    its own, unless such events alone would exceed the bound.
+    """
+
+    sequence: int
+    occurred_at: datetime
+    positions: int
+    exposure: Decimal
+    max_open_positions: int | None
+    max_exposure: Decimal | None
+    halted: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountAudit:
+    """What an audit found for one account within the window."""
+
+    account: str
+    events: int
+    peak_open_positions: int
+    peak_exposure: Decimal
+    breaches: list[Breach]
+    samples: list[Sample]
+
+
+# --- Finder -------------------------------------------------------------------------------------
+
+
+class _Interval:
+    """A breach interval still open: where it opened, its limit, and its values so far."""
+
+    __slots__ = (
+        "first_sequence",
+        "gate",
+        "limit",
+        "limit_now",
+        "opened_at",
+        "opening_event_id",
+        "peak",
+        "value",
+    )
+
+    def __init__(
+        self, gate: Gate, value: Decimal, limit: Decimal, event: Event, sequence: int
+    ) -> None:
+        self.gate = gate
+        self.limit = limit
+        self.peak = value
+        # The latest value and limit: an interval still open when the window starts is
+        # reported from there with these.
+        self.value = value
+        self.limit_now = limit
+        self.opened_at = event.occurred_at
+        self.first_sequence = sequence
+        self.opening_event_id = event.event_id
+
+    def extend(self, value: Decimal, limit: Decimal) -> None:
+        self.value = value
+        self.limit_now = limit
+        if value > self.peak:
+            self.peak = value
+
+    def rebase(self, event: Event, sequence: int) -> None:
+        """Make the interval open at event, as it was just before it: the window starts there."""
+        self.limit = self.limit_now
+        self.peak = self.value
+        self.opened_at = event.occurred_at
+        self.first_sequence = sequence
+        self.opening_event_id = event.event_id
+
+    def breach(self, closing: Event | None, sequence: int | None) -> Breach:
+        return Breach(
+            gate=self.gate,
+            limit=self.limit,
+            peak=self.peak,
+            opened_at=self.opened_at,
+            closed_at=None if closing is None else closing.occurred_at,
+            first_sequence=self.first_sequence,
+            last_sequence=sequence,
+            opening_event_id=self.opening_event_id,
+            closing_event_id=None if closing is None else closing.event_id,
+        )
+
+
+class BreachFinder:
+    """Replay one account's stored events, in sequence order, and find its limit breaches.
+
+    Feed events with `feed` or `feed_many` (in as many chunks as suits the reader: the result is
+    the same), then call `finish`. Memory stays bounded however many events are fed.
+    """
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        window_from: datetime | None = None,
+        window_to: datetime | None = None,
+        samples_max: int = SAMPLES_MAX,
+    ) -> None:
+        """Start an audit of account over the window [window_from, window_to] (None: unbounded).
+
+        Raises:
+            ValueError: a window bound is naive, window_from is after window_to, or samples_max
+                is below SAMPLES_MAX_MIN.
+        """
+        _check_window(window_from, window_to)
+        if samples_max < SAMPLES_MAX_MIN:
+            raise ValueError(f"samples_max={samples_max} is too small: expected at least "
+                             f"{SAMPLES_MAX_MIN}")
+        self._window_from = window_from
+        self._window_to = window_to
+        self._draft = _Draft(initial_state(account))
+        # Each position's and pending intent's notional, in the fold's own key order, so that the
+        # sums below are the very digits AccountState.open_exposure / pending_exposure give.
+        self._position_notionals: dict[str, Decimal] = {}
+        self._intent_notionals: dict[str, Decimal] = {}
+        self._open_exposure = _ZERO
+        self._pending_exposure = _ZERO
+        self._latest_at: datetime | None = None
+        self._done = False
+        self._in_window = False
+        self._events = 0
+        self._peak_positions = 0
+        self._peak_exposure = _ZERO
+        self._intervals: list[_Interval | None] = [None] * len(GATES)
+        self._breaches: list[Breach] = []
+        self._sampler = _Sampler(samples_max)
+
+    @property
+    def done(self) -> bool:
+        """Return True once an event after window_to arrived: nothing more will be read."""
+        return self._done
+
+    @property
+    def state(self) -> AccountState:
+        """Return the account's state after the events folded so far (a copy)."""
+        draft = self._draft
+        return AccountState(
+            account=draft.account,
+            sequence=draft.sequence,
+            positions=dict(draft.positions),
+            pending=dict(draft.pending),
+            limits=draft.limits,
+            halted=draft.halted,
+            halt_reason=draft.halt_reason,
+            pnl_day=draft.pnl_day,
+            realized_pnl_day=draft.realized_pnl_day,
+            realized_pnl_total=draft.realized_pnl_total,
+            last_occurred_at=draft.last_occurred_at,
+        )
+
+    def feed(self, event: Event) -> None:
+        """Fold one stored event and check every gate after it.
+
+        Raises:
+            ForeignEvent, UnsequencedEvent, SequenceGap: as `projections.fold.apply`.
+        """
+        with decimal.localcontext(DECIMAL_CONTEXT):
+            self._feed(event)
+
+    def feed_many(self, events: Iterable[Event]) -> None:
+        """Fold stored events in order, checking every gate after each one.
+
+        Raises:
+            ForeignEvent, UnsequencedEvent, SequenceGap: as `projections.fold.apply`; the events
+                before the bad one stay applied.
+        """
+        feed = self._feed
+        with decimal.localcontext(DECIMAL_CONTEXT):
+            for event in events:
+                feed(event)
+
+    def finish(self) -> AccountAudit:
+        """Return the audit of the events fed so far; feeding may go on afterwards."""
+        breaches = list(self._breaches)
+        if self._in_window:
+            breaches += [
+                interval.breach(None, None) for interval in self._intervals if interval is not None
+            ]
+        breaches.sort(key=lambda breach: (breach.first_sequence, _GATE_RANK[breach.gate]))
+        return AccountAudit(
+            account=self._draft.account,
+            events=self._events,
+            peak_open_positions=self._peak_positions,
+            peak_exposure=self._peak_exposure,
+            breaches=breaches,
+            samples=self._sampler.snapshot(),
+        )
+
+    # --- One event ------------------------------------------------------------------------------
+
+    def _feed(self, event: Event) -> None:
+        if self._done:
+            return
+        draft = self._draft
+        sequence = _next_sequence(draft.account, draft.sequence, event)
+        if sequence is None:
+            return
+        at = event.occurred_at
+        if self._window_to is not None and at > self._window_to:
+            self._done = True
+            return
+        if not self._in_window and (self._window_from is None or at >= self._window_from):
+            self._enter_window(event, sequence)
+        if self._latest_at is None or at > self._latest_at:
+            self._latest_at = at
+        position_id, intent_id = _touched(event)
+        _step(draft, event, sequence)
+        if position_id is not None:
+            self._open_exposure = _synced(
+                self._position_notionals, position_id, draft.positions.get(position_id)
+            )
+        if intent_id is not None:
+            self._pending_exposure = _synced(
+                self._intent_notionals, intent_id, draft.pending.get(intent_id)
+            )
+        positions = len(draft.positions) + len(draft.pending)
+        exposure = self._open_exposure + self._pending_exposure
+        changed = False
+        if draft.limits is not None:
+            changed = self._check_gates(event, sequence, draft.limits, positions, exposure)
+        if self._in_window:
+            self._record(event, sequence, positions, exposure, changed)
+
+    def _enter_window(self, event: Event, sequence: int) -> None:
+        self._in_window = True
+        for interval in self._intervals:
+            if interval is not None:
+                interval.rebase(event, sequence)
+        # The figures in force when the window starts belong to it.
+        self._peak_positions = len(self._draft.positions) + len(self._draft.pending)
+        self._peak_exposure = self._open_exposure + self._pending_exposure
+
+    def _check_gates(
+        self, event: Event, sequence: int, limits: Limits, positions: int, exposure: Decimal
+    ) -> bool:
+        """Check every gate after event; return whether an interval opened or closed at it."""
+        intervals = self._intervals
+        changed = False
+        positions_max = limits.max_open_positions
+        if positions > positions_max or intervals[_POSITIONS] is not None:
+            changed |= self._observe(_POSITIONS, positions > positions_max, Decimal(positions),
+                                     Decimal(positions_max), event, sequence)
+        exposure_max = limits.max_exposure
+        if exposure > exposure_max or intervals[_EXPOSURE] is not None:
+            changed |= self._observe(_EXPOSURE, exposure > exposure_max, exposure, exposure_max,
+                                     event, sequence)
+        is_order = isinstance(event, _ORDER_EVENTS)
+        order_max = limits.max_order_notional
+        if (is_order and order_max is not None) or intervals[_ORDER] is not None:
+            order = _order_notional(event) if is_order else _ZERO
+            breached = is_order and order_max is not None and order > order_max
+            if breached or intervals[_ORDER] is not None:
+                changed |= self._observe(_ORDER, breached, order, order_max or _ZERO, event,
+                                         sequence)
+        loss_max = limits.daily_loss_limit
+        loss = None if loss_max is None else self._daily_loss_over(loss_max)
+        if loss is not None or intervals[_DAILY_LOSS] is not None:
+            changed |= self._observe(_DAILY_LOSS, loss is not None, loss or _ZERO,
+                                     loss_max or _ZERO, event, sequence)
+        halted = self._draft.halted
+        halted_interval = intervals[_HALTED]
+        if (is_order and halted) or halted_interval is not None:
+            orders = _ZERO if halted_interval is None else halted_interval.value
+            changed |= self._observe(_HALTED, halted, orders + (_ONE if is_order else _ZERO),
+                                     _ZERO, event, sequence)
+        return changed
+
+    def _observe(
+        self,
+        index: int,
+        breached: bool,
+        value: Decimal,
+        limit: Decimal,
+        event: Event,
+        sequence: int,
+    ) -> bool:
+        """Open, extend or close the gate's interval; return whether it opened or closed."""
+        interval = self._intervals[index]
+        if interval is None:
+            assert breached, (GATES[index], sequence)
+            self._intervals[index] = _Interval(GATES[index], value, limit, event, sequence)
+            return True
+        if breached:
+            interval.extend(value, limit)
+            return False
+        self._intervals[index] = None
+        # Intervals that open and close before the window are not the window's business.
+        if self._in_window:
+            self._breaches.append(interval.breach(event, sequence))
+        return True
+
+    def _daily_loss_over(self, loss_max: Decimal) -> Decimal | None:
+        """Return the loss realised on the audit's current day if it is over loss_max."""
+        draft = self._draft
+        loss = -draft.realized_pnl_day
+        # loss_max >= 0, and a day other than the fold's P&L day has lost nothing: finding the
+        # day is only worth it for a loss already over the limit.
+        if loss <= loss_max:
+            return None
+        assert self._latest_at is not None
+        # As AccountState.realized_pnl_on(today), read from the draft without freezing it.
+        return loss if draft.pnl_day == self._latest_at.astimezone(UTC).date() else None
+
+    def _record(
+        self, event: Event, sequence: int, positions: int, exposure: Decimal, changed: bool
+    ) -> None:
+        self._events += 1
+        if positions > self._peak_positions:
+            self._peak_positions = positions
+        if exposure > self._peak_exposure:
+            self._peak_exposure = exposure
+        self._sampler.add(
+            sequence,
+            event.occurred_at,
+            positions,
+            exposure,
+            self._draft.limits,
+            self._draft.halted,
+            pinned=changed,
+        )
+
+
+def _check_window(window_from: datetime | None, window_to: datetime | None) -> None:
+    for name, bound in (("window_from", window_from), ("window_to", window_to)):
+        if bound is not None and bound.utcoffset() is None:
+            raise ValueError(f"{name}={bound.isoformat()} has no timezone: expected an aware time")
+    if window_from is not None and window_to is not None and window_from > window_to:
+        raise ValueError(
+            f"window_from={format_time(window_from)} is after window_to={format_time(window_to)}"
+        )
+
+
+def _touched(event: Event) -> tuple[str | None, str | None]:
+    """Return the position id and intent id whose figures the event may change."""
+    match event:
+        case OrderFilledEvent():
+            return event.data.position_id, event.data.intent_id
+        case PositionClosedEvent():
+            return event.data.position_id, None
+        case IntentIssuedEvent() | IntentRejectedEvent() | IntentExpiredEvent():
+            return None, event.data.intent_id
+        case _:
+            return None, None
+
+
+class _HasNotional(Protocol):
+    """A Position or a PendingIntent: anything the fold keeps with a notional."""
+
+    @property
+    def notional(self) -> Decimal: ...
+
+
+def _synced(notionals: dict[str, Decimal], key: str, held: _HasNotional | None) -> Decimal:
+    """Refresh key's notional (held: the position or intent now under key, or None); return the sum.
+
+    The fold keeps a key where it was when it changes, appends new keys and deletes closed ones,
+    and so does this dict: the sum adds the same figures in the same order as the fold's state.
+    """
+    if held is None:
+        notionals.pop(key, None)
+    else:
+        notionals[key] = held.notional
+    return sum(notionals.values(), _ZERO)
+
+
+def _order_notional(event: Event) -> Decimal:
+    if isinstance(event, OrderFilledEvent):
+        fill = event.data
+        return notional(fill.quantity, fill.price, fill.multiplier)
+    assert isinstance(event, IntentIssuedEvent), type(event)
+    issued = event.data
+    return notional(issued.quantity, issued.limit_price, issued.multiplier)
+
+
+# --- Samples ------------------------------------------------------------------------------------
+
+
+class _Sampler:
+    """At most samples_max samples: one per event until full, then runs of `stride` events."""
+
+    __slots__ = (
+        "count",
+        "exposure",
+        "halted",
+        "last_at",
+        "last_sequence",
+        "limits",
+        "pinned",
+        "positions",
+        "samples",
+        "samples_max",
+        "stride",
+    )
+
+    def __init__(self, samples_max: int) -> None:
+        self.samples_max = samples_max
+        self.stride = 1
+        self.samples: list[Sample] = []
+        # pinned[i]: samples[i] is an event's own, one that opened or closed a breach.
+        self.pinned: list[bool] = []
+        # The run of events not yet sampled: how many, their maxima, and its last event.
+        self.count = 0
+        self.positions = 0
+        self.exposure = _ZERO
+        self.last_sequence = 0
+        self.last_at: datetime | None = None
+        self.limits: Limits | None = None
+        self.halted = False
+
+    def add(
+        self,
+        sequence: int,
+        at: datetime,
+        positions: int,
+        exposure: Decimal,
+        limits: Limits | None,
+        halted: bool,
+        *,
+        pinned: bool,
+    ) -> None:
+        if pinned:
+            self._flush()
+            self._append(_sample(sequence, at, positions, exposure, limits, halted), pinned=True)
+            return
+        if self.count == 0:
+            self.positions = positions
+            self.exposure = exposure
+        else:
+            if positions > self.positions:
+                self.positions = positions
+            if exposure > self.exposure:
+                self.exposure = exposure
+        self.count += 1
+        self.last_sequence = sequence
+        self.last_at = at
+        self.limits = limits
+        self.halted = halted
+        if self.count >= self.stride:
+            self._flush()
+
+    def snapshot(self) -> list[Sample]:
+        """Return the samples so far, with the run not yet sampled, without changing anything."""
+        samples = list(self.samples)
+        if self.count > 0:
+            # _append thins as soon as the list is full, so there is always room for one more.
+            samples.append(self._run_sample())
+        assert len(samples) <= self.samples_max, (len(samples), self.samples_max)
+        return samples
+
+    def _run_sample(self) -> Sample:
+        assert self.last_at is not None
+        return _sample(self.last_sequence, self.last_at, self.positions, self.exposure,
+                       self.limits, self.halted)
+
+    def _flush(self) -> None:
+        if self.count > 0:
+            self._append(self._run_sample(), pinned=False)
+            self.count = 0
+
+    def _append(self, sample: Sample, *, pinned: bool) -> None:
+        self.samples.append(sample)
+        self.pinned.append(pinned)
+        if len(self.samples) >= self.samples_max:
+            self.stride *= 2
+            self.samples, self.pinned = _thinned(self.samples, self.pinned, self.samples_max)
+        assert len(self.samples) < self.samples_max, (len(self.samples), self.samples_max)
+
+
+def _thinned(
+    samples: list[Sample], pinned: list[bool], samples_max: int
+) -> tuple[list[Sample], list[bool]]:
+    """Return the samples with pairs merged: unpinned pairs first, then any pairs if still full."""
+    samples, pinned = _merged_pairs(samples, pinned, keep_pinned=True)
+    if len(samples) > samples_max * 3 // 4:
+        # Mostly pinned samples (a flapping breach): the bound wins over exactness.
+        samples, pinned = _merged_pairs(samples, pinned, keep_pinned=False)
+    return samples, pinned
+
+
+def _merged_pairs(
+    samples: list[Sample], pinned: list[bool], *, keep_pinned: bool
+) -> tuple[list[Sample], list[bool]]:
+    merged: list[Sample] = []
+    merged_pinned: list[bool] = []
+    index = 0
+    while index < len(samples):
+        pair_end = index + 1
+        mergeable = pair_end < len(samples) and not (
+            keep_pinned and (pinned[index] or pinned[pair_end])
+        )
+        if mergeable:
+            merged.append(_merged(samples[index], samples[pair_end]))
+            merged_pinned.append(pinned[index] or pinned[pair_end])
+            index += 2
+        else:
+            merged.append(samples[index])
+            merged_pinned.append(pinned[index])
+            index += 1
+    return merged, merged_pinned
+
+
+def _merged(earlier: Sample, later: Sample) -> Sample:
+    """Return one sample standing for both runs: their maxima, as of the later one's event."""
+    return Sample(
+        sequence=later.sequence,
+        occurred_at=later.occurred_at,
+        positions=max(earlier.positions, later.positions),
+        exposure=max(earlier.exposure, later.exposure),
+        max_open_positions=later.max_open_positions,
+        max_exposure=later.max_exposure,
+        halted=later.halted,
+    )
+
+
+def _sample(
+    sequence: int,
+    at: datetime,
+    positions: int,
+    exposure: Decimal,
+    limits: Limits | None,
+    halted: bool,
+) -> Sample:
+    return Sample(
+        sequence=sequence,
+        occurred_at=at,
+        positions=positions,
+        exposure=exposure,
+        max_open_positions=None if limits is None else limits.max_open_positions,
+        max_exposure=None if limits is None else limits.max_exposure,
+        halted=halted,
+    )
+
+
+# --- Convenience and the document ---------------------------------------------------------------
+
+
+def audit_events(
+    account: str,
+    events: Iterable[Event],
+    window_from: datetime | None = None,
+    window_to: datetime | None = None,
+) -> AccountAudit:
+    """Return the audit of one account's stored events, read in one pass.
+
+    Raises:
+        ValueError: as `BreachFinder`.
+        ForeignEvent, UnsequencedEvent, SequenceGap: as `projections.fold.apply`.
+    """
+    finder = BreachFinder(account, window_from=window_from, window_to=window_to)
+    finder.feed_many(events)
+    return finder.finish()
+
+
+def has_breach(audits: Iterable[AccountAudit]) -> bool:
+    """Return True if any audit found a breach (the audit command then exits 3)."""
+    return any(audit.breaches for audit in audits)
+
+
+def audit_document(audits: Sequence[AccountAudit]) -> dict[str, Any]:
+    """Return the `audit --json` document of DESIGN.md, ready for json.dumps."""
+    return {
+        "accounts": [
+            {
+                "account": audit.account,
+                "events": audit.events,
+                "peak_open_positions": audit.peak_open_positions,
+                "peak_exposure": _money(audit.peak_exposure),
+                "breaches": [_breach_document(breach) for breach in audit.breaches],
+            }
+            for audit in audits
+        ]
+    }
+
+
+def _breach_document(breach: Breach) -> dict[str, Any]:
+    figure = format_decimal if breach.gate in _COUNT_GATES else _money
+    document: dict[str, Any] = {
+        "gate": breach.gate,
+        "limit": figure(breach.limit),
+        "peak": figure(breach.peak),
+        "from": format_time(breach.opened_at),
+    }
+    # DESIGN.md: an absent `to` means the interval is still open.
+    if breach.closed_at is not None:
+        document["to"] = format_time(breach.closed_at)
+    document["first_sequence"] = breach.first_sequence
+    return document
+
+
+def _money(amount: Decimal) -> str:
+    return format_decimal(
+        amount.quantize(MONEY_STEP, rounding=MONEY_ROUNDING, context=DECIMAL_CONTEXT)
+    )
