@@ -24,11 +24,11 @@ down:
 
 demo: up
 	$(LEDGER) migrate
-	$(LEDGER) status
+	$(PY) -m demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy ledger projections dispatcher stack tests bench examples
+	$(VENV)/bin/mypy ledger projections dispatcher stack tests bench examples demo
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -122,7 +122,9 @@ SAMPLES_MAX_MIN = 4
 
 _ZERO = Decimal("0")
 _ONE = Decimal("1")
-_ORDER_EVENTS = (OrderFilledEvent, IntentIssuedEvent)
+_ORDER_TYPES: Final[frozenset[type]] = frozenset({OrderFilledEvent, IntentIssuedEvent})
+# Counts (positions, orders while halted) stay ints while tracked; money is Decimal.
+_Figure: TypeAlias = Decimal | int
 
 # --- Records ------------------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class _Interval:
     )
 
     def __init__(
-        self, gate: Gate, value: Decimal, limit: Decimal, event: Event, sequence: int
+        self, gate: Gate, value: _Figure, limit: _Figure, event: Event, sequence: int
     ) -> None:
         self.gate = gate
         self.limit = limit
@@ -205,12 +207,6 @@ class _Interval:
         self.first_sequence = sequence
         self.opening_event_id = event.event_id
 
-    def extend(self, value: Decimal, limit: Decimal) -> None:
-        self.value = value
-        self.limit_now = limit
-        if value > self.peak:
-            self.peak = value
-
     def rebase(self, event: Event, sequence: int) -> None:
         """Make the interval open at event, as it was just before it: the window starts there."""
         self.limit = self.limit_now
@@ -222,8 +218,8 @@ class _Interval:
     def breach(self, closing: Event | None, sequence: int | None) -> Breach:
         return Breach(
             gate=self.gate,
-            limit=self.limit,
-            peak=self.peak,
+            limit=Decimal(self.limit),
+            peak=Decimal(self.peak),
             opened_at=self.opened_at,
             closed_at=None if closing is None else closing.occurred_at,
             first_sequence=self.first_sequence,
@@ -370,8 +366,14 @@ class BreachFinder:
         changed = False
         if draft.limits is not None:
             changed = self._check_gates(event, sequence, draft.limits, positions, exposure)
-        if self._in_window:
-            self._record(event, sequence, positions, exposure, changed)
+        if not self._in_window:
+            return
+        self._events += 1
+        if positions > self._peak_positions:
+            self._peak_positions = positions
+        if exposure > self._peak_exposure:
+            self._peak_exposure = exposure
+        self._sampler.add(sequence, at, positions, exposure, draft.limits, draft.halted, changed)
 
     def _enter_window(self, event: Event, sequence: int) -> None:
         self._in_window = True
@@ -390,39 +392,42 @@ class BreachFinder:
         changed = False
         positions_max = limits.max_open_positions
         if positions > positions_max or intervals[_POSITIONS] is not None:
-            changed |= self._observe(_POSITIONS, positions > positions_max, Decimal(positions),
-                                     Decimal(positions_max), event, sequence)
+            changed = self._observe(
+                _POSITIONS, positions > positions_max, positions, positions_max, event, sequence
+            )
         exposure_max = limits.max_exposure
         if exposure > exposure_max or intervals[_EXPOSURE] is not None:
-            changed |= self._observe(_EXPOSURE, exposure > exposure_max, exposure, exposure_max,
-                                     event, sequence)
-        is_order = isinstance(event, _ORDER_EVENTS)
+            changed |= self._observe(
+                _EXPOSURE, exposure > exposure_max, exposure, exposure_max, event, sequence
+            )
+        is_order = type(event) in _ORDER_TYPES
         order_max = limits.max_order_notional
         if (is_order and order_max is not None) or intervals[_ORDER] is not None:
             order = _order_notional(event) if is_order else _ZERO
             breached = is_order and order_max is not None and order > order_max
             if breached or intervals[_ORDER] is not None:
-                changed |= self._observe(_ORDER, breached, order, order_max or _ZERO, event,
-                                         sequence)
+                changed |= self._observe(
+                    _ORDER, breached, order, order_max or _ZERO, event, sequence
+                )
         loss_max = limits.daily_loss_limit
         loss = None if loss_max is None else self._daily_loss_over(loss_max)
         if loss is not None or intervals[_DAILY_LOSS] is not None:
-            changed |= self._observe(_DAILY_LOSS, loss is not None, loss or _ZERO,
-                                     loss_max or _ZERO, event, sequence)
+            changed |= self._observe(
+                _DAILY_LOSS, loss is not None, loss or _ZERO, loss_max or _ZERO, event, sequence
+            )
         halted = self._draft.halted
         halted_interval = intervals[_HALTED]
         if (is_order and halted) or halted_interval is not None:
-            orders = _ZERO if halted_interval is None else halted_interval.value
-            changed |= self._observe(_HALTED, halted, orders + (_ONE if is_order else _ZERO),
-                                     _ZERO, event, sequence)
+            orders = (0 if halted_interval is None else halted_interval.value) + is_order
+            changed |= self._observe(_HALTED, halted, orders, 0, event, sequence)
         return changed
 
     def _observe(
         self,
         index: int,
         breached: bool,
-        value: Decimal,
-        limit: Decimal,
+        value: _Figure,
+        limit: _Figure,
         event: Event,
         sequence: int,
     ) -> bool:
@@ -433,7 +438,10 @@ class BreachFinder:
             self._intervals[index] = _Interval(GATES[index], value, limit, event, sequence)
             return True
         if breached:
-            interval.extend(value, limit)
+            interval.value = value
+            interval.limit_now = limit
+            if value > interval.peak:
+                interval.peak = value
             return False
         self._intervals[index] = None
         # Intervals that open and close before the window are not the window's business.
@@ -453,24 +461,6 @@ class BreachFinder:
         # As AccountState.realized_pnl_on(today), read from the draft without freezing it.
         return loss if draft.pnl_day == self._latest_at.astimezone(UTC).date() else None
 
-    def _record(
-        self, event: Event, sequence: int, positions: int, exposure: Decimal, changed: bool
-    ) -> None:
-        self._events += 1
-        if positions > self._peak_positions:
-            self._peak_positions = positions
-        if exposure > self._peak_exposure:
-            self._peak_exposure = exposure
-        self._sampler.add(
-            sequence,
-            event.occurred_at,
-            positions,
-            exposure,
-            self._draft.limits,
-            self._draft.halted,
-            pinned=changed,
-        )
-
 
 def _check_window(window_from: datetime | None, window_to: datetime | None) -> None:
     for name, bound in (("window_from", window_from), ("window_to", window_to)):
@@ -484,15 +474,19 @@ def _check_window(window_from: datetime | None, window_to: datetime | None) -> N
 
 def _touched(event: Event) -> tuple[str | None, str | None]:
     """Return the position id and intent id whose figures the event may change."""
-    match event:
-        case OrderFilledEvent():
-            return event.data.position_id, event.data.intent_id
-        case PositionClosedEvent():
-            return event.data.position_id, None
-        case IntentIssuedEvent() | IntentRejectedEvent() | IntentExpiredEvent():
-            return None, event.data.intent_id
-        case _:
-            return None, None
+    # `type(...) is`, not a match on classes: this runs for every event and is a third faster.
+    if type(event) is OrderFilledEvent:
+        fill = event.data
+        return fill.position_id, fill.intent_id
+    if type(event) is PositionClosedEvent:
+        return event.data.position_id, None
+    if (
+        type(event) is IntentIssuedEvent
+        or type(event) is IntentRejectedEvent
+        or type(event) is IntentExpiredEvent
+    ):
+        return None, event.data.intent_id
+    return None, None
 
 
 class _HasNotional(Protocol):
@@ -567,7 +561,6 @@ class _Sampler:
         exposure: Decimal,
         limits: Limits | None,
         halted: bool,
-        *,
         pinned: bool,
     ) -> None:
         if pinned:

@@ -1,0 +1,5 @@
+"""`python -m demo`: the trading morning."""
+
+from demo.morning import run
+
+run()
