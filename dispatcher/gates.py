@@ -11,7 +11,7 @@ error. Must not import asyncpg, aiokafka, faststream, time, os or logging.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from ledger.events import GateResult, Signal
@@ -121,7 +121,8 @@ def _at_most(gate: str, value: Decimal, limit: Decimal | None, what: str,
 
 
 def _daily_loss(state: AccountState, now: datetime, limit: Decimal | None) -> GateResult:
-    loss = -state.realized_pnl_on(now.date())
+    # The fold books P&L by UTC day: the same instant in another zone is the same day here.
+    loss = -state.realized_pnl_on(now.astimezone(UTC).date())
     if limit is None:
         return GateResult(gate=DAILY_LOSS_LIMIT, passed=True, value=loss, limit=None,
                           reason="Daily loss: no limit set")

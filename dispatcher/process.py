@@ -22,7 +22,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
 from dispatcher.decide import DispatcherConfig, StateCache, decide, expire_due
-from ledger import deadletters, kafka
+from ledger import deadletters, kafka, metrics
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
@@ -110,6 +110,7 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
             signal = _signal_of(record, config.account)
         except InvalidEvent as exc:
             counters.dead_letters += 1
+            metrics.DEAD_LETTERS.labels(consumer_group(config.account)).inc()
             letter = DeadLetter(message=record, reason=str(exc))
             await dead_letters.publish(record.value, key=record.key, headers=dict(
                 deadletters.text_headers(letter, consumer_group(config.account))))
@@ -129,11 +130,16 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
             raise
         if outcome.duplicate:
             counters.duplicates += 1
+            metrics.DECISIONS.labels(config.account, "duplicate", "").inc()
         elif outcome.allowed:
             counters.allowed += 1
+            metrics.DECISIONS.labels(config.account, "allowed", "").inc()
+            metrics.EVENTS_APPENDED.labels("dispatcher").inc(2)
         else:
             code = outcome.code or "unknown"
             counters.blocked[code] = counters.blocked.get(code, 0) + 1
+            metrics.DECISIONS.labels(config.account, "blocked", code).inc()
+            metrics.EVENTS_APPENDED.labels("dispatcher").inc(1)
 
     return broker
 

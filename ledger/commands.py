@@ -31,7 +31,7 @@ from dispatcher import process as dispatcher_process
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide
 from dispatcher.process import utc_now
 from ledger import audit as audit_module
-from ledger import charts, ingest, jsonl, relay, roles, secrets, store
+from ledger import charts, ingest, jsonl, metrics, relay, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.db import connect
 from ledger.errors import ConfigError, InvalidEvent, UnknownAccount
@@ -202,6 +202,8 @@ def print_status(rows: list[StatusRow], json_output: bool) -> None:
 async def run_process(settings: Settings, process: str, account: str | None = None) -> None:
     """Run one long-running process (or all of them) until SIGTERM/SIGINT."""
     stop = stop_event_on_signals()
+    if process != "all":
+        metrics.serve(settings.metrics_port)
     if process == "ingest":
         await ingest.run(settings, stop)
     elif process == "relay":
@@ -221,6 +223,9 @@ async def run_process(settings: Settings, process: str, account: str | None = No
             accounts = await accounts_with_limits(conn)
         children += [Child(name=f"dispatcher {name}", args=["run", "dispatcher", "--account",
                                                             name]) for name in accounts]
+        for index, child in enumerate(children, start=1):
+            if settings.metrics_port:
+                child.env = {"LEDGER_METRICS_PORT": str(settings.metrics_port + index)}
         await supervise(children, stop)
     else:
         raise AssertionError(f"unknown process {process!r}")

@@ -21,7 +21,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
-from ledger import deadletters, kafka, store
+from ledger import deadletters, kafka, metrics, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
@@ -105,7 +105,9 @@ async def apply_batch(append: Appender, batch: Sorted,
             continue
         counters.appended += len(result.appended)
         counters.duplicates += len(result.duplicates)
+        metrics.EVENTS_APPENDED.labels("ingest").inc(len(result.appended))
     counters.dead_letters += len(dead)
+    metrics.DEAD_LETTERS.labels(CONSUMER_GROUP).inc(len(dead))
     return dead
 
 

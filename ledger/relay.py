@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from ledger import kafka
+from ledger import kafka, metrics
 from ledger.db import connect
 from ledger.logins import service_dsn
 from ledger.runtime import keep_running, wait_or_stop
@@ -75,6 +75,7 @@ async def publish_pending(conn: asyncpg.Connection, producer: AIOKafkaProducer,
             sent += count
     counters.published += sent
     counters.cycles += 1
+    metrics.EVENTS_PUBLISHED.inc(sent)
     return sent
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ class Child:
     args: list[str]
     process: asyncio.subprocess.Process | None = None
     restarts: int = field(default=0)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 async def supervise(children: list[Child], stop: asyncio.Event) -> None:
@@ -39,7 +41,7 @@ async def supervise(children: list[Child], stop: asyncio.Event) -> None:
 async def _keep_alive(child: Child, stop: asyncio.Event) -> None:
     while not stop.is_set():
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ledger", *child.args)
+            sys.executable, "-m", "ledger", *child.args, env={**os.environ, **child.env})
         log.info("started %s (pid %d)", child.name, child.process.pid)
         waiting = asyncio.ensure_future(child.process.wait())
         stopping = asyncio.ensure_future(stop.wait())

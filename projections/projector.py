@@ -22,13 +22,13 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.message import StreamMessage
 
-from ledger import deadletters, kafka, store
+from ledger import deadletters, kafka, metrics, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
 from ledger.events import Event, decode_event
 from ledger.logins import service_dsn
-from ledger.runtime import OPERATING_ERRORS, keep_running
+from ledger.runtime import OPERATING_ERRORS, keep_running, wait_or_stop
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from projections import tables
@@ -79,6 +79,7 @@ class Projector:
             async with conn.transaction():
                 dead.extend(await self._apply_account(conn, account, items))
         self.counters.dead_letters += len(dead)
+        metrics.DEAD_LETTERS.labels(CONSUMER_GROUP).inc(len(dead))
         return dead
 
     async def _apply_account(self, conn: Conn, account: str,
@@ -100,6 +101,7 @@ class Projector:
         after = fold(events, before)
         await tables.save_state(conn, before, after)
         self.counters.applied += after.sequence - before.sequence
+        metrics.EVENTS_PROJECTED.inc(after.sequence - before.sequence)
         self._remember(after)
         return beyond + refused
 
@@ -202,6 +204,22 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
     return broker
 
 
+LAG_REPORT_INTERVAL_S = 2.0
+
+
+async def _report_lag(pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Keep the projection-lag gauge current (head minus applied, per account)."""
+    while not await wait_or_stop(stop, LAG_REPORT_INTERVAL_S):
+        try:
+            rows = await pool.fetch(
+                "SELECT s.account, s.head - coalesce(p.applied_sequence, 0) AS lag "
+                "FROM streams s LEFT JOIN projection_accounts p USING (account)")
+        except OPERATING_ERRORS:
+            continue
+        for row in rows:
+            metrics.PROJECTION_LAG.labels(row["account"]).set(row["lag"])
+
+
 async def run(settings: Settings, stop: asyncio.Event,
               projector: Projector | None = None) -> None:
     """Run the projector until stop is set, riding out database and broker outages."""
@@ -211,11 +229,14 @@ async def run(settings: Settings, stop: asyncio.Event,
         topics = await ensure_topics(settings)
         pool = await create_pool(service_dsn(settings))
         broker = build_broker(settings, topics, pool, projector)
+        lag = asyncio.create_task(_report_lag(pool, stop))
         try:
             await broker.start()
             log.info("projector: consuming %s", topics.ledger_events)
             await stop.wait()
         finally:
+            lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
             await broker.stop()
             await pool.close()
             projector.forget()

@@ -140,6 +140,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env["LEDGER_SECRETS_DIR"] = str(settings.secrets_dir)
     env["LEDGER_TOPIC_PREFIX"] = settings.topic_prefix
     env["LEDGER_KAFKA_SESSION_TIMEOUT_MS"] = str(settings.kafka_session_timeout_ms)
+    env["LEDGER_METRICS_PORT"] = str(settings.metrics_port)
     env.pop("LEDGER_DEBUG", None)
     return env
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -250,3 +252,41 @@ async def test_pipeline_when_broker_restarts_reconnects_and_loses_nothing(
 
 async def _head(admin: asyncpg.Connection, account: str) -> int:
     return int(await admin.fetchval("SELECT head FROM streams WHERE account = $1", account))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_ingest_metrics_count_appended_events_and_dead_letters(
+    pipeline: tuple[Settings, Topics, list[str]], admin: asyncpg.Connection, tmp_path: Path,
+) -> None:
+    settings, topics, (alpha, _) = pipeline
+    port = _free_port()
+    ingest = LedgerProcess(settings.model_copy(update={"metrics_port": port}), tmp_path,
+                           "ingest")
+    ingest.start()
+    try:
+        await produce(settings, topics.executions, [
+            (alpha.encode(), execution(alpha, "M1")), (alpha.encode(), execution(alpha, "M2")),
+            (alpha.encode(), b"{broken")])
+        await eventually(lambda: _equals(lambda: _head(admin, alpha), 2), SETTLE_TIMEOUT_S)
+
+        async def scraped() -> bool:
+            text = await asyncio.to_thread(_scrape, port)
+            return ('ledger_events_appended_total{process="ingest"} 2.0' in text
+                    and 'ledger_dead_letters_total{consumer="ledger-ingest"} 1.0' in text)
+
+        await eventually(scraped, SETTLE_TIMEOUT_S)
+    finally:
+        ingest.stop()
+
+
+def _scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
