@@ -207,6 +207,12 @@ class _Interval:
         self.first_sequence = sequence
         self.opening_event_id = event.event_id
 
+    def extend(self, value: _Figure, limit: _Figure) -> None:
+        self.value = value
+        self.limit_now = limit
+        if value > self.peak:
+            self.peak = value
+
     def rebase(self, event: Event, sequence: int) -> None:
         """Make the interval open at event, as it was just before it: the window starts there."""
         self.limit = self.limit_now
@@ -270,6 +276,8 @@ class BreachFinder:
         self._peak_positions = 0
         self._peak_exposure = _ZERO
         self._intervals: list[_Interval | None] = [None] * len(GATES)
+        # Intervals opened or closed so far: tells which events open or close one.
+        self._changes = 0
         self._breaches: list[Breach] = []
         self._sampler = _Sampler(samples_max)
 
@@ -363,9 +371,9 @@ class BreachFinder:
             )
         positions = len(draft.positions) + len(draft.pending)
         exposure = self._open_exposure + self._pending_exposure
-        changed = False
+        changes = self._changes
         if draft.limits is not None:
-            changed = self._check_gates(event, sequence, draft.limits, positions, exposure)
+            self._check_gates(event, sequence, draft.limits, positions, exposure)
         if not self._in_window:
             return
         self._events += 1
@@ -373,7 +381,9 @@ class BreachFinder:
             self._peak_positions = positions
         if exposure > self._peak_exposure:
             self._peak_exposure = exposure
-        self._sampler.add(sequence, at, positions, exposure, draft.limits, draft.halted, changed)
+        # An event that opened or closed an interval keeps a sample of its own.
+        pinned = self._changes != changes
+        self._sampler.add(sequence, at, positions, exposure, draft.limits, draft.halted, pinned)
 
     def _enter_window(self, event: Event, sequence: int) -> None:
         self._in_window = True
@@ -386,68 +396,72 @@ class BreachFinder:
 
     def _check_gates(
         self, event: Event, sequence: int, limits: Limits, positions: int, exposure: Decimal
-    ) -> bool:
-        """Check every gate after event; return whether an interval opened or closed at it."""
+    ) -> None:
+        """Open, extend or close each gate's interval after event."""
+        # Runs for every event: an interval that stays open is extended in place, and only an
+        # opening or a closing costs a call.
         intervals = self._intervals
-        changed = False
-        positions_max = limits.max_open_positions
-        if positions > positions_max or intervals[_POSITIONS] is not None:
-            changed = self._observe(
-                _POSITIONS, positions > positions_max, positions, positions_max, event, sequence
-            )
-        exposure_max = limits.max_exposure
-        if exposure > exposure_max or intervals[_EXPOSURE] is not None:
-            changed |= self._observe(
-                _EXPOSURE, exposure > exposure_max, exposure, exposure_max, event, sequence
-            )
+        interval = intervals[_POSITIONS]
+        if positions > limits.max_open_positions:
+            if interval is None:
+                self._open(_POSITIONS, positions, limits.max_open_positions, event,
+                                     sequence)
+            else:
+                interval.extend(positions, limits.max_open_positions)
+        elif interval is not None:
+            self._close(_POSITIONS, event, sequence)
+        interval = intervals[_EXPOSURE]
+        if exposure > limits.max_exposure:
+            if interval is None:
+                self._open(_EXPOSURE, exposure, limits.max_exposure, event, sequence)
+            else:
+                interval.extend(exposure, limits.max_exposure)
+        elif interval is not None:
+            self._close(_EXPOSURE, event, sequence)
         is_order = type(event) in _ORDER_TYPES
         order_max = limits.max_order_notional
-        if (is_order and order_max is not None) or intervals[_ORDER] is not None:
-            order = _order_notional(event) if is_order else _ZERO
-            breached = is_order and order_max is not None and order > order_max
-            if breached or intervals[_ORDER] is not None:
-                changed |= self._observe(
-                    _ORDER, breached, order, order_max or _ZERO, event, sequence
-                )
+        interval = intervals[_ORDER]
+        if is_order and order_max is not None and (order := _order_notional(event)) > order_max:
+            if interval is None:
+                self._open(_ORDER, order, order_max, event, sequence)
+            else:
+                interval.extend(order, order_max)
+        elif interval is not None:
+            self._close(_ORDER, event, sequence)
         loss_max = limits.daily_loss_limit
-        loss = None if loss_max is None else self._daily_loss_over(loss_max)
-        if loss is not None or intervals[_DAILY_LOSS] is not None:
-            changed |= self._observe(
-                _DAILY_LOSS, loss is not None, loss or _ZERO, loss_max or _ZERO, event, sequence
-            )
+        interval = intervals[_DAILY_LOSS]
+        if loss_max is not None and (loss := self._daily_loss_over(loss_max)) is not None:
+            if interval is None:
+                self._open(_DAILY_LOSS, loss, loss_max, event, sequence)
+            else:
+                interval.extend(loss, loss_max)
+        elif interval is not None:
+            self._close(_DAILY_LOSS, event, sequence)
         halted = self._draft.halted
-        halted_interval = intervals[_HALTED]
-        if (is_order and halted) or halted_interval is not None:
-            orders = (0 if halted_interval is None else halted_interval.value) + is_order
-            changed |= self._observe(_HALTED, halted, orders, 0, event, sequence)
-        return changed
+        interval = intervals[_HALTED]
+        if interval is not None:
+            if not halted:
+                self._close(_HALTED, event, sequence)
+            elif is_order:
+                interval.extend(interval.value + 1, 0)
+        elif is_order and halted:
+            self._open(_HALTED, 1, 0, event, sequence)
 
-    def _observe(
-        self,
-        index: int,
-        breached: bool,
-        value: _Figure,
-        limit: _Figure,
-        event: Event,
-        sequence: int,
-    ) -> bool:
-        """Open, extend or close the gate's interval; return whether it opened or closed."""
+    def _open(
+        self, index: int, value: _Figure, limit: _Figure, event: Event, sequence: int
+    ) -> None:
+        assert self._intervals[index] is None, (GATES[index], sequence)
+        self._intervals[index] = _Interval(GATES[index], value, limit, event, sequence)
+        self._changes += 1
+
+    def _close(self, index: int, event: Event, sequence: int) -> None:
         interval = self._intervals[index]
-        if interval is None:
-            assert breached, (GATES[index], sequence)
-            self._intervals[index] = _Interval(GATES[index], value, limit, event, sequence)
-            return True
-        if breached:
-            interval.value = value
-            interval.limit_now = limit
-            if value > interval.peak:
-                interval.peak = value
-            return False
+        assert interval is not None, (GATES[index], sequence)
         self._intervals[index] = None
+        self._changes += 1
         # Intervals that open and close before the window are not the window's business.
         if self._in_window:
             self._breaches.append(interval.breach(event, sequence))
-        return True
 
     def _daily_loss_over(self, loss_max: Decimal) -> Decimal | None:
         """Return the loss realised on the audit's current day if it is over loss_max."""
@@ -521,19 +535,22 @@ def _order_notional(event: Event) -> Decimal:
 # --- Samples ------------------------------------------------------------------------------------
 
 
+# A sample while sampling: sequence, occurred_at, positions, exposure, limits, halted. Plain
+# tuples, because thinning a stream full of breaches rebuilds thousands of them; `Sample`s are
+# built once, by `snapshot`.
+_Point: TypeAlias = tuple[int, datetime, int, Decimal, Limits | None, bool]
+
+
 class _Sampler:
     """At most samples_max samples: one per event until full, then runs of `stride` events."""
 
     __slots__ = (
         "count",
         "exposure",
-        "halted",
-        "last_at",
-        "last_sequence",
-        "limits",
+        "last",
         "pinned",
+        "points",
         "positions",
-        "samples",
         "samples_max",
         "stride",
     )
@@ -541,17 +558,14 @@ class _Sampler:
     def __init__(self, samples_max: int) -> None:
         self.samples_max = samples_max
         self.stride = 1
-        self.samples: list[Sample] = []
-        # pinned[i]: samples[i] is an event's own, one that opened or closed a breach.
+        self.points: list[_Point] = []
+        # pinned[i]: points[i] is an event's own, one that opened or closed a breach.
         self.pinned: list[bool] = []
         # The run of events not yet sampled: how many, their maxima, and its last event.
         self.count = 0
         self.positions = 0
         self.exposure = _ZERO
-        self.last_sequence = 0
-        self.last_at: datetime | None = None
-        self.limits: Limits | None = None
-        self.halted = False
+        self.last: _Point | None = None
 
     def add(
         self,
@@ -563,9 +577,10 @@ class _Sampler:
         halted: bool,
         pinned: bool,
     ) -> None:
+        point = (sequence, at, positions, exposure, limits, halted)
         if pinned:
             self._flush()
-            self._append(_sample(sequence, at, positions, exposure, limits, halted), pinned=True)
+            self._append(point, pinned=True)
             return
         if self.count == 0:
             self.positions = positions
@@ -576,95 +591,79 @@ class _Sampler:
             if exposure > self.exposure:
                 self.exposure = exposure
         self.count += 1
-        self.last_sequence = sequence
-        self.last_at = at
-        self.limits = limits
-        self.halted = halted
+        self.last = point
         if self.count >= self.stride:
             self._flush()
 
     def snapshot(self) -> list[Sample]:
         """Return the samples so far, with the run not yet sampled, without changing anything."""
-        samples = list(self.samples)
+        points = list(self.points)
         if self.count > 0:
             # _append thins as soon as the list is full, so there is always room for one more.
-            samples.append(self._run_sample())
-        assert len(samples) <= self.samples_max, (len(samples), self.samples_max)
-        return samples
+            points.append(self._run_point())
+        assert len(points) <= self.samples_max, (len(points), self.samples_max)
+        return [_sample(point) for point in points]
 
-    def _run_sample(self) -> Sample:
-        assert self.last_at is not None
-        return _sample(self.last_sequence, self.last_at, self.positions, self.exposure,
-                       self.limits, self.halted)
+    def _run_point(self) -> _Point:
+        assert self.last is not None
+        sequence, at, _, _, limits, halted = self.last
+        return (sequence, at, self.positions, self.exposure, limits, halted)
 
     def _flush(self) -> None:
         if self.count > 0:
-            self._append(self._run_sample(), pinned=False)
+            self._append(self._run_point(), pinned=False)
             self.count = 0
 
-    def _append(self, sample: Sample, *, pinned: bool) -> None:
-        self.samples.append(sample)
+    def _append(self, point: _Point, *, pinned: bool) -> None:
+        self.points.append(point)
         self.pinned.append(pinned)
-        if len(self.samples) >= self.samples_max:
+        if len(self.points) >= self.samples_max:
             self.stride *= 2
-            self.samples, self.pinned = _thinned(self.samples, self.pinned, self.samples_max)
-        assert len(self.samples) < self.samples_max, (len(self.samples), self.samples_max)
+            self.points, self.pinned = _thinned(self.points, self.pinned, self.samples_max)
+        assert len(self.points) < self.samples_max, (len(self.points), self.samples_max)
 
 
 def _thinned(
-    samples: list[Sample], pinned: list[bool], samples_max: int
-) -> tuple[list[Sample], list[bool]]:
-    """Return the samples with pairs merged: unpinned pairs first, then any pairs if still full."""
-    samples, pinned = _merged_pairs(samples, pinned, keep_pinned=True)
-    if len(samples) > samples_max * 3 // 4:
-        # Mostly pinned samples (a flapping breach): the bound wins over exactness.
-        samples, pinned = _merged_pairs(samples, pinned, keep_pinned=False)
-    return samples, pinned
+    points: list[_Point], pinned: list[bool], samples_max: int
+) -> tuple[list[_Point], list[bool]]:
+    """Return the points with pairs merged: unpinned pairs first, then any pairs if still full."""
+    points, pinned = _merged_pairs(points, pinned, keep_pinned=True)
+    if len(points) > samples_max * 3 // 4:
+        # Mostly pinned points (a flapping breach): the bound wins over exactness.
+        points, pinned = _merged_pairs(points, pinned, keep_pinned=False)
+    return points, pinned
 
 
 def _merged_pairs(
-    samples: list[Sample], pinned: list[bool], *, keep_pinned: bool
-) -> tuple[list[Sample], list[bool]]:
-    merged: list[Sample] = []
+    points: list[_Point], pinned: list[bool], *, keep_pinned: bool
+) -> tuple[list[_Point], list[bool]]:
+    merged: list[_Point] = []
     merged_pinned: list[bool] = []
     index = 0
-    while index < len(samples):
+    while index < len(points):
         pair_end = index + 1
-        mergeable = pair_end < len(samples) and not (
+        mergeable = pair_end < len(points) and not (
             keep_pinned and (pinned[index] or pinned[pair_end])
         )
         if mergeable:
-            merged.append(_merged(samples[index], samples[pair_end]))
+            merged.append(_merged(points[index], points[pair_end]))
             merged_pinned.append(pinned[index] or pinned[pair_end])
             index += 2
         else:
-            merged.append(samples[index])
+            merged.append(points[index])
             merged_pinned.append(pinned[index])
             index += 1
     return merged, merged_pinned
 
 
-def _merged(earlier: Sample, later: Sample) -> Sample:
-    """Return one sample standing for both runs: their maxima, as of the later one's event."""
-    return Sample(
-        sequence=later.sequence,
-        occurred_at=later.occurred_at,
-        positions=max(earlier.positions, later.positions),
-        exposure=max(earlier.exposure, later.exposure),
-        max_open_positions=later.max_open_positions,
-        max_exposure=later.max_exposure,
-        halted=later.halted,
-    )
+def _merged(earlier: _Point, later: _Point) -> _Point:
+    """Return one point standing for both runs: their maxima, as of the later one's event."""
+    sequence, at, positions, exposure, limits, halted = later
+    return (sequence, at, max(earlier[2], positions), max(earlier[3], exposure), limits, halted)
 
 
-def _sample(
-    sequence: int,
-    at: datetime,
-    positions: int,
-    exposure: Decimal,
-    limits: Limits | None,
-    halted: bool,
-) -> Sample:
+def _sample(point: _Point) -> Sample:
+    sequence, at, positions, exposure, limits, halted = point
     return Sample(
         sequence=sequence,
         occurred_at=at,

@@ -67,6 +67,8 @@ POSITIONS_MAX = 8
 KINDS = ["fill"] * 6 + ["close"] * 3 + ["issue"] * 2 + ["release"] * 2 + ["pause"]
 # hypothesis favours the ends of a range: a value from its middle comes about 1 time in 10.
 ONE_IN_10 = 6
+# hypothesis draws integers from a range this narrow about evenly.
+SPREAD_STEPS = 200
 LIMIT_NAMES = ("max_open_positions", "max_exposure", "max_order_notional", "daily_loss_limit")
 
 # Each example folds up to a few dozen events through pydantic: 200 examples run in seconds.
@@ -76,6 +78,18 @@ PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
 
 def cents(amount: int) -> Decimal:
     return Decimal(amount).scaleb(-2)
+
+
+def spread_cents(low: int, high: int) -> st.SearchStrategy[Decimal]:
+    """Draw an amount of low..high cents spread over the whole range.
+
+    hypothesis favours small numbers in a wide integer range (half of 0..2,000,000 fall under
+    4,000); a coarse step drawn from a narrow range, plus a fine remainder, reaches every part.
+    """
+    step = max(1, (high - low) // SPREAD_STEPS)
+    return st.tuples(st.integers(0, SPREAD_STEPS), st.integers(0, step - 1)).map(
+        lambda drawn: cents(min(high, low + drawn[0] * step + drawn[1]))
+    )
 
 
 def text(number: Decimal) -> str:
@@ -167,24 +181,22 @@ SIDES: tuple[Side, ...] = ("long", "short")
 sides = st.sampled_from(SIDES)
 multipliers = st.sampled_from(["1", "100"])
 quantities = st.integers(1, QUANTITY_MAX)
-prices = st.integers(1, PRICE_CENTS_MAX).map(cents)
+prices = spread_cents(1, PRICE_CENTS_MAX)
 # Holdings are drawn smaller than signals, so that a state is often, not always, within limits.
 held_quantities = st.integers(1, HELD_QUANTITY_MAX)
-held_prices = st.integers(1, HELD_PRICE_CENTS_MAX).map(cents)
+held_prices = spread_cents(1, HELD_PRICE_CENTS_MAX)
 
 
-# Half of them generous, so that allowed decisions are common enough to test.
-exposure_limits = (st.integers(0, EXPOSURE_CENTS_MAX)
-                   | st.integers(EXPOSURE_CENTS_MAX // 2, EXPOSURE_CENTS_MAX)).map(cents)
+exposure_limits = spread_cents(0, EXPOSURE_CENTS_MAX)
 
 
 @st.composite
 def limits_values(draw: st.DrawFn) -> Limits:
     return Limits(
-        max_open_positions=draw(st.integers(0, POSITIONS_MAX) | st.integers(3, POSITIONS_MAX)),
+        max_open_positions=draw(st.integers(0, POSITIONS_MAX)),
         max_exposure=draw(exposure_limits),
         max_order_notional=draw(st.none() | exposure_limits),
-        daily_loss_limit=draw(st.none() | st.integers(0, DAILY_LOSS_CENTS_MAX).map(cents)),
+        daily_loss_limit=draw(st.none() | spread_cents(0, DAILY_LOSS_CENTS_MAX)),
     )
 
 
@@ -301,7 +313,7 @@ def constructed_states(draw: st.DrawFn,
     halted = draw(st.integers(0, 9)) == ONE_IN_10
     pnl_day = draw(st.sampled_from([None, YESTERDAY.date(), TODAY.date()]))
     realized_pnl_day = (Decimal("0") if pnl_day is None
-                        else cents(draw(st.integers(-DAILY_LOSS_CENTS_MAX, DAILY_LOSS_CENTS_MAX))))
+                        else draw(spread_cents(-DAILY_LOSS_CENTS_MAX, DAILY_LOSS_CENTS_MAX)))
     return AccountState(
         account=ACCOUNT,
         sequence=len(positions) + len(pending) + draw(st.integers(0, 100)),
@@ -370,9 +382,9 @@ limit_changes = st.builds(
     LimitChange,
     names=st.frozensets(st.sampled_from(LIMIT_NAMES), min_size=1),
     positions_by=st.integers(0, POSITIONS_MAX),
-    money_by=st.integers(0, EXPOSURE_CENTS_MAX).map(cents),
+    money_by=spread_cents(0, EXPOSURE_CENTS_MAX),
     toggles=st.booleans(),
-    money_set=st.integers(0, EXPOSURE_CENTS_MAX).map(cents),
+    money_set=spread_cents(0, EXPOSURE_CENTS_MAX),
 )
 
 

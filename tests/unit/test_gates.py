@@ -480,12 +480,6 @@ def test_evaluate_when_today_is_profitable_reports_a_negative_loss_and_allows() 
     assert gate(decision, gates.DAILY_LOSS_LIMIT).value == Decimal("-200")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gates._daily_loss looks up the day with now.date(), in now's own timezone, while the "
-           "fold books P&L by UTC day: an aware non-UTC `now` for the same instant misses the "
-           "loss and opens the gate",
-)
 def test_evaluate_when_now_is_same_instant_in_another_timezone_still_blocks_daily_loss() -> None:
     # Arrange: $500 lost at 00:30 UTC on Feb 4; now is 00:45 UTC, i.e. 19:45 on Feb 3 at UTC-5.
     state = folded(
