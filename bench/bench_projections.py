@@ -142,7 +142,7 @@ async def _bare_consumer(settings: Settings, topics: Topics, count: int) -> floa
 
 
 async def _project_all(settings: Settings, topics: Topics, count: int) -> float:
-    pool = await create_pool(settings.database_url)
+    pool = await create_pool(settings.database_url, synchronous_commit=False)
     projector = projector_module.Projector()
     broker = projector_module.build_broker(settings, topics, pool, projector)
     loop = asyncio.get_running_loop()

@@ -70,8 +70,12 @@ async def connect(dsn: str) -> asyncpg.Connection:
         raise StoreUnavailable(mask_password(dsn), describe(exc)) from None
 
 
-async def create_pool(dsn: str, size_max: int = POOL_SIZE_MAX) -> asyncpg.Pool:
+async def create_pool(dsn: str, size_max: int = POOL_SIZE_MAX,
+                      synchronous_commit: bool = True) -> asyncpg.Pool:
     """Open a pool of connections.
+
+    `synchronous_commit=False` is for writers of derived data only (the projection): a commit
+    lost in a database crash is re-derived from the store, never lost for good.
 
     Raises:
         StoreUnavailable: the server cannot be reached or refused the login.
@@ -85,7 +89,8 @@ async def create_pool(dsn: str, size_max: int = POOL_SIZE_MAX) -> asyncpg.Pool:
             command_timeout=COMMAND_TIMEOUT_S,
             # Appends check idempotency by index lookups; a generic plan cached while the table
             # was small can turn them into scans as the store grows (see DESIGN.md pitfalls).
-            server_settings={"plan_cache_mode": "force_custom_plan"},
+            server_settings={"plan_cache_mode": "force_custom_plan",
+                             "synchronous_commit": "on" if synchronous_commit else "off"},
         )
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(mask_password(dsn), describe(exc)) from None

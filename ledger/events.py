@@ -13,7 +13,7 @@ import decimal
 import json
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal, TypeAlias, get_args
 
@@ -202,9 +202,15 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
 
 
+_NO_OFFSET = timedelta(0)
+
+
 def _to_utc(moment: datetime) -> datetime:
     if moment.tzinfo is UTC and not moment.fold:
         return moment
+    if moment.utcoffset() == _NO_OFFSET:
+        # Already UTC under another tzinfo object (pydantic's own): relabel, no arithmetic.
+        return moment.replace(tzinfo=UTC, fold=0)
     try:
         # fold only disambiguates wall times in zones with transitions; in UTC it is noise that
         # would make two equal instants compare and print differently.

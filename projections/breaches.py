@@ -6,7 +6,7 @@ force was exceeded; the records it returns (`Breach`, `Sample`, `AccountAudit`);
 `audit --json` document of DESIGN.md (`audit_document`), whose one rounding step (money to cents,
 half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must not import
 asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
-`ledger.events`, `ledger.errors`, `projections.fold` and `projections.view`.
+`ledger.events`, `projections.fold` and `projections.view`.
 
 What counts as a breach, after each event, with the limits in force after that event:
 
@@ -35,8 +35,9 @@ nor reported; the window is the run of sequences from the first event with occur
 window_from up to, excluding, the first event with occurred_at > window_to, after which nothing
 more is read (`done`). An interval open when the window starts is reported as opening at the
 window's first event, with the limit in force and the value reached just before it (its peak
-starts there), even if that first event already closes it. An interval open at the end of the
-window has no closing event.
+starts there), even if that first event already closes it; the account's peaks likewise start
+from the figures in force when the window starts. An interval open at the end of the window has
+no closing event. A window with no event in it reports no event, no breach and peaks of 0.
 
 Memory is bounded whatever the number of events: the finder keeps one fold state, one open
 interval per gate, the breaches found and at most `samples_max` samples (see `Sample`).
@@ -72,10 +73,8 @@ from ledger.events import (
 # `fold` of the same events, so a change to these internals cannot go unnoticed.
 from projections.fold import (
     AccountState,
+    Folding,
     Limits,
-    _Draft,
-    _next_sequence,
-    _step,
     initial_state,
 )
 from projections.view import MONEY_ROUNDING, MONEY_STEP
@@ -121,7 +120,6 @@ SAMPLES_MAX = 5000
 SAMPLES_MAX_MIN = 4
 
 _ZERO = Decimal("0")
-_ONE = Decimal("1")
 _ORDER_TYPES: Final[frozenset[type]] = frozenset({OrderFilledEvent, IntentIssuedEvent})
 # Counts (positions, orders while halted) stay ints while tracked; money is Decimal.
 _Figure: TypeAlias = Decimal | int
@@ -148,9 +146,9 @@ class Breach:
 class Sample:
     """A point to plot: the figures up to the event at `sequence`, against the limits in force.
 
-    While fewer than `samples_max` events are seen there is one sample per event, with that
-    event's figures. Beyond that a sample stands for a run of consecutive events ending at its
-    own: positions and exposure are their maxima (so no peak disappears from a plot), limits and
+    Up to `samples_max` events in the window there is one sample per event, with that event's
+    figures. Beyond that a sample stands for a run of consecutive events ending at its own:
+    positions and exposure are their maxima (so no peak disappears from a plot), limits and
     halted are as after its own event. An event that opens or closes a breach keeps a sample of
     its own, unless such events alone would exceed the bound.
     """
@@ -169,9 +167,12 @@ class AccountAudit:
     """What an audit found for one account within the window."""
 
     account: str
+    # Events replayed in the window (duplicates and events before the window not counted).
     events: int
+    # The highest open + pending figures in the window, including those in force as it starts.
     peak_open_positions: int
     peak_exposure: Decimal
+    # In order of opening; of two opening at one event, in the order of GATES.
     breaches: list[Breach]
     samples: list[Sample]
 
@@ -258,11 +259,12 @@ class BreachFinder:
         """
         _check_window(window_from, window_to)
         if samples_max < SAMPLES_MAX_MIN:
-            raise ValueError(f"samples_max={samples_max} is too small: expected at least "
-                             f"{SAMPLES_MAX_MIN}")
+            raise ValueError(
+                f"samples_max={samples_max} is too small: expected at least {SAMPLES_MAX_MIN}"
+            )
         self._window_from = window_from
         self._window_to = window_to
-        self._draft = _Draft(initial_state(account))
+        self._draft = Folding(initial_state(account))
         # Each position's and pending intent's notional, in the fold's own key order, so that the
         # sums below are the very digits AccountState.open_exposure / pending_exposure give.
         self._position_notionals: dict[str, Decimal] = {}
@@ -289,20 +291,7 @@ class BreachFinder:
     @property
     def state(self) -> AccountState:
         """Return the account's state after the events folded so far (a copy)."""
-        draft = self._draft
-        return AccountState(
-            account=draft.account,
-            sequence=draft.sequence,
-            positions=dict(draft.positions),
-            pending=dict(draft.pending),
-            limits=draft.limits,
-            halted=draft.halted,
-            halt_reason=draft.halt_reason,
-            pnl_day=draft.pnl_day,
-            realized_pnl_day=draft.realized_pnl_day,
-            realized_pnl_total=draft.realized_pnl_total,
-            last_occurred_at=draft.last_occurred_at,
-        )
+        return self._draft.snapshot()
 
     def feed(self, event: Event) -> None:
         """Fold one stored event and check every gate after it.
@@ -348,7 +337,7 @@ class BreachFinder:
         if self._done:
             return
         draft = self._draft
-        sequence = _next_sequence(draft.account, draft.sequence, event)
+        sequence = draft.accepts(event)
         if sequence is None:
             return
         at = event.occurred_at
@@ -360,7 +349,7 @@ class BreachFinder:
         if self._latest_at is None or at > self._latest_at:
             self._latest_at = at
         position_id, intent_id = _touched(event)
-        _step(draft, event, sequence)
+        draft.step(event, sequence)
         if position_id is not None:
             self._open_exposure = _synced(
                 self._position_notionals, position_id, draft.positions.get(position_id)
@@ -404,8 +393,7 @@ class BreachFinder:
         interval = intervals[_POSITIONS]
         if positions > limits.max_open_positions:
             if interval is None:
-                self._open(_POSITIONS, positions, limits.max_open_positions, event,
-                                     sequence)
+                self._open(_POSITIONS, positions, limits.max_open_positions, event, sequence)
             else:
                 interval.extend(positions, limits.max_open_positions)
         elif interval is not None:
@@ -597,10 +585,12 @@ class _Sampler:
 
     def snapshot(self) -> list[Sample]:
         """Return the samples so far, with the run not yet sampled, without changing anything."""
-        points = list(self.points)
+        points, pinned = list(self.points), list(self.pinned)
         if self.count > 0:
-            # _append thins as soon as the list is full, so there is always room for one more.
             points.append(self._run_point())
+            pinned.append(False)
+            if len(points) > self.samples_max:
+                points, pinned = _thinned(points, pinned, self.samples_max)
         assert len(points) <= self.samples_max, (len(points), self.samples_max)
         return [_sample(point) for point in points]
 
@@ -615,12 +605,12 @@ class _Sampler:
             self.count = 0
 
     def _append(self, point: _Point, *, pinned: bool) -> None:
-        self.points.append(point)
-        self.pinned.append(pinned)
         if len(self.points) >= self.samples_max:
             self.stride *= 2
             self.points, self.pinned = _thinned(self.points, self.pinned, self.samples_max)
-        assert len(self.points) < self.samples_max, (len(self.points), self.samples_max)
+        self.points.append(point)
+        self.pinned.append(pinned)
+        assert len(self.points) <= self.samples_max, (len(self.points), self.samples_max)
 
 
 def _thinned(

@@ -230,11 +230,13 @@ def initial_state(account: str) -> AccountState:
 # --- Folding ------------------------------------------------------------------------------------
 
 
-class _Draft:
-    """The state being built: mutable, private to one apply or fold call, frozen at its end.
+class Folding:
+    """A fold in progress: mutable, owned by one caller, frozen into an AccountState at its end.
 
-    Folding into a draft, rather than building a frozen state per event, keeps a rebuild of a
-    million events to a few seconds; `apply` and `fold` share it, so there is one fold.
+    Folding into one working copy, rather than building a frozen state per event, keeps a
+    rebuild of a million events to a few seconds. `apply` and `fold` use it, and so do readers
+    that check figures after every event (the audit): there is one fold. Use `accepts` then
+    `step` per event, `snapshot` for a copy; `freeze` hands the working dicts over (last use).
     """
 
     __slots__ = (
@@ -263,6 +265,29 @@ class _Draft:
         self.realized_pnl_day = state.realized_pnl_day
         self.realized_pnl_total = state.realized_pnl_total
         self.last_occurred_at = state.last_occurred_at
+
+    def accepts(self, event: Event) -> int | None:
+        """Return the event's sequence if it is the next to apply, None if already applied.
+
+        Raises:
+            ForeignEvent, UnsequencedEvent, SequenceGap: see `apply`.
+        """
+        return _next_sequence(self.account, self.sequence, event)
+
+    def step(self, event: Event, sequence: int) -> None:
+        """Apply an event that `accepts` returned `sequence` for."""
+        with decimal.localcontext(DECIMAL_CONTEXT):
+            _step(self, event, sequence)
+
+    def snapshot(self) -> AccountState:
+        """Return the state so far as a value; the fold can go on."""
+        return AccountState(
+            account=self.account, sequence=self.sequence, positions=dict(self.positions),
+            pending=dict(self.pending), limits=self.limits, halted=self.halted,
+            halt_reason=self.halt_reason, pnl_day=self.pnl_day,
+            realized_pnl_day=self.realized_pnl_day, realized_pnl_total=self.realized_pnl_total,
+            last_occurred_at=self.last_occurred_at,
+        )
 
     def freeze(self) -> AccountState:
         # The draft is dropped right after, so its dicts can back the proxies without a copy.
@@ -309,7 +334,7 @@ def apply(state: AccountState, event: Event) -> AccountState:
     sequence = _next_sequence(state.account, state.sequence, event)
     if sequence is None:
         return state
-    draft = _Draft(state)
+    draft = Folding(state)
     with decimal.localcontext(DECIMAL_CONTEXT):
         _step(draft, event, sequence)
     return draft.freeze()
@@ -335,19 +360,19 @@ def fold(
         state = initial_state(account)
     elif account is not None and account != state.account:
         raise ValueError(f"account={account!r} but state is of account {state.account!r}")
-    draft: _Draft | None = None
+    draft: Folding | None = None
     with decimal.localcontext(DECIMAL_CONTEXT):
         for event in events:
             applied = state.sequence if draft is None else draft.sequence
             sequence = _next_sequence(state.account, applied, event)
             if sequence is not None:
                 if draft is None:
-                    draft = _Draft(state)
+                    draft = Folding(state)
                 _step(draft, event, sequence)
     return state if draft is None else draft.freeze()
 
 
-def _step(draft: _Draft, event: Event, sequence: int) -> None:
+def _step(draft: Folding, event: Event, sequence: int) -> None:
     """Apply one event, already checked to be the next (sequence) of the stream, to the draft."""
     draft.sequence = sequence
     draft.last_occurred_at = event.occurred_at
@@ -381,7 +406,7 @@ def _step(draft: _Draft, event: Event, sequence: int) -> None:
             assert_never(event)
 
 
-def _apply_fill(draft: _Draft, event: OrderFilledEvent) -> None:
+def _apply_fill(draft: Folding, event: OrderFilledEvent) -> None:
     fill = event.data
     if fill.intent_id is not None:
         # The reservation ends with the fill. A fill of an unknown or expired intent still
@@ -405,7 +430,7 @@ def _apply_fill(draft: _Draft, event: OrderFilledEvent) -> None:
         _book_pnl(draft, (_ZERO if realized is None else realized) - fees, event.occurred_at)
 
 
-def _apply_close(draft: _Draft, event: PositionClosedEvent) -> None:
+def _apply_close(draft: Folding, event: PositionClosedEvent) -> None:
     close = event.data
     position = draft.positions.get(close.position_id)
     if position is None:
@@ -426,7 +451,7 @@ def _apply_close(draft: _Draft, event: PositionClosedEvent) -> None:
     _book_pnl(draft, realized, event.occurred_at)
 
 
-def _apply_intent_issued(draft: _Draft, event: IntentIssuedEvent) -> None:
+def _apply_intent_issued(draft: Folding, event: IntentIssuedEvent) -> None:
     issued = event.data
     draft.pending[issued.intent_id] = PendingIntent(
         intent_id=issued.intent_id,
@@ -443,7 +468,7 @@ def _apply_intent_issued(draft: _Draft, event: IntentIssuedEvent) -> None:
     )
 
 
-def _book_pnl(draft: _Draft, amount: Decimal, occurred_at: datetime) -> None:
+def _book_pnl(draft: Folding, amount: Decimal, occurred_at: datetime) -> None:
     """Add realised P&L to the account's total and to the figure of its UTC day."""
     draft.realized_pnl_total += amount
     day = occurred_at.astimezone(UTC).date()

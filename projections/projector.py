@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from ledger.db import Conn
 
 CONSUMER_GROUP = "ledger-projector"
+# Larger batches mean fewer transactions per account; the rows written stay per position.
+BATCH_RECORDS_MAX = 2000
 POLL_TIMEOUT_MS = 200
 RETRY_PAUSE_S = 2.0
 # States kept between batches, so a busy account is not re-read from its rows every batch; each
@@ -178,7 +180,7 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
     dead_letters = broker.publisher(topics.dead_letters, title="dead-letters")
 
     @broker.subscriber(
-        topics.ledger_events, batch=True, max_records=kafka.MAX_POLL_RECORDS,
+        topics.ledger_events, batch=True, max_records=BATCH_RECORDS_MAX,
         batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_bodies, title="ledger-events",
         session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -227,7 +229,9 @@ async def run(settings: Settings, stop: asyncio.Event,
 
     async def attempt(stop: asyncio.Event) -> None:
         topics = await ensure_topics(settings)
-        pool = await create_pool(service_dsn(settings))
+        # The projection is derived: should a crash of PostgreSQL lose its last commits, the
+        # next batch for that account finds a gap and reads it from the store.
+        pool = await create_pool(service_dsn(settings), synchronous_commit=False)
         broker = build_broker(settings, topics, pool, projector)
         lag = asyncio.create_task(_report_lag(pool, stop))
         try:

@@ -676,8 +676,10 @@ def incident_history() -> list[Event]:
         )
         for index, (ticker, quantity, price, clock) in enumerate(INCIDENT_FILLS, start=1)
     ]
-    closes = [close(position_id, at=stamp(clock), price=price)
-              for position_id, price, clock in INCIDENT_CLOSES]
+    closes = [
+        close(position_id, at=stamp(clock), price=price)
+        for position_id, price, clock in INCIDENT_CLOSES
+    ]
     return stream(limits(5, "10000", at=stamp("17:20:00")), *fills, *closes)
 
 
@@ -803,17 +805,17 @@ def test_audit_document_when_intervals_closed_lists_them_with_to_in_order_of_ope
 
 
 def test_audit_document_when_money_has_half_cent_rounds_half_even() -> None:
-    # Arrange: 1 x 100.125 x 100 = 10,012.50; the pending 3 x 0.00005 x 100 adds 0.015.
+    # Arrange: 1 x 100.125 x 100 = 10,012.50; the pending 1 x 0.00025 x 100 adds 0.025.
     events = stream(
         limits(5, "10000.005", at=stamp("17:00:00")),
         fill("P-1", at=stamp("17:01:00"), price="100.125"),
-        issue("I-1", at=stamp("17:02:00"), quantity="3", limit_price="0.00005"),
+        issue("I-1", at=stamp("17:02:00"), quantity="1", limit_price="0.00025"),
     )
 
     # Act
     breach_document = audit_document([audit(events)])["accounts"][0]["breaches"][0]
 
-    # Assert: 10,000.005 -> 10,000.00 and 10,012.515 -> 10,012.52 (half-even on exact halves).
+    # Assert: exact halves go to the even cent (half-up would give 10000.01 and 10012.53).
     assert breach_document["limit"] == "10000.00"
     assert breach_document["peak"] == "10012.52"
 
@@ -1021,19 +1023,47 @@ def test_audit_samples_when_few_events_has_one_exact_sample_per_event() -> None:
 
     # Assert
     assert result.samples == [
-        Sample(sequence=1, occurred_at=moment("16:59:00"), positions=1, exposure=Decimal("100"),
-               max_open_positions=None, max_exposure=None, halted=False),
-        Sample(sequence=2, occurred_at=moment("17:00:00"), positions=1, exposure=Decimal("100"),
-               max_open_positions=1, max_exposure=Decimal("150"), halted=False),
-        Sample(sequence=3, occurred_at=moment("17:01:00"), positions=2, exposure=Decimal("200"),
-               max_open_positions=1, max_exposure=Decimal("150"), halted=False),
-        Sample(sequence=4, occurred_at=moment("17:02:00"), positions=2, exposure=Decimal("200"),
-               max_open_positions=1, max_exposure=Decimal("150"), halted=True),
+        Sample(
+            sequence=1,
+            occurred_at=moment("16:59:00"),
+            positions=1,
+            exposure=Decimal("100"),
+            max_open_positions=None,
+            max_exposure=None,
+            halted=False,
+        ),
+        Sample(
+            sequence=2,
+            occurred_at=moment("17:00:00"),
+            positions=1,
+            exposure=Decimal("100"),
+            max_open_positions=1,
+            max_exposure=Decimal("150"),
+            halted=False,
+        ),
+        Sample(
+            sequence=3,
+            occurred_at=moment("17:01:00"),
+            positions=2,
+            exposure=Decimal("200"),
+            max_open_positions=1,
+            max_exposure=Decimal("150"),
+            halted=False,
+        ),
+        Sample(
+            sequence=4,
+            occurred_at=moment("17:02:00"),
+            positions=2,
+            exposure=Decimal("200"),
+            max_open_positions=1,
+            max_exposure=Decimal("150"),
+            halted=True,
+        ),
     ]
 
 
 def test_audit_samples_when_more_events_than_bound_keeps_bound_peaks_and_breach_events() -> None:
-    # Arrange: 20 events under samples_max 8; one breach opens at seq 12 (peak) and closes at 13.
+    # Arrange: 21 events under samples_max 8; one breach opens at seq 13 (peak), closes at 14.
     events = stream(
         limits(2, BIG, at=stamp("17:00:00")),
         *(signal_evaluated(f"S-{n}", at=stamp("17:01:00")) for n in range(9)),
@@ -1053,7 +1083,7 @@ def test_audit_samples_when_more_events_than_bound_keeps_bound_peaks_and_breach_
     assert len(result.samples) <= 8
     sequences = [sample.sequence for sample in result.samples]
     assert sequences == sorted(set(sequences))
-    assert sequences[-1] == 20
+    assert sequences[-1] == 21
     by_sequence = {sample.sequence: sample for sample in result.samples}
     assert by_sequence[13].positions == 3
     assert by_sequence[13].exposure == Decimal("400")

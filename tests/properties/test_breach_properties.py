@@ -1,0 +1,429 @@
+"""Goal: for any history, the breach finder reports exactly the events at which the account was
+over a limit in force, as ordered, non-overlapping intervals whose peaks exceed their limits;
+feeding in chunks changes nothing; a window only clips; the samples stay within their bound and
+keep the peaks; and the finder's state is the fold's.
+
+Method: hypothesis builds valid histories of one account (fills on both sides, adds and flips,
+closes, intents issued, filled, rejected and expired, limits raised and lowered with optional
+order and daily-loss limits, halts and resumes, decisions) across UTC days, through the JSON
+contract and `with_ledger_fields`. An independent model folds every prefix with the public
+`projections.fold.apply` and computes, event by event, which gates are over their limits; the
+finder's intervals must cover exactly those events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.events import (
+    Event,
+    IntentIssuedEvent,
+    OrderFilledEvent,
+    decode_event,
+    format_decimal,
+    notional,
+    with_ledger_fields,
+)
+from projections.breaches import (
+    GATES,
+    SAMPLES_MAX_MIN,
+    AccountAudit,
+    Breach,
+    BreachFinder,
+    Gate,
+    audit_events,
+)
+from projections.fold import AccountState, apply, fold, initial_state
+
+ACCOUNT = "large"
+START = datetime(2026, 2, 3, 14, 30, tzinfo=UTC)
+RECORDED_AT = datetime(2026, 2, 3, 14, 30, tzinfo=UTC)
+MULTIPLIER_BY_POSITION = {"P-0": "100", "P-1": "100", "P-2": "1", "P-3": "100"}
+POSITION_IDS = sorted(MULTIPLIER_BY_POSITION)
+# Long enough to go over a limit and come back within it.
+HISTORY_LENGTH_MIN = 6
+HISTORY_LENGTH_MAX = 40
+# Weighted by repetition: fills, closes and intents move the figures; limits move the lines.
+KIND_WEIGHTS = {
+    "fill": 5,
+    "close": 3,
+    "issue": 3,
+    "release": 2,
+    "limits": 2,
+    "halt": 1,
+    "signal": 1,
+}
+KINDS = [kind for kind, weight in KIND_WEIGHTS.items() for _ in range(weight)]
+
+# Each example folds every prefix of a history of up to 40 events: 150 examples run in seconds.
+# No deadline: building events through pydantic is slow enough to trip it on a loaded CI box.
+PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
+
+# Round figures, so that exposures and losses land exactly on limits now and then.
+prices = st.one_of(
+    st.sampled_from([Decimal("1.00"), Decimal("2.50"), Decimal("6.00"), Decimal("17.10")]),
+    st.decimals(places=2, min_value=Decimal("0.01"), max_value=Decimal("200"), allow_nan=False),
+)
+# Mostly away from the fill prices, so that closes realise losses and profits.
+close_prices = st.one_of(
+    st.sampled_from([Decimal("0.50"), Decimal("0.80"), Decimal("5.00"), Decimal("20.00")]),
+    prices,
+)
+quantities = st.one_of(
+    st.integers(min_value=1, max_value=20).map(Decimal),
+    st.decimals(places=2, min_value=Decimal("0.01"), max_value=Decimal("20"), allow_nan=False),
+)
+money_limits = st.one_of(
+    st.sampled_from([Decimal("0"), Decimal("500"), Decimal("1000"), Decimal("7200")]),
+    st.decimals(places=2, min_value=Decimal("0"), max_value=Decimal("20000"), allow_nan=False),
+)
+
+# Small, so that a day's losses from a few closes go over them now and then.
+loss_limits = st.sampled_from([Decimal("0"), Decimal("10"), Decimal("100"), Decimal("500")])
+
+
+def text(number: Decimal) -> str:
+    return format_decimal(number)
+
+
+def stored(event_type: str, data: Mapping[str, Any], at: datetime, sequence: int) -> Event:
+    document = {
+        "account": ACCOUNT,
+        "type": event_type,
+        "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": data,
+    }
+    event = decode_event(json.dumps(document))
+    return with_ledger_fields(
+        event, sequence=sequence, recorded_at=RECORDED_AT, global_position=sequence
+    )
+
+
+@st.composite
+def event_data(
+    draw: st.DrawFn, kind: str, index: int, at: datetime, issued: list[str]
+) -> tuple[str, dict[str, Any]]:
+    if kind == "fill":
+        position_id = draw(st.sampled_from(POSITION_IDS))
+        data: dict[str, Any] = {
+            "fill_id": f"X-{index}",
+            "position_id": position_id,
+            "symbol": f"SYM-{position_id}",
+            "instrument": "option",
+            "side": draw(st.sampled_from(["long", "short"])),
+            "quantity": text(draw(quantities)),
+            "price": text(draw(prices)),
+            "multiplier": MULTIPLIER_BY_POSITION[position_id],
+        }
+        if draw(st.booleans()) and issued:
+            data["intent_id"] = draw(st.sampled_from(issued))
+        return "OrderFilled", data
+    if kind == "close":
+        data = {
+            "position_id": draw(st.sampled_from(POSITION_IDS)),
+            "price": text(draw(close_prices)),
+        }
+        if draw(st.booleans()):
+            data["quantity"] = text(draw(quantities))
+        return "PositionClosed", data
+    if kind == "issue":
+        position_id = draw(st.sampled_from([*POSITION_IDS, f"P-new-{index}"]))
+        issued.append(f"I-{index}")
+        return "IntentIssued", {
+            "intent_id": f"I-{index}",
+            "signal_id": f"S-{index}",
+            "position_id": position_id,
+            "symbol": f"SYM-{position_id}",
+            "instrument": "option",
+            "side": draw(st.sampled_from(["long", "short"])),
+            "quantity": text(draw(quantities)),
+            "limit_price": text(draw(prices)),
+            "multiplier": MULTIPLIER_BY_POSITION.get(position_id, "100"),
+            "expires_at": (at + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    if kind == "release":
+        event_type = draw(st.sampled_from(["IntentRejected", "IntentExpired"]))
+        intent_id = draw(st.sampled_from([*issued, "I-unknown"]))
+        return event_type, {"intent_id": intent_id, "reason": "no fill"}
+    if kind == "limits":
+        data = {
+            "max_open_positions": draw(st.integers(min_value=0, max_value=4)),
+            "max_exposure": text(draw(money_limits)),
+        }
+        if draw(st.booleans()):
+            data["max_order_notional"] = text(draw(money_limits))
+        if draw(st.booleans()):
+            data["daily_loss_limit"] = text(draw(loss_limits))
+        return "LimitsSet", data
+    if kind == "halt":
+        if draw(st.booleans()):
+            return "TradingHalted", {"reason": "operator"}
+        return "TradingResumed", {}
+    return "SignalEvaluated", signal_evaluated_data(index, at)
+
+
+def signal_evaluated_data(index: int, at: datetime) -> dict[str, Any]:
+    signal = {
+        "signal_id": f"S-{index}",
+        "account": ACCOUNT,
+        "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "symbol": "SYM-P-0",
+        "instrument": "option",
+        "side": "long",
+        "quantity": "1",
+        "limit_price": "1.00",
+        "multiplier": "100",
+    }
+    return {
+        "signal_id": f"S-{index}",
+        "signal": signal,
+        "allowed": False,
+        "gates": [],
+        "as_of_sequence": index,
+    }
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Event]:
+    """Return a stored history, sequences 1..n, times never going back, across UTC days."""
+    kinds = draw(
+        st.lists(st.sampled_from(KINDS), min_size=HISTORY_LENGTH_MIN, max_size=HISTORY_LENGTH_MAX)
+    )
+    if draw(st.integers(min_value=0, max_value=3)) > 0:
+        # Most histories set limits first, as a real account does; the others start without.
+        kinds[0] = "limits"
+    events: list[Event] = []
+    issued: list[str] = []
+    at = START
+    for index, kind in enumerate(kinds):
+        # Mostly minutes apart, sometimes at the same instant, sometimes the next day.
+        at += timedelta(minutes=draw(st.sampled_from([0, 1, 7, 180, 24 * 60])))
+        event_type, data = draw(event_data(kind, index, at, issued))
+        events.append(stored(event_type, data, at, index + 1))
+    return events
+
+
+# --- An independent model of the gates, from the public fold -----------------------------------
+
+
+@dataclass(frozen=True)
+class Over:
+    """A gate over its limit after one event: the value and the limit then in force."""
+
+    value: Decimal
+    limit: Decimal
+
+
+def over_limits(events: list[Event]) -> list[dict[Gate, Over]]:
+    """Return, for each event in order, the gates over their limits right after it."""
+    state = initial_state(ACCOUNT)
+    halted_orders: int | None = None
+    latest = START
+    result: list[dict[Gate, Over]] = []
+    for event in events:
+        state = apply(state, event)
+        latest = max(latest, event.occurred_at)
+        is_order = isinstance(event, (OrderFilledEvent, IntentIssuedEvent))
+        over: dict[Gate, Over] = {}
+        if state.limits is not None:
+            over.update(level_gates_over(state, event, latest))
+            if halted_orders is not None and not state.halted:
+                halted_orders = None
+            elif state.halted and (is_order or halted_orders is not None):
+                halted_orders = (halted_orders or 0) + is_order
+            if halted_orders is not None:
+                over["trading_halted"] = Over(Decimal(halted_orders), Decimal(0))
+        result.append(over)
+    return result
+
+
+def level_gates_over(state: AccountState, event: Event, latest: datetime) -> dict[Gate, Over]:
+    limits = state.limits
+    assert limits is not None
+    over: dict[Gate, Over] = {}
+    positions = state.open_positions + state.pending_count
+    if positions > limits.max_open_positions:
+        over["max_open_positions"] = Over(Decimal(positions), Decimal(limits.max_open_positions))
+    if state.exposure > limits.max_exposure:
+        over["max_exposure"] = Over(state.exposure, limits.max_exposure)
+    order_max = limits.max_order_notional
+    if order_max is not None:
+        if isinstance(event, OrderFilledEvent):
+            order = notional(event.data.quantity, event.data.price, event.data.multiplier)
+        elif isinstance(event, IntentIssuedEvent):
+            order = notional(event.data.quantity, event.data.limit_price, event.data.multiplier)
+        else:
+            order = None
+        if order is not None and order > order_max:
+            over["max_order_notional"] = Over(order, order_max)
+    loss = -state.realized_pnl_on(latest.date())
+    if limits.daily_loss_limit is not None and loss > limits.daily_loss_limit:
+        over["daily_loss_limit"] = Over(loss, limits.daily_loss_limit)
+    return over
+
+
+def covered(breach: Breach, last_sequence: int) -> range:
+    """Return the sequences at which the breach's gate was over: from opening to closing."""
+    end = last_sequence + 1 if breach.last_sequence is None else breach.last_sequence
+    return range(breach.first_sequence, end)
+
+
+def gate_breaches(result: AccountAudit, gate: Gate) -> list[Breach]:
+    return [breach for breach in result.breaches if breach.gate == gate]
+
+
+# --- Properties -----------------------------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(histories())
+def test_breaches_when_any_history_cover_exactly_the_events_over_each_limit(
+    events: list[Event],
+) -> None:
+    # Arrange
+    expected = over_limits(events)
+
+    # Act
+    result = audit_events(ACCOUNT, events)
+
+    # Assert
+    for gate in GATES:
+        over_at = {index + 1: over[gate] for index, over in enumerate(expected) if gate in over}
+        breaches = gate_breaches(result, gate)
+        reported = [sequence for breach in breaches for sequence in covered(breach, len(events))]
+        assert reported == sorted(over_at), gate
+        for breach in breaches:
+            values = [over_at[sequence].value for sequence in covered(breach, len(events))]
+            assert breach.peak == max(values), breach
+            assert breach.limit == over_at[breach.first_sequence].limit, breach
+
+
+@PROPERTY_SETTINGS
+@given(histories())
+def test_breaches_when_none_reported_every_prefix_is_within_limits_and_peaks_exceed_limits(
+    events: list[Event],
+) -> None:
+    # Act
+    result = audit_events(ACCOUNT, events)
+
+    # Assert
+    if not result.breaches:
+        for end in range(1, len(events) + 1):
+            state = fold(events[:end], account=ACCOUNT)
+            if state.limits is not None:
+                positions = state.open_positions + state.pending_count
+                assert positions <= state.limits.max_open_positions
+                assert state.exposure <= state.limits.max_exposure
+    for breach in result.breaches:
+        assert breach.peak > breach.limit, breach
+
+
+@PROPERTY_SETTINGS
+@given(histories())
+def test_breaches_when_any_history_are_ordered_and_never_overlap_within_a_gate(
+    events: list[Event],
+) -> None:
+    # Act
+    result = audit_events(ACCOUNT, events)
+
+    # Assert
+    ranks = [(breach.first_sequence, GATES.index(breach.gate)) for breach in result.breaches]
+    assert ranks == sorted(ranks)
+    for gate in GATES:
+        breaches = gate_breaches(result, gate)
+        for earlier, later in itertools.pairwise(breaches):
+            assert earlier.last_sequence is not None, earlier
+            assert earlier.first_sequence <= earlier.last_sequence <= later.first_sequence
+        for breach in breaches:
+            assert (breach.closed_at is None) == (breach.last_sequence is None)
+            assert breach.opened_at == events[breach.first_sequence - 1].occurred_at
+
+
+@PROPERTY_SETTINGS
+@given(histories(), st.data())
+def test_breach_finder_when_fed_in_two_chunks_or_one_by_one_equals_one_pass(
+    events: list[Event], data: st.DataObject
+) -> None:
+    # Arrange
+    split = data.draw(st.integers(min_value=0, max_value=len(events)))
+    chunked = BreachFinder(ACCOUNT)
+    single = BreachFinder(ACCOUNT)
+
+    # Act
+    chunked.feed_many(events[:split])
+    chunked.feed_many(events[split:])
+    for event in events:
+        single.feed(event)
+
+    # Assert
+    once = audit_events(ACCOUNT, events)
+    assert chunked.finish() == once
+    assert single.finish() == once
+    assert chunked.state == fold(events, account=ACCOUNT)
+
+
+@PROPERTY_SETTINGS
+@given(histories(), st.integers(min_value=SAMPLES_MAX_MIN, max_value=8))
+def test_samples_when_any_history_stay_within_bound_and_keep_the_peaks(
+    events: list[Event], samples_max: int
+) -> None:
+    # Arrange
+    finder = BreachFinder(ACCOUNT, samples_max=samples_max)
+
+    # Act
+    finder.feed_many(events)
+    result = finder.finish()
+
+    # Assert
+    assert len(result.samples) <= samples_max
+    assert len(result.samples) == min(len(events), len(result.samples))
+    sequences = [sample.sequence for sample in result.samples]
+    assert sequences == sorted(set(sequences))
+    assert sequences[-1] == len(events)
+    assert max(sample.positions for sample in result.samples) == result.peak_open_positions
+    assert max(sample.exposure for sample in result.samples) == result.peak_exposure
+    if len(events) <= samples_max:
+        assert sequences == list(range(1, len(events) + 1))
+
+
+@PROPERTY_SETTINGS
+@given(histories(), st.data())
+def test_breaches_when_window_starts_mid_history_only_clip_intervals(
+    events: list[Event], data: st.DataObject
+) -> None:
+    # Arrange: the window opens at some event's time; with times never going back, its first
+    # event is the first one stamped at or after that time.
+    window_from = events[data.draw(st.integers(min_value=0, max_value=len(events) - 1))].occurred_at
+    start = next(event.sequence for event in events if event.occurred_at >= window_from)
+    assert start is not None
+    whole = audit_events(ACCOUNT, events)
+
+    # Act
+    clipped = audit_events(ACCOUNT, events, window_from=window_from)
+
+    # Assert
+    assert clipped.events == len(events) - start + 1
+    assert [b for b in clipped.breaches if b.first_sequence > start] == [
+        b for b in whole.breaches if b.first_sequence > start
+    ]
+    for breach in clipped.breaches:
+        assert breach.first_sequence >= start
+        if breach.first_sequence == start:
+            spanning = [
+                b
+                for b in gate_breaches(whole, breach.gate)
+                if b.first_sequence <= start
+                and (b.last_sequence is None or b.last_sequence >= start)
+            ]
+            assert len(spanning) == 1, (breach, whole.breaches)
+            assert breach.last_sequence == spanning[0].last_sequence
+            assert breach.peak <= spanning[0].peak
