@@ -39,7 +39,9 @@ def report(bench: str, value: float, unit: str, baseline: str, baseline_value: f
     line = {"bench": bench, "value": round(value, 3), "unit": unit, "baseline": baseline,
             "baseline_value": round(baseline_value, 3),
             "ratio": round(value / baseline_value, 3) if baseline_value else None,
-            "commit": commit(), **params}
+            "commit": commit(),
+            **{key: round(value, 3) if isinstance(value, float) else value
+               for key, value in params.items()}}
     text = json.dumps(line, default=str)
     print(f"BENCH {text}", flush=True)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

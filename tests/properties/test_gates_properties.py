@@ -187,15 +187,15 @@ held_quantities = st.integers(1, HELD_QUANTITY_MAX)
 held_prices = spread_cents(1, HELD_PRICE_CENTS_MAX)
 
 
-exposure_limits = spread_cents(0, EXPOSURE_CENTS_MAX)
-
-
 @st.composite
 def limits_values(draw: st.DrawFn) -> Limits:
+    max_exposure = draw(spread_cents(0, EXPOSURE_CENTS_MAX))
+    # An order limit above the exposure limit could never bind: draw it below, where it matters.
+    order_cents_max = int(max_exposure * 100)
     return Limits(
         max_open_positions=draw(st.integers(0, POSITIONS_MAX)),
-        max_exposure=draw(exposure_limits),
-        max_order_notional=draw(st.none() | exposure_limits),
+        max_exposure=max_exposure,
+        max_order_notional=draw(st.none() | spread_cents(0, order_cents_max)),
         daily_loss_limit=draw(st.none() | spread_cents(0, DAILY_LOSS_CENTS_MAX)),
     )
 
