@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.message import StreamMessage
 
 from dispatcher.decide import DispatcherConfig, StateCache, decide, expire_due
 from ledger import deadletters, kafka, metrics
@@ -60,15 +59,6 @@ class DispatcherCounters:
     dead_letters: int = 0
 
 
-def _record(message: StreamMessage[Any]) -> Any:
-    return message.raw_message
-
-
-async def _raw_body(message: StreamMessage[Any]) -> Any:
-    # Bytes as they came: a malformed signal must reach the handler and the dead letters.
-    return _record(message).value
-
-
 def _signal_of(record: Any, account: str) -> Signal | None:
     """Return the record's signal if it is this account's; None if it belongs to another.
 
@@ -99,21 +89,20 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
 
     @broker.subscriber(
         topics.signals, group_id=consumer_group(config.account), auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_body, title="signals",
+        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=kafka.raw_values, title="signals",
         description="Strategies' signals keyed by account: {signal_id, account, occurred_at, "
                     "symbol, instrument, side, quantity, limit_price, multiplier}.",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings))
     async def on_signal(body: Any, message: KafkaMessage) -> None:
-        record = _record(message)
+        (record,) = kafka.records_of(message)
         try:
             signal = _signal_of(record, config.account)
         except InvalidEvent as exc:
             counters.dead_letters += 1
             metrics.DEAD_LETTERS.labels(consumer_group(config.account)).inc()
-            letter = DeadLetter(message=record, reason=str(exc))
-            await dead_letters.publish(record.value, key=record.key, headers=dict(
-                deadletters.text_headers(letter, consumer_group(config.account))))
+            await deadletters.publish(dead_letters, [DeadLetter(message=record, reason=str(exc))],
+                                      consumer_group(config.account))
             return
         if signal is None:
             return

@@ -6,11 +6,10 @@ the value), where the message came from (topic, partition, offset) and which con
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 REASON_LENGTH_MAX = 1000
@@ -37,17 +36,8 @@ def text_headers(letter: DeadLetter, consumer: str) -> list[tuple[str, str]]:
     ]
 
 
-def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
-    """Return the headers that explain a dead letter, as Kafka carries them."""
-    return [(name, value.encode()) for name, value in text_headers(letter, consumer)]
-
-
-async def send(producer: AIOKafkaProducer, topic: str, letters: Sequence[DeadLetter],
-               consumer: str) -> None:
-    """Publish dead letters and wait until the broker acknowledged every one."""
-    futures = [
-        await producer.send(topic, value=letter.message.value, key=letter.message.key,
-                            headers=headers(letter, consumer))
-        for letter in letters
-    ]
-    await asyncio.gather(*futures)
+async def publish(publisher: Any, letters: Sequence[DeadLetter], consumer: str) -> None:
+    """Publish dead letters through a faststream publisher, each acknowledged by the broker."""
+    for letter in letters:
+        await publisher.publish(letter.message.value, key=letter.message.key,
+                                headers=dict(text_headers(letter, consumer)))

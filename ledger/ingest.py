@@ -14,12 +14,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.message import StreamMessage
 
 from ledger import deadletters, kafka, metrics, store
 from ledger.db import create_pool
@@ -111,16 +110,6 @@ async def apply_batch(append: Appender, batch: Sorted,
     return dead
 
 
-async def _raw_bodies(message: StreamMessage[Any]) -> Any:
-    # Bytes as they came: validation is ours, and a malformed body must reach the handler (and
-    # the dead letters) instead of failing in a decoder and being redelivered forever.
-    return [record.value for record in _records(message)]
-
-
-def _records(message: StreamMessage[Any]) -> tuple[Message, ...]:
-    # A batch arrives as a tuple of records from Kafka and as a list from TestKafkaBroker.
-    raw = message.raw_message
-    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
 
 
 def build_broker(settings: Settings, topics: Topics, append: Appender,
@@ -139,23 +128,20 @@ def build_broker(settings: Settings, topics: Topics, append: Appender,
     @broker.subscriber(
         topics.executions, batch=True, max_records=kafka.MAX_POLL_RECORDS,
         batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_bodies, title="executions",
+        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=kafka.raw_values, title="executions",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings),
         description="Fills, closes and intent rejections from the broker adapter and the "
                     "position manager, keyed by account.")
     async def on_executions(bodies: list[bytes], message: KafkaMessage) -> None:
         try:
-            dead = await apply_batch(append, sort_batch(_records(message)), counters)
+            dead = await apply_batch(append, sort_batch(kafka.records_of(message)), counters)
         except OPERATING_ERRORS as exc:
             log.warning("ingest: %s; the batch will be read again in %.1fs",
                         type(exc).__name__, RETRY_PAUSE_S)
             await asyncio.sleep(RETRY_PAUSE_S)
             raise
-        for letter in dead:
-            await dead_letters.publish(letter.message.value, key=letter.message.key,
-                                       headers=dict(deadletters.text_headers(letter,
-                                                                             CONSUMER_GROUP)))
+        await deadletters.publish(dead_letters, dead, CONSUMER_GROUP)
 
     return broker
 

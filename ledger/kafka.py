@@ -8,7 +8,10 @@ only after the PostgreSQL transaction committed. Must not import the store or th
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from faststream.message import StreamMessage
 
 from ledger.settings import Settings
 
@@ -65,3 +68,20 @@ def header(headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]] | No
         if key == name:
             return value.decode("utf-8", "replace")
     return None
+
+
+def records_of(message: StreamMessage[Any]) -> tuple[Any, ...]:
+    """Return the Kafka records behind a faststream message (one, or a batch)."""
+    # A batch arrives as a tuple of records from Kafka and as a list from TestKafkaBroker.
+    raw = message.raw_message
+    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+
+
+async def raw_values(message: StreamMessage[Any]) -> Any:
+    """Decode nothing: hand the handler the bytes as they came.
+
+    Validation is the handler's, and a malformed body must reach it (and the dead letters)
+    instead of failing in a decoder and being redelivered forever.
+    """
+    values = [record.value for record in records_of(message)]
+    return values if isinstance(message.raw_message, tuple | list) else values[0]

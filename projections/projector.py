@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
-from faststream.message import StreamMessage
 
 from ledger import deadletters, kafka, metrics, store
 from ledger.db import create_pool
@@ -160,15 +159,6 @@ def _seq(event: Event) -> int:
     return event.sequence
 
 
-async def _raw_bodies(message: StreamMessage[Any]) -> Any:
-    # Bytes as they came: a malformed body must reach the handler and the dead letters.
-    return [record.value for record in _records(message)]
-
-
-def _records(message: StreamMessage[Any]) -> tuple[Any, ...]:
-    # A batch arrives as a tuple of records from Kafka and as a list from TestKafkaBroker.
-    raw = message.raw_message
-    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
 
 
 def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
@@ -182,7 +172,7 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
     @broker.subscriber(
         topics.ledger_events, batch=True, max_records=BATCH_RECORDS_MAX,
         batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=_raw_bodies, title="ledger-events",
+        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=kafka.raw_values, title="ledger-events",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings),
         description="Committed events, per account in sequence order, published by the relay; "
@@ -190,7 +180,7 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
     async def on_ledger_events(bodies: list[bytes], message: KafkaMessage) -> None:
         try:
             async with pool.acquire() as conn:
-                dead = await projector.apply_batch(conn, _records(message))
+                dead = await projector.apply_batch(conn, kafka.records_of(message))
         except BaseException as exc:
             projector.forget()
             if isinstance(exc, OPERATING_ERRORS):
@@ -198,10 +188,7 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
                             type(exc).__name__, RETRY_PAUSE_S)
                 await asyncio.sleep(RETRY_PAUSE_S)
             raise
-        for letter in dead:
-            await dead_letters.publish(letter.message.value, key=letter.message.key,
-                                       headers=dict(deadletters.text_headers(letter,
-                                                                             CONSUMER_GROUP)))
+        await deadletters.publish(dead_letters, dead, CONSUMER_GROUP)
 
     return broker
 
