@@ -99,7 +99,8 @@ async def prefill(conn: asyncpg.Connection, account: str, count: int) -> None:
                FROM generate_series($2::bigint, $3::bigint) AS n""",
             account, start + 1, min(start + step, count))
     await conn.execute("UPDATE streams SET head = $2 WHERE account = $1", account, count)
-    await conn.execute("ANALYZE events")
+    # Done now rather than by autovacuum in the middle of the measurement.
+    await conn.execute("VACUUM (ANALYZE) events")
 
 
 async def append_one(conn: asyncpg.Connection, account: str, events: list[Event]) -> list[float]:
@@ -132,7 +133,7 @@ async def run(quick: bool) -> None:
     rng = random.Random(SEED)
     print(f"# append: seed={SEED} events={events_n} large_store={large_n} one={one_n}", flush=True)
     async with fresh_database() as settings:
-        for account in ("bench_empty", "bench_large", "bench_one", "bench_filler"):
+        for account in ("bench_empty", "bench_one"):
             await commands.add_account(settings, account, None)
         conn = await connect(settings.database_url)
         try:
@@ -142,24 +143,23 @@ async def run(quick: bool) -> None:
             await append_and_copy(conn, "bench_empty", warmup)
             await conn.execute("TRUNCATE events_baseline")
             fills = make_fills("bench_empty", events_n, rng)
+            # Every measured phase starts right after a checkpoint, so none pays for another's
+            # full-page writes.
+            await conn.execute("CHECKPOINT")
             append_rate, copy_rate = await append_and_copy(conn, "bench_empty", fills)
             params = {"events": events_n, "batch_size": BATCH_SIZE, "seed": SEED}
             report("append", append_rate, "events/s", "asyncpg COPY into an equal table",
                    copy_rate, **params)
 
+            await conn.execute("CHECKPOINT")
             wal_before = await wal_bytes(conn)
             duplicate_rate = await append_batches(conn, "bench_empty", fills)
             wal_written = await wal_bytes(conn) - wal_before
             report("append_duplicates", duplicate_rate, "events/s",
                    "asyncpg COPY into an equal table", copy_rate, wal_bytes=wal_written, **params)
 
-            await prefill(conn, "bench_filler", large_n)
-            large_rate = await append_batches(
-                conn, "bench_large", make_fills("bench_large", events_n, rng, prefix="L"))
-            report("append_large_store", large_rate, "events/s", "append on an empty store",
-                   append_rate, store_events=large_n, **params)
-
             singles = make_fills("bench_one", one_n, rng, prefix="O")
+            await conn.execute("CHECKPOINT")
             ours = await append_one(conn, "bench_one", singles)
             bare = await insert_one_baseline(conn, as_rows(singles, 10_000_000))
             report("append_one", one_n / sum(ours), "events/s",
@@ -168,6 +168,32 @@ async def run(quick: bool) -> None:
                    baseline_p99_ms=percentile(bare, 0.99) * 1000, events=one_n)
         finally:
             await conn.close()
+    await large_store(events_n, large_n, rng)
+
+
+async def large_store(events_n: int, large_n: int, rng: random.Random) -> None:
+    """Append rate on a store of large_n events against the rate on an empty one.
+
+    In a database of its own, so that nothing else measured (the COPY baseline's table) competes
+    for the buffer cache.
+    """
+    async with fresh_database() as settings:
+        for account in ("bench_small", "bench_large", "bench_filler"):
+            await commands.add_account(settings, account, None)
+        conn = await connect(settings.database_url)
+        try:
+            await conn.execute("SET plan_cache_mode = force_custom_plan")
+            small = make_fills("bench_small", events_n, rng, prefix="E")
+            large = make_fills("bench_large", events_n, rng, prefix="L")
+            await conn.execute("CHECKPOINT")
+            empty_rate = await append_batches(conn, "bench_small", small)
+            await prefill(conn, "bench_filler", large_n)
+            await conn.execute("CHECKPOINT")
+            large_rate = await append_batches(conn, "bench_large", large)
+        finally:
+            await conn.close()
+    report("append_large_store", large_rate, "events/s", "append on an empty store",
+           empty_rate, store_events=large_n, events=events_n, batch_size=BATCH_SIZE, seed=SEED)
 
 
 def main() -> None:

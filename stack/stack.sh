@@ -112,8 +112,9 @@ SELECT 'CREATE ROLE $ADMIN_ROLE LOGIN CREATEROLE CREATEDB PASSWORD ''$ADMIN_PASS
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$ADMIN_ROLE') \gexec
 SELECT 'CREATE DATABASE $DATABASE OWNER $ADMIN_ROLE'
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$DATABASE') \gexec
--- Lets the administrator end account and service sessions, e.g. to drop a test database.
-GRANT pg_signal_backend TO $ADMIN_ROLE;
+-- Lets the administrator end account and service sessions, e.g. to drop a test database, and
+-- start a checkpoint, so that benchmarks measure each phase from the same point.
+GRANT pg_signal_backend, pg_checkpoint TO $ADMIN_ROLE;
 EOF
 }
 
