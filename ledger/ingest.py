@@ -31,6 +31,8 @@ from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 
 CONSUMER_GROUP = "ledger-ingest"
+# One database transaction per account per batch: larger batches mean fewer commits to wait for.
+BATCH_RECORDS_MAX = 2000
 POLL_TIMEOUT_MS = 500
 RETRY_PAUSE_S = 2.0
 # What a broker adapter or position manager may report; decisions and settings come from
@@ -126,7 +128,7 @@ def build_broker(settings: Settings, topics: Topics, append: Appender,
     # NACK_ON_ERROR: offsets are committed only when the handler returned, that is after the
     # database commit and the dead letters' acknowledgement; an error rewinds to the batch start.
     @broker.subscriber(
-        topics.executions, batch=True, max_records=kafka.MAX_POLL_RECORDS,
+        topics.executions, batch=True, max_records=BATCH_RECORDS_MAX,
         batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR, decoder=kafka.raw_values, title="executions",
         session_timeout_ms=settings.kafka_session_timeout_ms,
