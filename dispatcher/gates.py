@@ -29,6 +29,9 @@ GATES = (PROJECTION_STALE, TRADING_HALTED, LIMITS_NOT_SET, MAX_ORDER_NOTIONAL,
          MAX_OPEN_POSITIONS, MAX_EXPOSURE, DAILY_LOSS_LIMIT)
 
 _CENT = Decimal("0.01")
+# Figures are compared exactly but recorded to this many places: an average like 1.41666…
+# carries 38 digits, more than an event's decimal field accepts.
+_FIGURE_STEP = Decimal("1e-10")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,11 +115,11 @@ def _halted(state: AccountState) -> GateResult:
 def _at_most(gate: str, value: Decimal, limit: Decimal | None, what: str,
              limit_text: str | None = None) -> GateResult:
     if limit is None:
-        return GateResult(gate=gate, passed=True, value=value, limit=None,
+        return GateResult(gate=gate, passed=True, value=_figure(value), limit=None,
                           reason=f"{what}: no limit set")
     passed = value <= limit
     shown = limit_text if limit_text is not None else _money(limit)
-    return GateResult(gate=gate, passed=passed, value=value, limit=limit,
+    return GateResult(gate=gate, passed=passed, value=_figure(value), limit=limit,
                       reason=f"{what} {'<=' if passed else '>'} {shown}")
 
 
@@ -124,13 +127,20 @@ def _daily_loss(state: AccountState, now: datetime, limit: Decimal | None) -> Ga
     # The fold books P&L by UTC day: the same instant in another zone is the same day here.
     loss = -state.realized_pnl_on(now.astimezone(UTC).date())
     if limit is None:
-        return GateResult(gate=DAILY_LOSS_LIMIT, passed=True, value=loss, limit=None,
+        return GateResult(gate=DAILY_LOSS_LIMIT, passed=True, value=_figure(loss), limit=None,
                           reason="Daily loss: no limit set")
     # Trading stops once the day's realised loss has reached the limit.
     passed = loss < limit
-    return GateResult(gate=DAILY_LOSS_LIMIT, passed=passed, value=loss, limit=limit,
+    return GateResult(gate=DAILY_LOSS_LIMIT, passed=passed, value=_figure(loss), limit=limit,
                       reason=f"Daily loss {_money(loss)} {'<' if passed else '>='} "
                              f"{_money(limit)}")
+
+
+def _figure(value: Decimal | None) -> Decimal | None:
+    """Return a figure as recorded: exact unless it has more than ten decimal places."""
+    if value is None or value.as_tuple().exponent >= -10:  # type: ignore[operator]
+        return value
+    return value.quantize(_FIGURE_STEP, rounding=ROUND_HALF_EVEN)
 
 
 def _money(amount: Decimal) -> str:

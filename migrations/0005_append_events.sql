@@ -46,6 +46,13 @@ BEGIN
                WHERE e.account = p_account AND e.event_id = p_event_ids[1])
        OR EXISTS (SELECT 1 FROM events e
                   WHERE e.account = p_account AND e.natural_key = p_natural_keys[1]) THEN
+        -- Every id already stored (a whole batch redelivered): one index probe each, done.
+        IF (SELECT count(*) FROM unnest(p_event_ids) AS k(event_id)
+            CROSS JOIN LATERAL (SELECT 1 FROM events e
+                                WHERE e.account = p_account AND e.event_id = k.event_id
+                                LIMIT 1) AS s) = v_size THEN
+            RETURN;
+        END IF;
         appended := ledger_append_filtered(p_account, previous_head, p_event_ids, p_types,
                                            p_natural_keys, p_occurred_at, p_data);
         IF cardinality(appended) > 0 THEN

@@ -10,7 +10,9 @@ notional and daily loss limits), account states either folded from random stored
 (fills on both sides, partial and full closes, intents issued, filled, rejected and expired,
 halts, across two UTC days, through the JSON contract and `with_ledger_fields`) or constructed
 directly from random positions and pending intents, and signals (quantity 1..20, limit price
-$0.01..$50.00, multiplier 1 or 100) decoded from JSON. Each property calls the pure `evaluate`
+$0.01..$50.00, multiplier 1 or 100) decoded from JSON. Fills of one position and side share one
+price, so that average prices terminate: a repeating one is a separate, known crash, pinned by an
+xfail in tests/unit/test_gates.py. Each property calls the pure `evaluate`
 and checks its decision against the state's own figures; the burst folds every decision and
 every reservation back into the state, as the dispatcher's transaction does.
 """
@@ -231,19 +233,25 @@ def histories(draw: st.DrawFn) -> list[Event]:
     day_break = draw(st.integers(0, length))
     events: list[Event] = []
     pending: list[str] = []
+    # One price per position and side, so that every average entry price terminates: a
+    # repeating one crashes the gates (see the xfail in tests/unit/test_gates.py), and these
+    # properties are about the limits.
+    price_by_holding = {(position_id, side): draw(held_prices)
+                        for position_id in POSITION_IDS for side in SIDES}
     for index in range(length):
         at = (YESTERDAY if index < day_break else TODAY) + timedelta(minutes=index)
         kind = draw(st.sampled_from(KINDS))
         if kind == "fill":
             position_id = draw(st.sampled_from(POSITION_IDS))
+            side = draw(sides)
             data: dict[str, Any] = {
                 "fill_id": f"X-{index}",
                 "position_id": position_id,
                 "symbol": f"{SYMBOL} {position_id}",
                 "instrument": "option",
-                "side": draw(sides),
+                "side": side,
                 "quantity": str(draw(held_quantities)),
-                "price": text(draw(held_prices)),
+                "price": text(price_by_holding[position_id, side]),
                 "multiplier": MULTIPLIER_BY_POSITION[position_id],
             }
             resolves_intent = draw(st.booleans())

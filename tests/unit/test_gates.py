@@ -51,9 +51,9 @@ def folded(*events: Event) -> AccountState:
 
 
 def fill(position_id: str, *, quantity: str = "1", price: str = "1.00", multiplier: str = "100",
-         symbol: str = SYMBOL, occurred_at: str = MORNING) -> Event:
+         symbol: str = SYMBOL, occurred_at: str = MORNING, fill_id: str | None = None) -> Event:
     data = {
-        "fill_id": f"X-{position_id}",
+        "fill_id": fill_id or f"X-{position_id}",
         "position_id": position_id,
         "symbol": symbol,
         "instrument": "option",
@@ -65,8 +65,11 @@ def fill(position_id: str, *, quantity: str = "1", price: str = "1.00", multipli
     return unstored("OrderFilled", data, occurred_at=occurred_at)
 
 
-def close(position_id: str, *, price: str, occurred_at: str = MORNING) -> Event:
+def close(position_id: str, *, price: str, quantity: str | None = None,
+          occurred_at: str = MORNING) -> Event:
     data = {"position_id": position_id, "price": price, "reason": "stop_loss"}
+    if quantity is not None:
+        data["quantity"] = quantity
     return unstored("PositionClosed", data, occurred_at=occurred_at)
 
 
@@ -478,6 +481,26 @@ def test_evaluate_when_today_is_profitable_reports_a_negative_loss_and_allows() 
     # Assert
     assert decision.allowed is True
     assert gate(decision, gates.DAILY_LOSS_LIMIT).value == Decimal("-200")
+
+
+def test_evaluate_when_loss_under_a_dollar_has_a_repeating_average_returns_a_decision() -> None:
+    # Arrange: 3 puts at $0.40, $0.40, $0.45 (average $0.41666...), 1 sold at $0.41:
+    # realised -$0.6666... (no daily loss limit is needed: the gate always reports the loss).
+    state = folded(
+        limits(5, "10000"),
+        fill("P-1", fill_id="X-1", price="0.40"),
+        fill("P-1", fill_id="X-2", price="0.40"),
+        fill("P-1", fill_id="X-3", price="0.45"),
+        close("P-1", price="0.41", quantity="1"),
+    )
+    assert -Decimal("0.67") < state.realized_pnl_on(NOW.date()) < -Decimal("0.66")
+
+    # Act
+    decision = evaluate(state, signal(), NOW, current(state))
+
+    # Assert
+    assert decision.allowed is True
+    assert gate(decision, gates.DAILY_LOSS_LIMIT).passed is True
 
 
 def test_evaluate_when_now_is_same_instant_in_another_timezone_still_blocks_daily_loss() -> None:
