@@ -23,6 +23,7 @@ from ledger.asyncapi import describe as describe_asyncapi
 from ledger.errors import LedgerError
 from ledger.runtime import configure_logging
 from ledger.settings import Settings, load_settings
+from projections import rebuild as rebuild_module
 from projections.breaches import has_breach
 
 T = TypeVar("T")
@@ -247,10 +248,14 @@ def rebuild(
     verify: Annotated[bool, typer.Option("--verify", help="Compare the live projection with a "
                                          "rebuild instead of writing; exit 3 on a difference.")]
     = False,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=rebuild_module.JOBS_MAX,
+                                      help="Worker processes, each rebuilding whole accounts "
+                                           "(default: one per core).")]
+    = min(os.cpu_count() or 1, rebuild_module.JOBS_MAX),
     database_url: DatabaseUrl = None,
 ) -> None:
     """Rebuild projections from the store, one short transaction per account."""
-    found = _run(commands.rebuild_projections(_settings(database_url), account, verify))
+    found = _run(commands.rebuild_projections(_settings(database_url), account, verify, jobs))
     for difference in found:
         typer.echo(str(difference))
     if verify:

@@ -279,8 +279,8 @@ def print_positions(document: dict[str, Any], json_output: bool) -> None:
         console.print(pending)
 
 
-async def rebuild_projections(settings: Settings, account: str | None,
-                              verify: bool) -> list[tables.Difference]:
+async def rebuild_projections(settings: Settings, account: str | None, verify: bool,
+                              jobs: int = 1) -> list[tables.Difference]:
     """Rebuild (or, with verify, compare) projections; return differences found by verify."""
     if account is not None:
         validate_account_name(account)
@@ -296,6 +296,9 @@ async def rebuild_projections(settings: Settings, account: str | None,
                       transient=True, disable=not console.is_terminal) as progress:
             task = progress.add_task("verifying" if verify else "rebuilding",
                                      total=sum(head for _, head in targets))
+            if jobs > 1 and len(targets) > 1:
+                return await rebuild.rebuild_many(settings.database_url, targets, verify=verify,
+                                                  jobs=jobs, progress=_advance(progress, task))
             for name, head in targets:
                 if verify:
                     found.extend(await rebuild.verify_account(conn, name))

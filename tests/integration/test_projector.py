@@ -232,3 +232,33 @@ def test_positions_when_account_is_unknown_exits_1(settings: Settings) -> None:
 
 
 
+
+
+async def test_rebuild_with_two_jobs_when_one_account_was_tampered_finds_and_repairs_it(
+    setup: tuple[Settings, Topics, str], admin: asyncpg.Connection,
+    account_name: Callable[[str], str],
+) -> None:
+    settings, _, first = setup
+    accounts = [first, account_name("jobs_b"), account_name("jobs_c")]
+    for index, account in enumerate(accounts):
+        if index:
+            await commands.add_account(settings, account, None)
+        await store.append(admin, account, history(account, random.Random(index), 40))
+    assert run_cli(settings, "rebuild", "--jobs", "2").returncode == 0
+    await admin.execute("UPDATE projection_accounts SET realized_pnl_total = 12345 "
+                        "WHERE account = $1", accounts[1])
+
+    verify = run_cli(settings, "rebuild", "--verify", "--jobs", "2")
+    repair = run_cli(settings, "rebuild", "--jobs", "2")
+    again = run_cli(settings, "rebuild", "--verify", "--jobs", "2")
+
+    assert verify.returncode == 3, verify.stdout + verify.stderr
+    lines = verify.stdout.decode().splitlines()
+    expected = (await rebuild.fold_stream(admin, accounts[1])).realized_pnl_total
+    assert lines[0] == (f"{accounts[1]} projection_accounts realized_pnl_total: live 12345, "
+                        f"rebuilt {expected}")
+    assert repair.returncode == 0, repair.stderr
+    assert again.returncode == 0, again.stdout + again.stderr
+    for account in accounts:
+        assert await tables.load_state(admin, account) == \
+            await rebuild.fold_stream(admin, account)
