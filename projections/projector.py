@@ -65,8 +65,12 @@ class Projector:
     counters: ProjectorCounters = field(default_factory=ProjectorCounters)
     cache: dict[str, AccountState] = field(default_factory=dict)
 
-    async def apply_batch(self, conn: Conn, records: Sequence[Any]) -> list[DeadLetter]:
-        """Apply a batch; return the messages refused (malformed, unknown, not in the store)."""
+    async def apply_batch(self, pool: asyncpg.Pool, records: Sequence[Any]) -> list[DeadLetter]:
+        """Apply a batch; return the messages refused (malformed, unknown, not in the store).
+
+        Accounts are independent (a transaction never spans two), so their transactions run
+        side by side on connections of their own and their round trips overlap.
+        """
         dead: list[DeadLetter] = []
         by_account: dict[str, list[tuple[Any, Event]]] = {}
         for record in records:
@@ -76,12 +80,17 @@ class Projector:
                 dead.append(DeadLetter(message=record, reason=str(exc)))
                 continue
             by_account.setdefault(event.account, []).append((record, event))
-        for account, items in by_account.items():
-            async with conn.transaction():
-                dead.extend(await self._apply_account(conn, account, items))
+        refused = await asyncio.gather(*(self._apply_in_transaction(pool, account, items)
+                                         for account, items in by_account.items()))
+        dead.extend(letter for letters in refused for letter in letters)
         self.counters.dead_letters += len(dead)
         metrics.DEAD_LETTERS.labels(CONSUMER_GROUP).inc(len(dead))
         return dead
+
+    async def _apply_in_transaction(self, pool: asyncpg.Pool, account: str,
+                                    items: list[tuple[Any, Event]]) -> list[DeadLetter]:
+        async with pool.acquire() as conn, conn.transaction():
+            return await self._apply_account(conn, account, items)
 
     async def _apply_account(self, conn: Conn, account: str,
                              items: list[tuple[Any, Event]]) -> list[DeadLetter]:
@@ -179,8 +188,7 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
                     "headers account, sequence, event_id, type.")
     async def on_ledger_events(bodies: list[bytes], message: KafkaMessage) -> None:
         try:
-            async with pool.acquire() as conn:
-                dead = await projector.apply_batch(conn, kafka.records_of(message))
+            dead = await projector.apply_batch(pool, kafka.records_of(message))
         except BaseException as exc:
             projector.forget()
             if isinstance(exc, OPERATING_ERRORS):
