@@ -18,12 +18,11 @@ from uuid import uuid4
 
 import typer
 
-from ledger import commands
+from ledger import commands, workers
 from ledger.asyncapi import describe as describe_asyncapi
 from ledger.errors import LedgerError
 from ledger.runtime import configure_logging
 from ledger.settings import Settings, load_settings
-from projections import rebuild as rebuild_module
 from projections.breaches import has_breach
 
 T = TypeVar("T")
@@ -248,10 +247,10 @@ def rebuild(
     verify: Annotated[bool, typer.Option("--verify", help="Compare the live projection with a "
                                          "rebuild instead of writing; exit 3 on a difference.")]
     = False,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, max=rebuild_module.JOBS_MAX,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=workers.JOBS_MAX,
                                       help="Worker processes, each rebuilding whole accounts "
                                            "(default: one per core).")]
-    = min(os.cpu_count() or 1, rebuild_module.JOBS_MAX),
+    = min(os.cpu_count() or 1, workers.JOBS_MAX),
     database_url: DatabaseUrl = None,
 ) -> None:
     """Rebuild projections from the store, one short transaction per account."""
@@ -293,6 +292,10 @@ def audit(
     json_output: JsonFlag = False,
     plot: Annotated[Path | None, typer.Option("--plot", dir_okay=False,
                                               help="Write a PNG chart here.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=workers.JOBS_MAX,
+                                      help="Worker processes, each replaying whole accounts "
+                                           "(default: one per core).")]
+    = min(os.cpu_count() or 1, workers.JOBS_MAX),
     database_url: DatabaseUrl = None,
 ) -> None:
     """Replay history, report every limit breach, draw exposure and positions against limits.
@@ -302,7 +305,7 @@ def audit(
     for name, moment in (("--from", from_), ("--to", to)):
         if moment is not None and moment.utcoffset() is None:
             raise typer.BadParameter(f"{name} needs a timezone, e.g. +00:00 or Z")
-    audits = _run(commands.audit(_settings(database_url), account, from_, to))
+    audits = _run(commands.audit(_settings(database_url), account, from_, to, jobs))
     commands.print_audit(audits, json_output, plot)
     if has_breach(audits):
         raise typer.Exit(3)

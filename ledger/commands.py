@@ -404,11 +404,21 @@ def print_dispatch(report: DispatchReport, json_output: bool) -> None:
 
 
 async def audit(settings: Settings, account: str | None, window_from: datetime | None,
-                window_to: datetime | None) -> list[AccountAudit]:
+                window_to: datetime | None, jobs: int = 1) -> list[AccountAudit]:
     """Replay the store and find every breach, with a progress bar on stderr."""
     console = Console(stderr=True)
     async with admin_connection(settings) as conn:
-        total = sum((await store.read_heads(conn)).values())
+        heads = await store.read_heads(conn)
+        total = sum(heads.values())
+        if account is None and jobs > 1 and len(heads) > 1:
+            with Progress("[progress.description]{task.description}", BarColumn(),
+                          MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                          transient=True, disable=not console.is_terminal) as progress:
+                task = progress.add_task("replaying", total=total)
+                return await audit_module.audit_many(
+                    settings.database_url, list(heads.items()), jobs=jobs,
+                    window_from=window_from, window_to=window_to,
+                    progress=_advance(progress, task))
         with Progress("[progress.description]{task.description}", BarColumn(),
                       MofNCompleteColumn(), TimeRemainingColumn(), console=console,
                       transient=True, disable=not console.is_terminal) as progress:

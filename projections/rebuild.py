@@ -10,15 +10,14 @@ travel folds the stream up to a moment. Must not import Kafka clients or the CLI
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import multiprocessing
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import takewhile
 from typing import TYPE_CHECKING
 
-from ledger import store
+from ledger import store, workers
 from ledger.db import connect
 from projections import tables
 from projections.fold import AccountState, fold, initial_state
@@ -100,25 +99,8 @@ async def accounts(conn: Conn) -> list[tuple[str, int]]:
 
 # --- Several accounts, several processes --------------------------------------------------------
 
-# Work handed to one worker process at a time: enough events to dwarf its connection set-up.
-CHUNK_EVENTS = 50_000
-JOBS_MAX = 8
 
-
-def chunks(targets: list[tuple[str, int]], chunk_events: int = CHUNK_EVENTS) -> list[list[str]]:
-    """Group accounts (with their heads) into chunks of about chunk_events events each."""
-    grouped: list[list[str]] = []
-    size = chunk_events
-    for account, head in sorted(targets, key=lambda target: -target[1]):
-        if size >= chunk_events:
-            grouped.append([])
-            size = 0
-        grouped[-1].append(account)
-        size += max(head, 1)
-    return grouped
-
-
-def _work_chunk(dsn: str, accounts: list[str], verify: bool) -> list[tables.Difference]:
+def _work_chunk(dsn: str, verify: bool, accounts: list[str]) -> list[tables.Difference]:
     """Rebuild or verify a chunk of accounts in a worker process of its own."""
     return asyncio.run(_work_chunk_async(dsn, accounts, verify))
 
@@ -141,25 +123,15 @@ async def _work_chunk_async(dsn: str, accounts: list[str],
 
 async def rebuild_many(dsn: str, targets: list[tuple[str, int]], *, verify: bool, jobs: int,
                        progress: Progress | None = None) -> list[tables.Difference]:
-    """Rebuild or verify many accounts with `jobs` worker processes (each account in one).
-
-    Decoding and folding are CPU-bound Python; accounts are independent, so spreading them over
-    processes uses every core. Each chunk is one short transaction per account, as ever.
-    """
+    """Rebuild or verify many accounts with `jobs` worker processes (each account in one)."""
     heads = dict(targets)
-    loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")  # no fork of a process running an event loop
     found: list[tables.Difference] = []
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        work = {asyncio.ensure_future(loop.run_in_executor(pool, _work_chunk, dsn, chunk,
-                                                           verify)): chunk
-                for chunk in chunks(targets)}
-        waiting = set(work)
-        while waiting:
-            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            for future in done:
-                found.extend(future.result())
-                if progress is not None:
-                    progress(sum(heads[account] for account in work[future]))
+
+    def done(chunk: list[str], differences: list[tables.Difference]) -> None:
+        found.extend(differences)
+        if progress is not None:
+            progress(sum(heads[account] for account in chunk))
+
+    await workers.run_chunks(functools.partial(_work_chunk, dsn, verify), targets, jobs, done)
     return sorted(found, key=lambda difference: (difference.account, difference.table,
                                                  difference.key))

@@ -92,3 +92,16 @@ def test_audit_when_history_stays_within_limits_exits_0(
     document = json.loads(result.stdout)["accounts"][0]
     assert document["breaches"] == []
     assert (document["peak_open_positions"], document["peak_exposure"]) == (2, "3000.00")
+
+
+def test_audit_with_two_jobs_reports_exactly_what_one_job_reports(
+    settings: Settings, incident: str,
+) -> None:
+    one = run_cli(settings, "audit", "--json", "--jobs", "1")
+    two = run_cli(settings, "audit", "--json", "--jobs", "2")
+
+    assert one.returncode == two.returncode == 3
+    assert json.loads(two.stdout) == json.loads(one.stdout)
+    accounts = [entry["account"] for entry in json.loads(two.stdout)["accounts"]]
+    assert accounts == sorted(accounts)
+    assert "incident" in accounts
