@@ -7,7 +7,14 @@ import asyncio
 import os
 import platform
 
-from bench import bench_append, bench_decide, bench_pipeline, bench_projections, summary
+from bench import (
+    bench_append,
+    bench_decide,
+    bench_e2e,
+    bench_pipeline,
+    bench_projections,
+    summary,
+)
 from bench.common import OUT_DIR, commit
 
 
@@ -22,6 +29,7 @@ def main() -> None:
     asyncio.run(bench_pipeline.run(args.quick))
     asyncio.run(bench_projections.run(args.quick))
     asyncio.run(bench_decide.run(args.quick))
+    asyncio.run(bench_e2e.run(args.quick))
     print(f"# summary: {summary.write()}", flush=True)
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from dispatcher.decide import DispatcherConfig, StateCache, decide, expire_due
+from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide, expire_due
 from ledger import deadletters, kafka, metrics
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     import asyncpg
 
 EXPIRY_INTERVAL_S = 1.0
+SIGNAL_BATCH_MAX = 200
+POLL_MS = 50
 RETRY_PAUSE_S = 1.0
 
 log = logging.getLogger("ledger.dispatcher")
@@ -76,6 +78,21 @@ def _signal_of(record: Any, account: str) -> Signal | None:
     return signal
 
 
+def _count(counters: DispatcherCounters, account: str, outcome: Outcome) -> None:
+    if outcome.duplicate:
+        counters.duplicates += 1
+        metrics.DECISIONS.labels(account, "duplicate", "").inc()
+    elif outcome.allowed:
+        counters.allowed += 1
+        metrics.DECISIONS.labels(account, "allowed", "").inc()
+        metrics.EVENTS_APPENDED.labels("dispatcher").inc(2)
+    else:
+        code = outcome.code or "unknown"
+        counters.blocked[code] = counters.blocked.get(code, 0) + 1
+        metrics.DECISIONS.labels(account, "blocked", code).inc()
+        metrics.EVENTS_APPENDED.labels("dispatcher").inc(1)
+
+
 def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
                  pool: asyncpg.Pool, counters: DispatcherCounters,
                  clock: Clock = utc_now) -> KafkaBroker:
@@ -87,15 +104,22 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
     dead_letters = broker.publisher(topics.dead_letters, title="dead-letters")
     cache = StateCache()
 
+    # A batch per poll, decided signal by signal in order, each in its own transaction; offsets
+    # are committed once the whole batch is decided (an error rewinds to the batch start, and
+    # the signals already decided are recognised by their signal_id).
     @broker.subscriber(
-        topics.signals, group_id=consumer_group(config.account), auto_offset_reset="earliest",
+        topics.signals, batch=True, max_records=SIGNAL_BATCH_MAX, batch_timeout_ms=POLL_MS,
+        group_id=consumer_group(config.account), auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR, decoder=kafka.raw_values, title="signals",
         description="Strategies' signals keyed by account: {signal_id, account, occurred_at, "
                     "symbol, instrument, side, quantity, limit_price, multiplier}.",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings))
-    async def on_signal(body: Any, message: KafkaMessage) -> None:
-        (record,) = kafka.records_of(message)
+    async def on_signals(bodies: Any, message: KafkaMessage) -> None:
+        for record in kafka.records_of(message):
+            await _handle(record)
+
+    async def _handle(record: Any) -> None:
         try:
             signal = _signal_of(record, config.account)
         except InvalidEvent as exc:
@@ -117,18 +141,7 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
                         config.account, type(exc).__name__, RETRY_PAUSE_S)
             await asyncio.sleep(RETRY_PAUSE_S)
             raise
-        if outcome.duplicate:
-            counters.duplicates += 1
-            metrics.DECISIONS.labels(config.account, "duplicate", "").inc()
-        elif outcome.allowed:
-            counters.allowed += 1
-            metrics.DECISIONS.labels(config.account, "allowed", "").inc()
-            metrics.EVENTS_APPENDED.labels("dispatcher").inc(2)
-        else:
-            code = outcome.code or "unknown"
-            counters.blocked[code] = counters.blocked.get(code, 0) + 1
-            metrics.DECISIONS.labels(config.account, "blocked", code).inc()
-            metrics.EVENTS_APPENDED.labels("dispatcher").inc(1)
+        _count(counters, config.account, outcome)
 
     return broker
 

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ledger import kafka, store
 from ledger.db import connect
@@ -41,12 +40,11 @@ async def follow(
     stop = stop if stop is not None else asyncio.Event()
     topics = await ensure_topics(settings)
     conn = await connect(account_dsn(settings, account))
-    # No consumer group: a follower reads everything and commits nothing.
-    consumer = kafka.consumer(settings, group_id=None,
-                              client_id=f"ledger-follow-{uuid.uuid4().hex[:8]}")
+    # No consumer group: a follower reads everything and commits nothing. The end offsets are
+    # taken before the store is read, so nothing published during the catch-up is missed.
+    consumer = await kafka.reader_at_end(settings, topics.ledger_events,
+                                         client_id=f"ledger-follow-{uuid.uuid4().hex[:8]}")
     try:
-        await consumer.start()
-        await _position_at_end(consumer, topics.ledger_events)
         last = from_sequence - 1
         async for event in _from_store(conn, account, last):
             last = _sequence(event)
@@ -70,16 +68,6 @@ async def follow(
     finally:
         await consumer.stop()
         await conn.close()
-
-
-async def _position_at_end(consumer: AIOKafkaConsumer, topic: str) -> None:
-    await consumer.topics()  # refreshes metadata, so the partition list below is current
-    numbers = consumer.partitions_for_topic(topic) or set()
-    partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
-    consumer.assign(partitions)
-    ends = await consumer.end_offsets(partitions)
-    for partition, offset in ends.items():
-        consumer.seek(partition, offset)
 
 
 async def _from_store(conn: asyncpg.Connection, account: str, after: int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faststream.message import StreamMessage
 
 from ledger.settings import Settings
@@ -85,3 +86,31 @@ async def raw_values(message: StreamMessage[Any]) -> Any:
     """
     values = [record.value for record in records_of(message)]
     return values if isinstance(message.raw_message, tuple | list) else values[0]
+
+
+ASSIGNMENT_POLLS_MAX = 100
+ASSIGNMENT_POLL_MS = 100
+
+
+async def reader_at_end(settings: Settings, topic: str, client_id: str) -> AIOKafkaConsumer:
+    """Return a consumer without a group, reading every partition of a topic from its end.
+
+    Subscribing (rather than assigning from the metadata the client had at start) also finds a
+    topic created a moment earlier; the explicit seek makes "the end" the moment this returns.
+
+    Raises:
+        KafkaError: the topic's partitions were not assigned within the polls allowed.
+    """
+    reader = consumer(settings, group_id=None, client_id=client_id)
+    await reader.start()
+    reader.subscribe([topic])
+    for _ in range(ASSIGNMENT_POLLS_MAX):
+        if reader.assignment():
+            break
+        await reader.getmany(timeout_ms=ASSIGNMENT_POLL_MS)
+    else:
+        await reader.stop()
+        raise KafkaError(f"topic {topic!r} was not assigned to a reader")
+    for partition, offset in (await reader.end_offsets(list(reader.assignment()))).items():
+        reader.seek(partition, offset)
+    return reader
