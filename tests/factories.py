@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from ledger.events import Event, decode_event
@@ -41,3 +42,16 @@ def close(account: str, position_id: str, price: str = "7.00", *,
           occurred_at: str = MORNING) -> Event:
     data = {"position_id": position_id, "price": price, "reason": "take_profit"}
     return decode_event(event_json(account, "PositionClosed", data, occurred_at=occurred_at))
+
+
+def signal_evaluated_data(account: str, index: int, at: datetime, *,
+                          allowed: bool) -> dict[str, Any]:
+    """The data of a SignalEvaluated for signal S-index: a fold changes nothing but sequence."""
+    signal = {
+        "signal_id": f"S-{index}", "account": account,
+        "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "symbol": "SYM-P-0",
+        "instrument": "option", "side": "long", "quantity": "1", "limit_price": "1.00",
+        "multiplier": "100",
+    }
+    return {"signal_id": f"S-{index}", "signal": signal, "allowed": allowed, "gates": [],
+            "as_of_sequence": index}

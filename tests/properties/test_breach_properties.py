@@ -43,6 +43,7 @@ from projections.breaches import (
     audit_events,
 )
 from projections.fold import AccountState, apply, fold, initial_state
+from tests.factories import signal_evaluated_data
 
 ACCOUNT = "large"
 START = datetime(2026, 2, 3, 14, 30, tzinfo=UTC)
@@ -168,28 +169,8 @@ def event_data(
         if draw(st.booleans()):
             return "TradingHalted", {"reason": "operator"}
         return "TradingResumed", {}
-    return "SignalEvaluated", signal_evaluated_data(index, at)
+    return "SignalEvaluated", signal_evaluated_data(ACCOUNT, index, at, allowed=False)
 
-
-def signal_evaluated_data(index: int, at: datetime) -> dict[str, Any]:
-    signal = {
-        "signal_id": f"S-{index}",
-        "account": ACCOUNT,
-        "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "symbol": "SYM-P-0",
-        "instrument": "option",
-        "side": "long",
-        "quantity": "1",
-        "limit_price": "1.00",
-        "multiplier": "100",
-    }
-    return {
-        "signal_id": f"S-{index}",
-        "signal": signal,
-        "allowed": False,
-        "gates": [],
-        "as_of_sequence": index,
-    }
 
 
 @st.composite

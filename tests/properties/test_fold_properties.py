@@ -35,6 +35,7 @@ from ledger.events import (
     with_ledger_fields,
 )
 from projections.fold import AccountState, ForeignEvent, apply, fold, initial_state
+from tests.factories import signal_evaluated_data
 
 ACCOUNT = "large"
 OTHER_ACCOUNT = "small"
@@ -143,28 +144,8 @@ def event_data(
         if draw(st.booleans()):
             return "TradingHalted", {"reason": "operator"}
         return "TradingResumed", {}
-    return "SignalEvaluated", signal_evaluated_data(index, at)
+    return "SignalEvaluated", signal_evaluated_data(ACCOUNT, index, at, allowed=True)
 
-
-def signal_evaluated_data(index: int, at: datetime) -> dict[str, Any]:
-    signal = {
-        "signal_id": f"S-{index}",
-        "account": ACCOUNT,
-        "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "symbol": "SYM-P-0",
-        "instrument": "option",
-        "side": "long",
-        "quantity": "1",
-        "limit_price": "1.00",
-        "multiplier": "100",
-    }
-    return {
-        "signal_id": f"S-{index}",
-        "signal": signal,
-        "allowed": True,
-        "gates": [],
-        "as_of_sequence": index,
-    }
 
 
 @st.composite
