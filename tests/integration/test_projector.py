@@ -115,6 +115,35 @@ async def test_projector_when_messages_repeat_reorder_vanish_and_lie_projects_th
     assert all(kafka.header(m.headers, "dlq.consumer") == "ledger-projector" for m in dead)
 
 
+async def test_projector_when_a_forged_message_fills_an_otherwise_complete_run_uses_the_store(
+    setup: tuple[Settings, Topics, str], admin: asyncpg.Connection, tmp_path: Path,
+) -> None:
+    settings, topics, account = setup
+    await store.append(admin, account, history(account, random.Random(11), 20))
+    stored = await store.read_stream(admin, account)
+    wire = [encode_event(e) for e in stored]
+    forged = json.loads(wire[5])
+    forged["event_id"] = str(uuid.uuid4())
+    forged["type"], forged["data"] = "TradingHalted", {"reason": "forged"}
+    # Every sequence is on the topic exactly once; one of them carries a lie.
+    await produce_raw(settings, topics.ledger_events, account,
+                      [*wire[:5], json.dumps(forged).encode(), *wire[6:]])
+    projector = LedgerProcess(settings, tmp_path, "projector").start()
+    try:
+        await eventually(lambda: _equals(projected(admin, account), len(stored)),
+                         SETTLE_TIMEOUT_S)
+        dead = await read_topic(settings, topics.dead_letters, 1)
+    finally:
+        projector.stop()
+
+    live = await tables.load_state(admin, account)
+    assert live.halted is False
+    assert live == await rebuild.fold_stream(admin, account)
+    reasons = [kafka.header(m.headers, "dlq.reason") or "" for m in dead]
+    assert len(reasons) == 1
+    assert reasons[0].startswith("event_id: ")
+
+
 async def _equals(value: asyncio.Future[int] | object, target: int) -> bool:
     return bool(await value == target)  # type: ignore[misc]
 
