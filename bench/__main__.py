@@ -16,12 +16,15 @@ from bench import (
     summary,
 )
 from bench.common import OUT_DIR, commit
+from ledger.runtime import tune_gc
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run every benchmark against the local stack.")
     parser.add_argument("--quick", action="store_true", help="Smaller sizes, a few minutes.")
     args = parser.parse_args()
+    # As every `ledger` command does: the in-process benchmarks measure the services' settings.
+    tune_gc()
     print(f"# machine: {platform.platform()} cpus={os.cpu_count()} commit={commit()}", flush=True)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUT_DIR / "results.jsonl").unlink(missing_ok=True)

@@ -21,7 +21,7 @@ import typer
 from ledger import commands, workers
 from ledger.asyncapi import describe as describe_asyncapi
 from ledger.errors import LedgerError
-from ledger.runtime import configure_logging
+from ledger.runtime import configure_logging, tune_gc
 from ledger.settings import Settings, load_settings
 from projections.breaches import has_breach
 
@@ -58,6 +58,7 @@ def _run(coro: Awaitable[T]) -> T:
     async def wrapper() -> T:
         return await coro
 
+    tune_gc()
     return asyncio.run(wrapper())
 
 

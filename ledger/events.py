@@ -10,6 +10,7 @@ from natural keys. It is pure: it must not import asyncpg, aiokafka, faststream,
 from __future__ import annotations
 
 import decimal
+import functools
 import json
 import re
 import uuid
@@ -23,12 +24,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     PlainSerializer,
     PlainValidator,
     TypeAdapter,
     ValidationError,
 )
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, ErrorDetails, PydanticCustomError, core_schema
 
 from ledger.errors import InvalidAccountName, InvalidEvent
 
@@ -89,6 +93,59 @@ __all__ = [
     "validate_account_name",
     "with_ledger_fields",
 ]
+
+# --- Fast path ----------------------------------------------------------------------------------
+
+# Labels of the two branches of a fast-path union; a hyphen keeps them apart from field names.
+_FAST_BRANCH = "fast-path"
+_CHECKED_BRANCH = "checked"
+
+
+class _FastPath:
+    """Accept the common JSON spelling of a value natively, before the full (Python) checks.
+
+    Decoding is the hot path of the projector, rebuild, audit and ingest, and each Python
+    validator called from pydantic-core costs about a microsecond. A string matching `pattern`
+    (which must only match strings the full checks accept unchanged) is converted by `convert`
+    (a C callable such as Decimal) without entering Python; anything else falls through to the
+    full checks, whose error is the one reported (see `_reported_errors`). Python input always
+    takes the full checks. Put it last in `Annotated`, after the validators it shortcuts.
+    `steps` are the native schemas that turn the JSON (or the text matching `pattern`) into the
+    value.
+    """
+
+    def __init__(self, *steps: CoreSchema, pattern: str | None = None,
+                 max_length: int | None = None) -> None:
+        text = [core_schema.str_schema(pattern=pattern, max_length=max_length, strict=True)]
+        self.steps = [*(text if pattern is not None else []), *steps]
+
+    def __get_pydantic_core_schema__(self, source: object,
+                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+        checked = handler(source)
+        fast = self.steps[0] if len(self.steps) == 1 else core_schema.chain_schema(self.steps)
+        return core_schema.json_or_python_schema(
+            json_schema=core_schema.union_schema(
+                [(fast, _FAST_BRANCH), (checked, _CHECKED_BRANCH)], mode="left_to_right"),
+            python_schema=checked,
+            serialization=checked.get("serialization"),
+        )
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # Document the value as the full checks see it, not as a union of two branches.
+        return handler(schema["python_schema"])
+
+
+def _reported_errors(details: list[ErrorDetails]) -> list[ErrorDetails]:
+    """Drop the fast branch's errors and the branch labels: the full checks speak for a value."""
+    reported: list[ErrorDetails] = []
+    for detail in details:
+        if _FAST_BRANCH in detail["loc"]:
+            continue
+        loc = tuple(step for step in detail["loc"] if step != _CHECKED_BRANCH)
+        reported.append({**detail, "loc": loc})
+    return reported
+
 
 # --- Decimals -----------------------------------------------------------------------------------
 
@@ -174,13 +231,30 @@ def _require_non_negative(number: Decimal) -> Decimal:
     return number
 
 
-JsonDecimal: TypeAlias = Annotated[
+_CheckedDecimal: TypeAlias = Annotated[
     Decimal,
     PlainValidator(_parse_decimal, json_schema_input_type=str | int),
     PlainSerializer(format_decimal, return_type=str, when_used="json"),
 ]
-PositiveDecimal: TypeAlias = Annotated[JsonDecimal, AfterValidator(_require_positive)]
-NonNegativeDecimal: TypeAlias = Annotated[JsonDecimal, AfterValidator(_require_non_negative)]
+_TO_DECIMAL = core_schema.no_info_plain_validator_function(Decimal)
+# The fast patterns accept plain digits of at most DECIMAL_DIGITS_MAX characters (so at most as
+# many digits), and only the signs each type allows: exactly what the full checks accept as is.
+JsonDecimal: TypeAlias = Annotated[
+    _CheckedDecimal,
+    _FastPath(_TO_DECIMAL, pattern=r"\A-?[0-9]+(?:\.[0-9]+)?\z", max_length=DECIMAL_DIGITS_MAX),
+]
+PositiveDecimal: TypeAlias = Annotated[
+    _CheckedDecimal,
+    AfterValidator(_require_positive),
+    _FastPath(_TO_DECIMAL,
+              pattern=r"\A(?:[0-9]*[1-9][0-9]*(?:\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)\z",
+              max_length=DECIMAL_DIGITS_MAX),
+]
+NonNegativeDecimal: TypeAlias = Annotated[
+    _CheckedDecimal,
+    AfterValidator(_require_non_negative),
+    _FastPath(_TO_DECIMAL, pattern=r"\A[0-9]+(?:\.[0-9]+)?\z", max_length=DECIMAL_DIGITS_MAX),
+]
 
 
 def notional(quantity: Decimal, price: Decimal, multiplier: Decimal) -> Decimal:
@@ -221,16 +295,22 @@ def _to_utc(moment: datetime) -> datetime:
         ) from None
 
 
+# Times at offset 0 (nearly all: the ledger writes "Z"), parsed by pydantic-core and relabelled
+# with datetime.UTC by a C call: the value _to_utc gives them.
 UtcDatetime: TypeAlias = Annotated[
     AwareDatetime,
     AfterValidator(_to_utc),
     PlainSerializer(format_time, return_type=str, when_used="json"),
+    _FastPath(core_schema.datetime_schema(tz_constraint=0, strict=True),
+              core_schema.no_info_plain_validator_function(
+                  functools.partial(datetime.replace, tzinfo=UTC))),
 ]
 
 # --- Names and text -----------------------------------------------------------------------------
 
 ACCOUNT_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 _ACCOUNT_NAME = re.compile(ACCOUNT_PATTERN)
+ACCOUNT_LENGTH_MAX = 48
 IDENTIFIER_LENGTH_MAX = 200
 TEXT_LENGTH_MAX = 4096
 GATES_MAX = 64
@@ -274,13 +354,26 @@ def _check_identifier(text: str) -> str:
     return text
 
 
-AccountName: TypeAlias = Annotated[str, AfterValidator(_check_account)]
-Text: TypeAlias = Annotated[str, Field(max_length=TEXT_LENGTH_MAX), AfterValidator(_check_text)]
+AccountName: TypeAlias = Annotated[
+    str,
+    AfterValidator(_check_account),
+    _FastPath(pattern=r"\A" + ACCOUNT_PATTERN.strip("^$") + r"\z", max_length=ACCOUNT_LENGTH_MAX),
+]
+Text: TypeAlias = Annotated[
+    str,
+    Field(max_length=TEXT_LENGTH_MAX),
+    AfterValidator(_check_text),
+    _FastPath(pattern=r"\A[^\x00]*\z", max_length=TEXT_LENGTH_MAX),
+]
+# The fast pattern's ends exclude control characters too: Python's str.strip() also strips
+# \x1c-\x1f, which are not Unicode white space (tests/unit/test_events.py checks every code point).
 Identifier: TypeAlias = Annotated[
     str,
     Field(max_length=IDENTIFIER_LENGTH_MAX),
     AfterValidator(_check_text),
     AfterValidator(_check_identifier),
+    _FastPath(pattern=r"\A[^\s\x00-\x1f](?:[^\x00]*[^\s\x00-\x1f])?\z",
+              max_length=IDENTIFIER_LENGTH_MAX),
 ]
 Instrument: TypeAlias = Literal["option", "equity"]
 Side: TypeAlias = Literal["long", "short"]
@@ -702,7 +795,7 @@ def _value(detail: ErrorDetails, raw: bytes | str) -> object:
 def _invalid(
     error: ValidationError, raw: bytes | str, line: int | None, subject: str
 ) -> InvalidEvent:
-    details = error.errors(include_url=False)
+    details = _reported_errors(error.errors(include_url=False))
     first = details[0]
     if first["type"] == "json_invalid":
         field = "json"

@@ -9,6 +9,7 @@ programmer errors are not caught here.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,11 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from ledger.errors import StoreUnavailable
+
+# Decoding a batch allocates a few objects per field of every event, none of them in cycles;
+# with the default threshold (700) the collector ran every few events and walked the whole heap
+# at each older-generation pass: about a fifth of the projector's time (py-spy, issue 9).
+GC_YOUNG_THRESHOLD = 50_000
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
@@ -39,6 +45,13 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # aiokafka logs every reconnect attempt at ERROR with a traceback; our own line suffices.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def tune_gc() -> None:
+    """Collect cycles less often, and never walk what start-up (imports, settings) allocated."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def stop_event_on_signals() -> asyncio.Event:

@@ -13,6 +13,8 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from ledger.runtime import tune_gc
+
 # Work handed to one worker at a time: enough events to dwarf its start-up and connection.
 CHUNK_EVENTS = 50_000
 JOBS_MAX = 8
@@ -39,7 +41,8 @@ async def run_chunks(work: Callable[[list[str]], T], targets: Sequence[tuple[str
     """Run `work(chunk)` for every chunk of accounts in `jobs` processes; report each result."""
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                                                initializer=tune_gc) as pool:
         running = {asyncio.ensure_future(loop.run_in_executor(pool, work, chunk)): chunk
                    for chunk in chunks(targets)}
         waiting = set(running)
