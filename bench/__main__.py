@@ -13,6 +13,7 @@ from bench import (
     bench_e2e,
     bench_pipeline,
     bench_projections,
+    bench_scale,
     summary,
 )
 from bench.common import OUT_DIR, commit
@@ -31,6 +32,7 @@ def main() -> None:
     asyncio.run(bench_append.run(args.quick))
     asyncio.run(bench_pipeline.run(args.quick))
     asyncio.run(bench_projections.run(args.quick))
+    asyncio.run(bench_scale.run(args.quick))
     asyncio.run(bench_decide.run(args.quick))
     asyncio.run(bench_e2e.run(args.quick))
     print(f"# summary: {summary.write()}", flush=True)

@@ -19,7 +19,7 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 
 def _label(line: dict[str, Any]) -> str:
-    extras = [f"{key}={line[key]}" for key in ("scenario", "events", "store_events")
+    extras = [f"{key}={line[key]}" for key in ("scenario", "events", "accounts", "store_events")
               if key in line]
     return f"{line['bench']} ({', '.join(extras)})" if extras else str(line["bench"])
 
@@ -36,24 +36,36 @@ def table(lines: list[dict[str, Any]]) -> str:
     return "\n".join(rows) + "\n"
 
 
+SCALED = ("import", "rebuild", "audit")
+
+
 def scaling_png(lines: list[dict[str, Any]], path: Path) -> bool:
-    points = sorted((line["events"], line["seconds"]) for line in lines
-                    if line["bench"] == "rebuild" and "seconds" in line)
-    if len(points) < 2:
+    """Seconds against events, one line per command and account count, on log-log axes."""
+    curves: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for line in lines:
+        if line["bench"] in SCALED and "seconds" in line and "accounts" in line:
+            curves.setdefault((line["bench"], line["accounts"]), []).append(
+                (line["events"], line["seconds"]))
+    curves = {key: sorted(points) for key, points in curves.items() if len(points) >= 2}
+    if not curves:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    axis.loglog(xs, ys, marker="o", label="ledger rebuild")
-    axis.loglog(xs, [ys[0] * x / xs[0] for x in xs], linestyle="--", label="linear")
-    axis.set_xlabel("events")
-    axis.set_ylabel("seconds")
-    axis.set_title("rebuild time against store size")
-    axis.legend()
+    figure, axes = plt.subplots(1, len(SCALED), figsize=(13, 4), sharey=True)
+    for axis, name in zip(axes, SCALED, strict=True):
+        for (bench, accounts), points in sorted(curves.items()):
+            if bench != name:
+                continue
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            axis.loglog(xs, ys, marker="o", label=f"{accounts} accounts")
+            axis.loglog(xs, [ys[-1] * x / xs[-1] for x in xs], linestyle=":", color="grey")
+        axis.set_xlabel("events")
+        axis.set_title(f"ledger {name}")
+        axis.legend(fontsize="small")
+    axes[0].set_ylabel("seconds (dotted: linear through the largest)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

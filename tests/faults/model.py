@@ -1,0 +1,91 @@
+"""What a fault-campaign run observed: the client's history and, after everything settled, the store,
+the projection and the topics. The checker judges only this; the harness only produces it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ledger.events import Event
+from projections.fold import AccountState
+
+# ok: the client saw success. failed: the client saw a definite refusal (nothing may be stored).
+# unknown: the call was cut off (a crash, a timeout, a lost connection): stored at most once.
+Outcome = Literal["ok", "failed", "unknown"]
+
+
+@dataclass(kw_only=True)
+class Operation:
+    """One client call, as invoked and as it ended.
+
+    kind:
+      "append"    - events appended straight to the store (limits, halts, resumes, closes)
+      "execution" - events produced to the `executions` topic for ingest (fills, closes)
+      "signal"    - a signal produced to the `signals` topic for a dispatcher
+    For "append" and "execution", `event_ids` are the ids of the events sent; for "signal",
+    `signal_id` names the signal. Outcome of a Kafka produce: ok when acknowledged, unknown when
+    the send raised (the broker may still hold it).
+    """
+
+    kind: Literal["append", "execution", "signal"]
+    account: str
+    event_ids: tuple[uuid.UUID, ...] = ()
+    signal_id: str | None = None
+    outcome: Outcome = "unknown"
+    invoked_at: float = 0.0
+    completed_at: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """One Kafka record as read back from a topic after the run."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("utf-8", errors="replace")
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hostile:
+    """A message the hostile producer wrote straight into a topic, and what must become of it.
+
+    expect "dead-letter": it must appear in `dead-letters` (same value and key) with a reason.
+    expect "harmless": a duplicate or replay of a real event; it must change nothing (checks 1-4
+    cover that) and need not be dead-lettered.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    expect: Literal["dead-letter", "harmless"]
+    kind: str  # "malformed-json", "unknown-account", "future-sequence", "duplicate", ...
+    acknowledged: bool = True
+
+
+@dataclass(kw_only=True)
+class Observation:
+    """Everything the checker looks at, for the accounts of one run."""
+
+    seed: int
+    accounts: list[str]
+    # Every stored event of those accounts, per account in sequence order (ledger fields set).
+    store: dict[str, list[Event]]
+    # The projection tables of those accounts, loaded after the projector caught up.
+    projection: dict[str, AccountState]
+    # `ledger-events` and `dead-letters`, read from the beginning, each partition in offset order.
+    ledger_events: list[Record]
+    dead_letters: list[Record]
+    history: list[Operation]
+    hostile: list[Hostile] = field(default_factory=list)
