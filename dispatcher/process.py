@@ -21,7 +21,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide, expire_due
-from ledger import deadletters, kafka, metrics
+from ledger import deadletters, failpoints, kafka, metrics
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
@@ -141,6 +141,7 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
                         config.account, type(exc).__name__, RETRY_PAUSE_S)
             await asyncio.sleep(RETRY_PAUSE_S)
             raise
+        failpoints.hit("dispatcher.after_decide")
         _count(counters, config.account, outcome)
 
     return broker

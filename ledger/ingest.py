@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from ledger import deadletters, kafka, metrics, store
+from ledger import deadletters, failpoints, kafka, metrics, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
@@ -138,6 +138,7 @@ def build_broker(settings: Settings, topics: Topics, append: Appender,
     async def on_executions(bodies: list[bytes], message: KafkaMessage) -> None:
         try:
             dead = await apply_batch(append, sort_batch(kafka.records_of(message)), counters)
+            failpoints.hit("ingest.after_commit")
         except OPERATING_ERRORS as exc:
             log.warning("ingest: %s; the batch will be read again in %.1fs",
                         type(exc).__name__, RETRY_PAUSE_S)

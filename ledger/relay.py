@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from ledger import kafka, metrics
+from ledger import failpoints, kafka, metrics
 from ledger.db import connect
 from ledger.logins import service_dsn
 from ledger.runtime import keep_running, wait_or_stop
@@ -83,6 +83,7 @@ async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, to
                         account: str, published: int, head: int) -> tuple[int, int]:
     rows = await conn.fetch(_PAGE_SQL, account, published, head, PUBLISH_BATCH_SIZE)
     assert rows, f"stream {account} has head {head} but no event after {published}"
+    failpoints.hit("relay.before_send")
     key = account.encode()
     futures = []
     for expected, row in enumerate(rows, start=published + 1):
@@ -97,6 +98,7 @@ async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, to
             futures.append(await producer.send(topics.order_intents, value=body, key=key,
                                                headers=headers))
     await asyncio.gather(*futures)
+    failpoints.hit("relay.after_send")
     last = int(rows[-1]["sequence"])
     await conn.execute(_MARK_SQL, account, last)
     return len(rows), last

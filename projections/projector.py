@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from ledger import deadletters, kafka, metrics, store
+from ledger import deadletters, failpoints, kafka, metrics, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
@@ -89,8 +89,11 @@ class Projector:
 
     async def _apply_in_transaction(self, pool: asyncpg.Pool, account: str,
                                     items: list[tuple[Any, Event]]) -> list[DeadLetter]:
-        async with pool.acquire() as conn, conn.transaction():
-            return await self._apply_account(conn, account, items)
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                refused = await self._apply_account(conn, account, items)
+            failpoints.hit("projector.mid_batch")
+            return refused
 
     async def _apply_account(self, conn: Conn, account: str,
                              items: list[tuple[Any, Event]]) -> list[DeadLetter]:
