@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LEDGER := $(VENV)/bin/ledger
 PYTEST_ARGS ?=
 
-.PHONY: setup up down demo test lint bench clean-stack
+.PHONY: setup up down demo test lint bench chaos clean-stack
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(VENV)/.installed
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The fault campaign alone: `make chaos` (the CI set), `make chaos N=500`, `make chaos SEED=n`.
+chaos: up
+	CHAOS_N=$(or $(N),30) $(if $(SEED),CHAOS_SEED=$(SEED),) $(VENV)/bin/pytest -m chaos tests/faults $(PYTEST_ARGS)
 
 bench: up
 	$(PY) -m bench $(if $(QUICK),--quick,)

@@ -1,5 +1,5 @@
-"""What a fault-campaign run observed: the client's history and, after everything settled, the store,
-the projection and the topics. The checker judges only this; the harness only produces it.
+"""What a fault-campaign run observed: the client's history and, once everything settled, the
+store, the projection and the topics. The checker judges only this; the harness only produces it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,163 @@
+"""Run `ledger` with a planted bug: `python -m tests.faults.bugged BUG ledger-args...`.
+
+Each bug is a small, plausible mistake of the kind the campaign exists to catch; the planted-bug
+tests run a schedule with one of them and expect the checker to fail on the invariant it breaks.
+The bugs live here, in the tests, as monkeypatches: the product carries no switch for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ledger.events import Event, PositionClosedEvent
+
+
+def lost_write() -> None:
+    """Ingest acknowledges (commits the offset of) every 7th valid execution without storing it."""
+    from ledger import ingest
+
+    original = ingest.apply_batch
+    seen = [0]
+
+    async def apply_batch(append: Any, batch: ingest.Sorted, counters: Any) -> Any:
+        for account, items in batch.by_account.items():
+            kept = []
+            for item in items:
+                seen[0] += 1
+                if seen[0] % 7:
+                    kept.append(item)
+            batch.by_account[account] = kept
+        batch.by_account = {a: items for a, items in batch.by_account.items() if items}
+        return await original(append, batch, counters)
+
+    ingest.apply_batch = apply_batch
+
+
+def relay_skips() -> None:
+    """The relay marks a page published but leaves out every 11th event of it."""
+    import aiokafka
+
+    original_send = aiokafka.AIOKafkaProducer.send
+    count = [0]
+
+    async def send(self: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
+        if topic.endswith("ledger-events"):
+            count[0] += 1
+            if count[0] % 11 == 0:
+                return _done()
+        return await original_send(self, topic, *args, **kwargs)
+
+    aiokafka.AIOKafkaProducer.send = send
+
+
+def _done() -> Any:
+    import asyncio
+
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+def projector_ignores_partial_closes() -> None:
+    """The projector's fold ignores partial closes (a fold the rebuild does not share)."""
+    from projections import projector
+
+    original: Callable[..., Any] = vars(projector)["fold"]
+
+    def fold(events: Sequence[Event], state: Any) -> Any:
+        kept = [e if not (isinstance(e, PositionClosedEvent) and e.data.quantity is not None)
+                else _as_limits_noop(e) for e in events]
+        return original(kept, state)
+
+    vars(projector)["fold"] = fold
+
+
+def _as_limits_noop(event: PositionClosedEvent) -> Event:
+    # Keep the sequence moving: the bug is in what the event does, not in the bookkeeping.
+    data = event.data.model_copy(update={"position_id": "no-such-position"})
+    return event.model_copy(update={"data": data})
+
+
+def skip_lock() -> None:
+    """The dispatcher of the incident: no head lock, and it trusts its projection as current.
+
+    It reads the projection's rows, evaluates the gates on them as if they were the head, and
+    appends the decision without expecting any sequence. Quiet: nothing fails, it only decides
+    on a view that may be behind, and two deciders interleave.
+    """
+    from dispatcher import decide, gates, process
+    from ledger import commands, store
+    from projections import tables
+
+    async def unlocked(conn: Any, config: Any, signal: Any, now: Any,
+                       cache: Any = None) -> Any:
+        async with conn.transaction():
+            previous = await decide._previous_decision(conn, config.account, signal.signal_id)
+            if previous is not None:
+                return previous
+            state = await tables.load_state(conn, config.account)
+            freshness = gates.Freshness(head=state.sequence, state_sequence=state.sequence,
+                                        fold_bound=config.fold_bound)
+            decision = gates.evaluate(state, signal, now, freshness)
+            events = decide._decision_events(config, signal, decision, state.sequence, now)
+            await store.append(conn, config.account, events)
+        return decide.Outcome(
+            signal_id=signal.signal_id, allowed=decision.allowed, code=decision.code,
+            reason=decision.reason, as_of_sequence=state.sequence,
+            intent_id=decide.intent_id_for(config.account, signal.signal_id)
+            if decision.allowed else None)
+
+    vars(process)["decide"] = unlocked
+    vars(commands)["decide"] = unlocked
+
+
+def ignores_pending() -> None:
+    """The dispatcher's gates count open positions only, not the intents still in flight."""
+    from dispatcher import gates
+
+    original = gates.evaluate
+
+    def evaluate(state: Any, signal: Any, now: Any, freshness: Any) -> Any:
+        return original(dataclasses.replace(state, pending={}), signal, now, freshness)
+
+    gates.evaluate = evaluate
+
+
+def swallows_malformed() -> None:
+    """Ingest drops what it cannot decode instead of sending it to the dead letters."""
+    from ledger import ingest
+
+    original = ingest.sort_batch
+
+    def sort_batch(messages: Any) -> Any:
+        result = original(messages)
+        result.dead = []
+        return result
+
+    ingest.sort_batch = sort_batch
+
+
+BUGS: dict[str, Callable[[], None]] = {
+    "lost-write": lost_write,
+    "relay-skips": relay_skips,
+    "projector-ignores-partial-closes": projector_ignores_partial_closes,
+    "skip-lock": skip_lock,
+    "ignores-pending": ignores_pending,
+    "swallows-malformed": swallows_malformed,
+}
+
+
+def main() -> None:
+    bug, *args = sys.argv[1:]
+    BUGS[bug]()
+    from ledger import cli
+
+    sys.argv = ["ledger", *args]
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()

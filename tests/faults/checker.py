@@ -1,0 +1,611 @@
+"""The checker of the fault campaign: judge one `Observation` against seven invariants.
+
+The harness drives the real system through crashes, restarts, lost connections and a hostile
+producer, then observes what it left behind (`tests.faults.model.Observation`). This module only
+judges that observation: it is pure (no I/O, no clock, no services), so a failing seed can be
+judged again offline, and every finding names its first concrete counter-example (ids, sequences,
+figures) rather than a bare "mismatch". Only the observation's `accounts` are judged; events and
+records of other accounts are ignored, since other runs may share the topics.
+
+The checks, each guarding one promise of DESIGN.md:
+
+1. sequences - each stream is 1..n with no gap, event ids are unique across accounts, natural
+   keys (fill ids, signal decisions...) unique per account: exactly-once in effect (invariant 4)
+   starts with a store that never holds a fact twice.
+2. history - what the clients were told agrees with the store: an acknowledged append or
+   execution is stored exactly once, a refused one never, a cut-off one at most once and an
+   append all or nothing; an acknowledged signal is decided exactly once. Nothing is lost
+   (invariant 5), nothing is invented or doubled (invariant 4).
+3. distribution - `ledger-events` carries exactly the store: every stored event is published, no
+   record contradicts the store or runs past its head, and per partition and account the first
+   occurrences come in order 1, 2, 3... with no gap, so a consumer deduplicating by
+   (account, sequence) sees the store. Forged records of the hostile producer are excluded: their
+   fate is check 7's. The relay being the outbox (no dual writes) is what this proves.
+4. projection - each account's projection is at the store's head and equals a rebuild from the
+   store row for row (invariant 5).
+5. limits - replaying the store, right after every IntentIssued the account's open + pending
+   positions and exposure are within the limits in force, and the order within the order limit
+   (invariant 2). It uses the fold only, not the gates, so a bug in the gates cannot hide here.
+6. decisions - every SignalEvaluated was decided on the head (as_of_sequence = sequence - 1),
+   recorded the true figures (the gates re-run on the state the store gives at that head agree
+   with the recorded decision gate for gate), never allowed anything while halted, and intents
+   come exactly from allowed decisions (invariants 2 and 3: the incident of DESIGN.md was a
+   decision on false figures).
+7. dead letters - every acknowledged hostile message that must be refused is in `dead-letters`
+   with its key, its value and a reason, and no dead letter lacks a reason (invariant 6).
+
+Checks 4, 5 and 6 replay a stream only as far as it is numbered 1, 2, 3...: beyond a broken
+sequence there is nothing trustworthy to replay, and check 1 already fails the run there.
+Imports only pure modules: no asyncpg, aiokafka, faststream, time, os or logging.
+"""
+
+from __future__ import annotations
+
+import decimal
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from dispatcher import gates
+from ledger.errors import InvalidEvent
+from ledger.events import (
+    DECIMAL_CONTEXT,
+    Event,
+    GateResult,
+    IntentIssuedEvent,
+    SignalEvaluated,
+    SignalEvaluatedEvent,
+    decode_event,
+    format_decimal,
+    natural_key,
+    notional,
+)
+from projections import tables
+from projections.fold import AccountState, Folding, initial_state
+from tests.faults.model import Observation, Operation, Record
+
+__all__ = [
+    "CHECKS",
+    "EXAMPLES_PER_CHECK_MAX",
+    "Violation",
+    "check",
+    "check_1_sequences",
+    "check_2_history",
+    "check_3_distribution",
+    "check_4_projection",
+    "check_5_limits",
+    "check_6_decisions",
+    "check_7_dead_letters",
+    "find_violations",
+]
+
+CHECKS: dict[int, str] = {
+    1: "sequences",
+    2: "history",
+    3: "distribution",
+    4: "projection",
+    5: "limits",
+    6: "decisions",
+    7: "dead letters",
+}
+# Enough to see whether a bug is one slip or a pattern, few enough to read in a failure report.
+EXAMPLES_PER_CHECK_MAX = 5
+_EXCERPT_LENGTH_MAX = 80
+DEAD_LETTER_EXPECTED = "dead-letter"
+REASON_HEADER = "dlq.reason"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One counter-example to one check: `message` is one line naming ids, sequences, figures."""
+
+    check: int
+    name: str
+    account: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"check {self.check} ({self.name}): {self.message}"
+
+
+def _violation(number: int, account: str | None, message: str) -> Violation:
+    prefix = f"account {account}: " if account is not None else ""
+    return Violation(number, CHECKS[number], account, prefix + message)
+
+
+# --- Shared reading of the observation -----------------------------------------------------------
+
+
+def _accounts(observation: Observation) -> list[str]:
+    return list(dict.fromkeys(observation.accounts))
+
+
+def _stream(observation: Observation, account: str) -> list[Event]:
+    return observation.store.get(account, [])
+
+
+def _replayable(account: str, events: Sequence[Event]) -> list[Event]:
+    """Return the leading events numbered 1, 2, 3... of the account: what can be folded."""
+    for index, event in enumerate(events):
+        if event.account != account or event.sequence != index + 1:
+            return list(events[:index])
+    return list(events)
+
+
+def _excerpt(raw: bytes | None) -> str:
+    if raw is None:
+        return "None"
+    text = repr(raw)
+    return text if len(text) <= _EXCERPT_LENGTH_MAX else text[:_EXCERPT_LENGTH_MAX] + "..."
+
+
+def _money(amount: decimal.Decimal | None) -> str:
+    return "none" if amount is None else format_decimal(amount)
+
+
+# --- Check 1: sequences ---------------------------------------------------------------------------
+
+
+def check_1_sequences(observation: Observation) -> list[Violation]:
+    """Return every stream not numbered 1..n and every event id or natural key stored twice."""
+    found: list[Violation] = []
+    owners: dict[uuid.UUID, tuple[str, int | None]] = {}
+    for account in _accounts(observation):
+        first_of_key: dict[str, tuple[int | None, uuid.UUID]] = {}
+        expected = 1
+        for position, event in enumerate(_stream(observation, account), start=1):
+            if event.account != account:
+                found.append(_violation(1, account, (
+                    f"stream position {position} holds event {event.event_id} of account "
+                    f"{event.account!r}")))
+            if event.sequence != expected:
+                found.append(_violation(1, account, (
+                    f"expected sequence {expected} but was {event.sequence} "
+                    f"(event {event.event_id} {event.type}, stream position {position})")))
+            # Resynchronise on what is there, so one gap is one finding, not one per event after.
+            expected = (event.sequence if event.sequence is not None else expected) + 1
+            owner = owners.setdefault(event.event_id, (account, event.sequence))
+            if owner != (account, event.sequence):
+                found.append(_violation(1, account, (
+                    f"event id {event.event_id} stored twice: at account {owner[0]} sequence "
+                    f"{owner[1]} and at sequence {event.sequence}")))
+            key = natural_key(event)
+            first = first_of_key.setdefault(key, (event.sequence, event.event_id))
+            if first[1] != event.event_id:
+                found.append(_violation(1, account, (
+                    f"natural key {key} stored twice: sequence {first[0]} (event {first[1]}) "
+                    f"and sequence {event.sequence} (event {event.event_id})")))
+    return found
+
+
+# --- Check 2: history -----------------------------------------------------------------------------
+
+
+def check_2_history(observation: Observation) -> list[Violation]:
+    """Return every client operation whose outcome the store contradicts."""
+    accounts = _accounts(observation)
+    stored = {a: Counter(e.event_id for e in _stream(observation, a)) for a in accounts}
+    decided = {
+        a: Counter(e.data.signal_id for e in _stream(observation, a)
+                   if isinstance(e, SignalEvaluatedEvent))
+        for a in accounts
+    }
+    found: list[Violation] = []
+    for index, operation in enumerate(observation.history):
+        if operation.account not in stored:
+            continue
+        if operation.kind == "signal":
+            problem = _signal_problem(operation, decided[operation.account])
+        else:
+            problem = _events_problem(operation, stored[operation.account])
+        if problem is not None:
+            found.append(_violation(2, operation.account, (
+                f"history #{index} {operation.kind} {operation.outcome}: {problem}")))
+    return found
+
+
+def _events_problem(operation: Operation, stored: Counter[uuid.UUID]) -> str | None:
+    counts = [(event_id, stored[event_id]) for event_id in operation.event_ids]
+    twice = next(((i, n) for i, n in counts if n > 1), None)
+    if twice is not None:
+        return f"event {twice[0]} stored {twice[1]} times: expected at most once"
+    missing = [i for i, n in counts if n == 0]
+    present = [i for i, n in counts if n == 1]
+    if operation.outcome == "ok" and missing:
+        return (f"event {missing[0]} not stored ({len(missing)} of {len(counts)} missing): "
+                "expected every acknowledged event stored once")
+    if operation.outcome == "failed" and present and operation.kind == "append":
+        return f"event {present[0]} stored: a refused append must store nothing"
+    if operation.kind == "append" and present and missing:
+        # An append is one transaction: a cut-off one stored all of it or none of it.
+        return (f"{len(present)} of {len(counts)} events stored (event {present[0]} stored, "
+                f"event {missing[0]} not): an append is all or nothing")
+    return None
+
+
+def _signal_problem(operation: Operation, decided: Counter[str]) -> str | None:
+    if operation.signal_id is None:
+        return "names no signal_id"
+    count = decided[operation.signal_id]
+    if count > 1:
+        return f"signal {operation.signal_id} decided {count} times: expected at most once"
+    if operation.outcome == "ok" and count == 0:
+        return (f"signal {operation.signal_id} never decided: expected one SignalEvaluated for "
+                "an acknowledged signal")
+    return None
+
+
+# --- Check 3: distribution ------------------------------------------------------------------------
+
+
+def check_3_distribution(observation: Observation) -> list[Violation]:
+    """Return every disagreement between `ledger-events` (deduplicated) and the store."""
+    accounts = set(_accounts(observation))
+    stored = {(a, e.sequence): e for a in accounts for e in _stream(observation, a)
+              if e.account == a and e.sequence is not None}
+    heads = {a: len(_stream(observation, a)) for a in accounts}
+    forged = {(h.topic, h.key, h.value) for h in observation.hostile
+              if h.expect == DEAD_LETTER_EXPECTED}
+    published: set[tuple[str, int]] = set()
+    next_first: dict[tuple[str, int, str], int] = {}
+    found: list[Violation] = []
+    for record in sorted(observation.ledger_events,
+                         key=lambda r: (r.topic, r.partition, r.offset)):
+        if (record.topic, record.key, record.value) in forged:
+            continue
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        event = _decoded(record)
+        if isinstance(event, str):
+            account = record.header("account") or _text(record.key)
+            if account is None or account in accounts:
+                found.append(_violation(3, account, f"record {where} cannot be used: {event}"))
+            continue
+        if event.account not in accounts:
+            continue
+        problem, sequence = _record_problem(record, event, stored, heads[event.account])
+        if problem is not None:
+            found.append(_violation(3, event.account, f"record {where}: {problem}"))
+        if sequence is None or (event.account, sequence) not in stored:
+            continue
+        published.add((event.account, sequence))
+        lane = (record.topic, record.partition, event.account)
+        expected = next_first.get(lane, 1)
+        if sequence > expected:
+            found.append(_violation(3, event.account, (
+                f"record {where}: sequence {sequence} first seen before sequence {expected} "
+                f"in partition {record.partition}: expected first occurrences 1, 2, 3...")))
+        next_first[lane] = max(expected, sequence + 1)
+    for (account, sequence), event in stored.items():
+        if (account, sequence) not in published:
+            found.append(_violation(3, account, (
+                f"stored sequence {sequence} (event {event.event_id} {event.type}) never "
+                "published to ledger-events")))
+    return found
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def _decoded(record: Record) -> Event | str:
+    """Return the record's event, or why it cannot be decoded."""
+    if record.value is None:
+        return "value is empty (a tombstone)"
+    try:
+        return decode_event(record.value)
+    except InvalidEvent as error:
+        return f"{error} (value {_excerpt(record.value)})"
+
+
+def _record_problem(record: Record, event: Event, stored: Mapping[tuple[str, int], Event],
+                    head: int) -> tuple[str | None, int | None]:
+    """Return what is wrong with one decoded record, and the sequence it carries."""
+    header = record.header("sequence")
+    sequence = event.sequence
+    if sequence is None and header is not None and header.isdigit():
+        sequence = int(header)
+    if sequence is None:
+        return f"event {event.event_id} carries no sequence", None
+    mine = stored.get((event.account, sequence))
+    if mine is None:
+        return (f"sequence {sequence} (event {event.event_id}) is beyond the store's head "
+                f"{head}"), sequence
+    if mine.event_id != event.event_id:
+        return (f"sequence {sequence} carries event {event.event_id} {event.type} but the store "
+                f"has event {mine.event_id} {mine.type}"), sequence
+    if (mine.type, mine.occurred_at, mine.data) != (event.type, event.occurred_at, event.data):
+        return (f"sequence {sequence} event {event.event_id} differs from the stored event in "
+                "type, occurred_at or data"), sequence
+    for name, value in (("account", event.account), ("sequence", str(sequence)),
+                        ("event_id", str(event.event_id)), ("type", event.type)):
+        said = record.header(name)
+        if said is not None and said != value:
+            return f"header {name}={said!r} but the event says {value!r}", sequence
+    return None, sequence
+
+
+# --- Check 4: projection --------------------------------------------------------------------------
+
+
+def check_4_projection(observation: Observation) -> list[Violation]:
+    """Return every account whose projection is not at the head or differs from a rebuild."""
+    found: list[Violation] = []
+    for account in _accounts(observation):
+        events = _stream(observation, account)
+        replayable = _replayable(account, events)
+        live = observation.projection.get(account)
+        if live is None:
+            if events:
+                found.append(_violation(4, account, (
+                    f"no projection loaded while the store's head is {len(events)}")))
+            continue
+        if live.account != account:
+            found.append(_violation(4, account, f"projection is of account {live.account!r}"))
+            continue
+        if live.sequence != len(events):
+            found.append(_violation(4, account, (
+                f"projection at sequence {live.sequence} but the store's head is "
+                f"{len(events)}")))
+            continue
+        if len(replayable) != len(events):
+            continue
+        rebuilt = _fold(account, replayable)
+        # `differences` walks the union of both sides' keys and fields: one direction suffices.
+        for difference in tables.differences(live, rebuilt):
+            found.append(_violation(4, account, f"projection differs from a rebuild: {difference}"))
+    return found
+
+
+def _fold(account: str, events: Sequence[Event]) -> AccountState:
+    draft = Folding(initial_state(account))
+    for sequence, event in enumerate(events, start=1):
+        draft.step(event, sequence)
+    return draft.freeze()
+
+
+# --- Check 5: limits ------------------------------------------------------------------------------
+
+
+def check_5_limits(observation: Observation) -> list[Violation]:
+    """Return every IntentIssued after which the account is beyond its limits."""
+    found: list[Violation] = []
+    for account in _accounts(observation):
+        draft = Folding(initial_state(account))
+        for sequence, event in enumerate(_replayable(account, _stream(observation, account)),
+                                         start=1):
+            draft.step(event, sequence)
+            if isinstance(event, IntentIssuedEvent):
+                problem = _limits_problem(draft.snapshot(), event)
+                if problem is not None:
+                    found.append(_violation(5, account, (
+                        f"after IntentIssued at sequence {sequence} (intent "
+                        f"{event.data.intent_id}, signal {event.data.signal_id}): {problem}")))
+    return found
+
+
+def _limits_problem(state: AccountState, event: IntentIssuedEvent) -> str | None:
+    limits = state.limits
+    if limits is None:
+        return "no limits were ever set: nothing may be issued"
+    issued = event.data
+    # The dispatcher computes in the ledger's decimal context; so must its judge.
+    with decimal.localcontext(DECIMAL_CONTEXT):
+        exposure = state.exposure
+        order = notional(issued.quantity, issued.limit_price, issued.multiplier)
+    breaches: list[str] = []
+    positions = state.open_positions + state.pending_count
+    if positions > limits.max_open_positions:
+        breaches.append(f"open {state.open_positions} + pending {state.pending_count} = "
+                        f"{positions} positions > max_open_positions {limits.max_open_positions}")
+    if exposure > limits.max_exposure:
+        breaches.append(f"exposure {_money(exposure)} > max_exposure "
+                        f"{_money(limits.max_exposure)}")
+    if limits.max_order_notional is not None and order > limits.max_order_notional:
+        breaches.append(f"order notional {_money(order)} > max_order_notional "
+                        f"{_money(limits.max_order_notional)}")
+    return "; ".join(breaches) if breaches else None
+
+
+# --- Check 6: decisions ---------------------------------------------------------------------------
+
+
+def check_6_decisions(observation: Observation) -> list[Violation]:
+    """Return every decision not made on the head's true figures, and every orphan intent."""
+    found: list[Violation] = []
+    for account in _accounts(observation):
+        events = _replayable(account, _stream(observation, account))
+        draft = Folding(initial_state(account))
+        for sequence, event in enumerate(events, start=1):
+            problem: str | None = None
+            if isinstance(event, SignalEvaluatedEvent):
+                problem = _decision_problem(draft.snapshot(), event, sequence)
+                if problem is None:
+                    problem = _missing_intent(event, events[sequence:sequence + 1], sequence)
+            elif isinstance(event, IntentIssuedEvent):
+                problem = _orphan_intent(event, events[sequence - 2:sequence - 1], sequence)
+            if problem is not None:
+                found.append(_violation(6, account, problem))
+            draft.step(event, sequence)
+    return found
+
+
+def _decision_problem(before: AccountState, event: SignalEvaluatedEvent,
+                      sequence: int) -> str | None:
+    """Return how a recorded decision departs from the decision the store's truth gives."""
+    data = event.data
+    what = f"SignalEvaluated at sequence {sequence} (signal {data.signal_id})"
+    head = sequence - 1
+    if data.as_of_sequence != head:
+        return (f"{what} was decided as of sequence {data.as_of_sequence}: expected the head "
+                f"{head}")
+    if data.signal.signal_id != data.signal_id or data.signal.account != event.account:
+        return (f"{what} records signal {data.signal.signal_id} of account "
+                f"{data.signal.account!r}")
+    if data.allowed and before.halted:
+        return (f"{what} was allowed while the account was halted "
+                f"({before.halt_reason or 'no reason given'})")
+    freshness = _recorded_freshness(data, head)
+    if isinstance(freshness, str):
+        return f"{what}: {freshness}"
+    with decimal.localcontext(DECIMAL_CONTEXT):
+        truth = gates.evaluate(before, data.signal, event.occurred_at, freshness)
+    mismatch = _gate_mismatch(data.gates, truth.gates)
+    if mismatch is not None:
+        return f"{what} {mismatch} (state at sequence {head})"
+    if data.allowed != truth.allowed:
+        return f"{what} recorded allowed={data.allowed} but its gates give {truth.allowed}"
+    return None
+
+
+def _recorded_freshness(data: SignalEvaluated, head: int) -> gates.Freshness | str:
+    """Return the freshness the dispatcher saw, from its recorded projection_stale gate.
+
+    How far its projection lagged and its fold bound describe the dispatcher's view, not the
+    account, so they are taken as recorded: whatever they were, once the tail is folded the
+    figures must be those of the store at the head, and a lag beyond the bound must fail closed.
+    """
+    first = data.gates[0] if data.gates else None
+    if first is None or first.gate != gates.PROJECTION_STALE:
+        return f"first recorded gate is {first.gate if first else None}: expected projection_stale"
+    lag, bound = first.value, first.limit
+    if lag is None or bound is None or not _whole(lag) or not _whole(bound):
+        return (f"projection_stale recorded lag {lag} and fold bound {bound}: expected whole "
+                "numbers")
+    return gates.Freshness(head=head, state_sequence=head - int(lag), fold_bound=int(bound))
+
+
+def _whole(number: decimal.Decimal) -> bool:
+    return number.is_finite() and number == number.to_integral_value()
+
+
+def _gate_mismatch(recorded: Sequence[GateResult], truth: Sequence[GateResult]) -> str | None:
+    for index in range(max(len(recorded), len(truth))):
+        mine = recorded[index] if index < len(recorded) else None
+        true = truth[index] if index < len(truth) else None
+        if mine != true:
+            name = mine.gate if mine is not None else true.gate if true is not None else "?"
+            return (f"recorded gate {name} as {_show_gate(mine)} but the truth is "
+                    f"{_show_gate(true)}")
+    return None
+
+
+def _show_gate(gate: GateResult | None) -> str:
+    if gate is None:
+        return "absent"
+    return (f"{gate.reason!r} (passed={gate.passed}, value={_money(gate.value)}, "
+            f"limit={_money(gate.limit)})")
+
+
+def _missing_intent(event: SignalEvaluatedEvent, following: Sequence[Event],
+                    sequence: int) -> str | None:
+    data = event.data
+    if not data.allowed:
+        return None
+    intent = following[0] if following else None
+    if not isinstance(intent, IntentIssuedEvent) or intent.data.signal_id != data.signal_id:
+        shown = "nothing" if intent is None else f"{intent.type} {intent.event_id}"
+        return (f"allowed SignalEvaluated at sequence {sequence} (signal {data.signal_id}) is "
+                f"followed by {shown}: expected IntentIssued for it at sequence {sequence + 1}")
+    signal, issued = data.signal, intent.data
+    ordered = (signal.symbol, signal.instrument, signal.side, signal.quantity,
+               signal.limit_price, signal.multiplier)
+    reserved = (issued.symbol, issued.instrument, issued.side, issued.quantity,
+                issued.limit_price, issued.multiplier)
+    if ordered != reserved:
+        # The gates judged the signal's order: an intent for anything else was never judged.
+        return (f"IntentIssued at sequence {sequence + 1} reserves {_order(reserved)} but signal "
+                f"{data.signal_id} asked for {_order(ordered)}")
+    return None
+
+
+def _order(fields: tuple[object, ...]) -> str:
+    return " ".join(str(f) for f in fields)
+
+
+def _orphan_intent(event: IntentIssuedEvent, preceding: Sequence[Event],
+                   sequence: int) -> str | None:
+    decision = preceding[0] if preceding else None
+    if (isinstance(decision, SignalEvaluatedEvent) and decision.data.allowed
+            and decision.data.signal_id == event.data.signal_id):
+        return None
+    shown = "nothing" if decision is None else f"{decision.type} {decision.event_id}"
+    return (f"IntentIssued at sequence {sequence} (intent {event.data.intent_id}, signal "
+            f"{event.data.signal_id}) follows {shown}: expected the allowed SignalEvaluated of "
+            "its signal right before it")
+
+
+# --- Check 7: dead letters ------------------------------------------------------------------------
+
+
+def check_7_dead_letters(observation: Observation) -> list[Violation]:
+    """Return every acknowledged hostile message not dead-lettered, every reasonless letter."""
+    found: list[Violation] = []
+    explained: Counter[tuple[bytes | None, bytes | None]] = Counter()
+    for letter in observation.dead_letters:
+        reason = letter.header(REASON_HEADER)
+        if reason is None or not reason.strip():
+            found.append(_violation(7, None, (
+                f"dead letter {letter.topic}[{letter.partition}]@{letter.offset} (key "
+                f"{_excerpt(letter.key)}, value {_excerpt(letter.value)}) has no "
+                f"{REASON_HEADER} header")))
+        else:
+            explained[(letter.key, letter.value)] += 1
+    # Two identical hostile messages are two messages: each needs its own dead letter.
+    for hostile in observation.hostile:
+        if hostile.expect != DEAD_LETTER_EXPECTED or not hostile.acknowledged:
+            continue
+        if explained[(hostile.key, hostile.value)] > 0:
+            explained[(hostile.key, hostile.value)] -= 1
+            continue
+        found.append(_violation(7, None, (
+            f"hostile {hostile.kind} message to {hostile.topic} (key {_excerpt(hostile.key)}, "
+            f"value {_excerpt(hostile.value)}) was acknowledged but no dead letter with a "
+            f"{REASON_HEADER} carries it")))
+    return found
+
+
+# --- Entry points ---------------------------------------------------------------------------------
+
+_CHECK_FUNCTIONS: tuple[Callable[[Observation], list[Violation]], ...] = (
+    check_1_sequences,
+    check_2_history,
+    check_3_distribution,
+    check_4_projection,
+    check_5_limits,
+    check_6_decisions,
+    check_7_dead_letters,
+)
+assert len(_CHECK_FUNCTIONS) == len(CHECKS)
+
+
+def _all_violations(observation: Observation) -> list[list[Violation]]:
+    return [run(observation) for run in _CHECK_FUNCTIONS]
+
+
+def find_violations(observation: Observation,
+                    examples_max: int = EXAMPLES_PER_CHECK_MAX) -> list[Violation]:
+    """Return the first `examples_max` violations of each check, in check order."""
+    assert examples_max >= 1, examples_max
+    return [v for found in _all_violations(observation) for v in found[:examples_max]]
+
+
+def check(observation: Observation) -> None:
+    """Return None if the observation satisfies all seven checks.
+
+    Raises:
+        AssertionError: `seed=S: check N (name): <first counter-example>`, followed by how many
+            other violations there are and in which checks.
+    """
+    found = _all_violations(observation)
+    total = sum(len(violations) for violations in found)
+    if total == 0:
+        return
+    first = next(violations[0] for violations in found if violations)
+    others = total - 1
+    if others == 0:
+        tail = " (the only violation)"
+    else:
+        counts = ", ".join(f"check {v[0].check} x{len(v)}" for v in found if v)
+        tail = f" (and {others} other violation{'s' if others > 1 else ''}; in all: {counts})"
+    raise AssertionError(f"seed={observation.seed}: {first}{tail}")

@@ -1,0 +1,697 @@
+"""The fault campaign's harness: the real system as OS processes, a seeded client workload and a
+seeded fault schedule, then an observation for the checker.
+
+A `Cluster` runs ingest, relay and projector against one database and one set of topics for a
+whole campaign; each schedule (`run_schedule(seed)`) adds three fresh accounts with a dispatcher
+each, drives a trading workload through Kafka and the store for a few seconds while faults fire,
+lets everything settle, and returns what it observed. Every random choice comes from the seed;
+only the operating system's timing differs between two runs of one seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ledger import commands, failpoints, kafka, store
+from ledger.db import connect
+from ledger.events import (
+    Event,
+    EventData,
+    IntentIssued,
+    IntentRejected,
+    LimitsSet,
+    OrderFilled,
+    PositionClosed,
+    TradingHalted,
+    TradingResumed,
+    build_event,
+    decode_event,
+    encode_event,
+    with_ledger_fields,
+)
+from ledger.runtime import OPERATING_ERRORS
+from ledger.settings import Settings
+from ledger.topics import Topics, ensure_topics
+from projections import tables
+from tests.conftest import LEDGER_BIN, ROOT, cli_env
+from tests.faults.model import Hostile, Observation, Operation, Record
+from tests.stack import kafka_kill, kafka_start, postgres_start, postgres_stop_immediate
+
+log = logging.getLogger("tests.faults")
+
+WORKLOAD_S = 6.0
+SETTLE_TIMEOUT_S = 90.0
+INTENT_TTL_S = 2.0
+RESTART_DELAY_S = 0.3
+STOP_TIMEOUT_S = 20.0
+FAILPOINT_PROBABILITY = 0.15
+# What a client of the store sees when the database goes away under it.
+CLIENT_ERRORS: tuple[type[BaseException], ...] = (*OPERATING_ERRORS, asyncpg.PostgresError)
+PRICE_STEP = Decimal("0.05")
+
+# Faults a schedule draws from, with weights: process crashes are cheap and the most telling;
+# a broker restart costs several seconds of JVM start-up, so it is drawn less often.
+FAULT_WEIGHTS: dict[str, int] = {
+    "kill": 6,
+    "failpoint": 4,
+    "postgres-restart": 2,
+    "kafka-restart": 1,
+    "rebalance": 2,
+    "hostile": 3,
+}
+
+
+class ManagedProcess:
+    """One `ledger` child, restarted by the cluster's supervisor whenever it is found dead."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path,
+                 command: list[str] | None = None) -> None:
+        self.name = name
+        self.args = args
+        self.base_env = env
+        self.extra_env: dict[str, str] = {}
+        self.command = command or [str(LEDGER_BIN)]
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.wanted = True
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as handle:
+            self.process = subprocess.Popen([*self.command, *self.args],
+                                            env={**self.base_env, **self.extra_env},
+                                            stdout=handle, stderr=subprocess.STDOUT)
+        self.starts += 1
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(STOP_TIMEOUT_S)
+
+    def stop(self) -> None:
+        self.wanted = False
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Tap:
+    """Reads a topic from its beginning for the campaign's lifetime, every partition in order."""
+
+    settings: Settings
+    topic: str
+    records: list[Record] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _read(self) -> None:
+        while True:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                        client_id="campaign-tap", enable_auto_commit=False,
+                                        auto_offset_reset="earliest")
+            try:
+                await consumer.start()
+                # ensure_topics created every topic with this many partitions.
+                partitions = [TopicPartition(self.topic, p)
+                              for p in range(self.settings.topic_partitions)]
+                consumer.assign(partitions)
+                for partition in partitions:
+                    consumer.seek(partition, self._next_offset(partition.partition))
+                while True:
+                    polled = await consumer.getmany(timeout_ms=200, max_records=5000)
+                    for batch in polled.values():
+                        self.records.extend(_record(message) for message in batch)
+            except KafkaError:
+                await asyncio.sleep(0.5)
+            finally:
+                await _stop_quietly(consumer)
+
+    def _next_offset(self, partition: int) -> int:
+        offsets = [r.offset for r in self.records if r.partition == partition]
+        return max(offsets) + 1 if offsets else 0
+
+
+async def _stop_quietly(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    # After a broker restart, stopping can re-raise what a background fetch task died of
+    # (a connection error, or its own cancellation); the client is gone either way.
+    with contextlib.suppress(KafkaError, asyncio.CancelledError):
+        await client.stop()
+
+
+def _record(message: object) -> Record:
+    return Record(topic=message.topic, partition=message.partition,  # type: ignore[attr-defined]
+                  offset=message.offset, key=message.key,  # type: ignore[attr-defined]
+                  value=message.value,  # type: ignore[attr-defined]
+                  headers=tuple(message.headers or ()))  # type: ignore[attr-defined]
+
+
+@dataclass
+class FaultLog:
+    """What a schedule injected, by kind (the README reports the totals)."""
+
+    injected: Counter[str] = field(default_factory=Counter)
+
+    def note(self, kind: str) -> None:
+        self.injected[kind] += 1
+        log.info("fault: %s", kind)
+
+
+class Cluster:
+    """The shared services of a campaign: ingest, relay and projector, and two topic taps."""
+
+    def __init__(self, settings: Settings, log_dir: Path,
+                 bugs: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.env = {**cli_env(settings), "LEDGER_INTENT_TTL_S": str(INTENT_TTL_S),
+                    "PYTHONPATH": str(ROOT)}
+        self.bugs = bugs or {}
+        self.processes: dict[str, ManagedProcess] = {}
+        self.topics: Topics | None = None
+        self.ledger_events: Tap | None = None
+        self.dead_letters: Tap | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self.faults = FaultLog()
+
+    def command(self, role: str) -> list[str]:
+        """How to start `ledger` for a role: as installed, or wrapped in a planted bug."""
+        if role in self.bugs:
+            return [sys.executable, "-m", "tests.faults.bugged", self.bugs[role]]
+        return [str(LEDGER_BIN)]
+
+    def process(self, name: str, *args: str) -> ManagedProcess:
+        """Register (and start) a `ledger run ...` child."""
+        managed = ManagedProcess(name, ["run", *args], self.env, self.log_dir,
+                                 self.command(args[0]))
+        managed.start()
+        self.processes[name] = managed
+        return managed
+
+    async def start(self) -> None:
+        self.topics = await ensure_topics(self.settings)
+        for role in ("ingest", "relay", "projector"):
+            self.process(role, role)
+        self.ledger_events = Tap(self.settings, self.topics.ledger_events)
+        self.dead_letters = Tap(self.settings, self.topics.dead_letters)
+        await self.ledger_events.start()
+        await self.dead_letters.start()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self.processes.values()))
+        for tap in (self.ledger_events, self.dead_letters):
+            if tap is not None:
+                await tap.stop()
+
+    async def _supervise(self) -> None:
+        # Crash-only: whatever died (killed by a fault or by its own failpoint) is started
+        # again, as an init system would.
+        while True:
+            await asyncio.sleep(RESTART_DELAY_S)
+            for managed in list(self.processes.values()):
+                if managed.wanted and not managed.alive():
+                    managed.start()
+
+    def disarm(self) -> None:
+        """Restart every process that has failpoints armed, without them."""
+        for managed in self.processes.values():
+            if managed.extra_env:
+                managed.extra_env = {}
+                managed.kill()
+
+
+# --- The workload -------------------------------------------------------------------------------
+
+
+@dataclass
+class Schedule:
+    """One seeded run: its accounts, its client history, its hostile messages."""
+
+    seed: int
+    cluster: Cluster
+    rng: random.Random
+    accounts: list[str]
+    history: list[Operation] = field(default_factory=list)
+    hostile: list[Hostile] = field(default_factory=list)
+    producer: AIOKafkaProducer | None = None
+    started: float = field(default_factory=time.monotonic)
+    intents_seen: set[str] = field(default_factory=set)
+
+    @property
+    def settings(self) -> Settings:
+        return self.cluster.settings
+
+    @property
+    def topics(self) -> Topics:
+        assert self.cluster.topics is not None
+        return self.cluster.topics
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def produce(self, operation: Operation, topic: str, key: str,
+                      value: bytes) -> None:
+        """Send one message and record the client's view of the outcome."""
+        assert self.producer is not None
+        operation.invoked_at = time.monotonic()
+        self.history.append(operation)
+        try:
+            await asyncio.wait_for(self.producer.send_and_wait(topic, value, key=key.encode()),
+                                   timeout=15)
+        except (KafkaError, TimeoutError) as exc:
+            operation.outcome = "unknown"
+            operation.detail = type(exc).__name__
+        else:
+            operation.outcome = "ok"
+        operation.completed_at = time.monotonic()
+
+    async def append(self, account: str, data: EventData) -> None:
+        """Append one event straight to the store, as the operator's commands do."""
+        event = build_event(account, self.now(), data)
+        operation = Operation(kind="append", account=account, event_ids=(event.event_id,),
+                              invoked_at=time.monotonic())
+        self.history.append(operation)
+        try:
+            conn = await asyncio.wait_for(connect(self.settings.database_url), timeout=5)
+        except CLIENT_ERRORS as exc:
+            operation.outcome, operation.detail = "failed", f"connect: {type(exc).__name__}"
+            return
+        try:
+            await asyncio.wait_for(store.append(conn, account, [event]), timeout=10)
+        except CLIENT_ERRORS as exc:
+            # The commit may or may not have happened before the connection went away.
+            operation.outcome, operation.detail = "unknown", type(exc).__name__
+        else:
+            operation.outcome = "ok"
+        finally:
+            operation.completed_at = time.monotonic()
+            with contextlib.suppress(Exception):
+                conn.terminate()
+
+    async def execution(self, account: str, data: EventData) -> None:
+        event = build_event(account, self.now(), data)
+        await self.produce(Operation(kind="execution", account=account,
+                                     event_ids=(event.event_id,)),
+                           self.topics.executions, account, encode_event(event))
+
+    async def signal(self, account: str, signal_id: str) -> None:
+        rng = self.rng
+        body = json.dumps({
+            "signal_id": signal_id, "account": account,
+            "occurred_at": self.now().isoformat().replace("+00:00", "Z"),
+            "symbol": rng.choice(["MSFT 260220P00400000", "AMD 260220P00150000", "SPY"]),
+            "instrument": "option", "side": rng.choice(["long", "short"]),
+            "quantity": str(rng.randint(1, 4)),
+            "limit_price": str(Decimal(rng.randint(20, 80)) * Decimal("0.10")),
+            "multiplier": "100"}).encode()
+        await self.produce(Operation(kind="signal", account=account, signal_id=signal_id),
+                           self.topics.signals, account, body)
+
+
+async def _strategies(schedule: Schedule, until: float) -> None:
+    """Bursts of signals, now to one account, now to another."""
+    rng = schedule.rng
+    count = 0
+    while time.monotonic() < until:
+        account = rng.choice(schedule.accounts)
+        burst = rng.randint(1, 8)
+        await asyncio.gather(*(schedule.signal(account, f"s{schedule.seed}-{count + i}")
+                               for i in range(burst)))
+        count += burst
+        await asyncio.sleep(rng.uniform(0.2, 0.8))
+
+
+async def _broker(schedule: Schedule, until: float) -> None:
+    """The simulated broker: fills most intents (sometimes late), rejects some, ignores a few."""
+    rng = random.Random(schedule.rng.random())
+    consumer = await kafka.reader_at_end(schedule.settings, schedule.topics.order_intents,
+                                         client_id="campaign-broker")
+    pending: set[asyncio.Task[None]] = set()
+    try:
+        while time.monotonic() < until:
+            try:
+                polled = await consumer.getmany(timeout_ms=200)
+            except KafkaError:
+                await asyncio.sleep(0.5)
+                continue
+            for batch in polled.values():
+                for message in batch:
+                    try:
+                        event = decode_event(message.value)
+                    except Exception:  # noqa: BLE001 - not ours to judge here
+                        continue
+                    if event.account not in schedule.accounts or \
+                            not isinstance(event.data, IntentIssued) or \
+                            event.data.intent_id in schedule.intents_seen:
+                        continue
+                    schedule.intents_seen.add(event.data.intent_id)
+                    task = asyncio.create_task(_answer(schedule, rng, event.account,
+                                                       event.data))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+    finally:
+        await asyncio.gather(*pending, return_exceptions=True)
+        await _stop_quietly(consumer)
+
+
+async def _answer(schedule: Schedule, rng: random.Random, account: str,
+                  intent: IntentIssued) -> None:
+    roll = rng.random()
+    # Some answers come after the intent's TTL: a late fill is still a fact to record.
+    await asyncio.sleep(rng.uniform(0.05, INTENT_TTL_S * 1.2))
+    if roll < 0.7:
+        price = max(PRICE_STEP, intent.limit_price - PRICE_STEP * rng.randint(0, 3))
+        await schedule.execution(account, OrderFilled(
+            fill_id=f"fill-{intent.intent_id}", position_id=intent.position_id,
+            symbol=intent.symbol, instrument=intent.instrument, side=intent.side,
+            quantity=intent.quantity, price=price, multiplier=intent.multiplier,
+            intent_id=intent.intent_id))
+    elif roll < 0.85:
+        await schedule.execution(account, IntentRejected(intent_id=intent.intent_id,
+                                                         reason="venue refused"))
+
+
+async def _position_manager(schedule: Schedule, until: float) -> None:
+    """Closes open positions now and then, as stop-loss and take-profit would."""
+    rng = random.Random(schedule.rng.random())
+    while time.monotonic() < until:
+        await asyncio.sleep(rng.uniform(0.4, 1.2))
+        account = rng.choice(schedule.accounts)
+        try:
+            conn = await asyncio.wait_for(connect(schedule.settings.database_url), timeout=3)
+        except CLIENT_ERRORS:
+            continue
+        try:
+            state = await asyncio.wait_for(tables.load_state(conn, account), timeout=3)
+        except CLIENT_ERRORS:
+            continue
+        finally:
+            conn.terminate()
+        if not state.positions:
+            continue
+        position = state.positions[rng.choice(sorted(state.positions))]
+        partial = rng.random() < 0.3 and position.quantity > 1
+        await schedule.execution(account, PositionClosed(
+            position_id=position.position_id,
+            price=max(PRICE_STEP, position.average_price + PRICE_STEP * rng.randint(-10, 10)),
+            quantity=Decimal(1) if partial else None,
+            reason=rng.choice(["stop-loss", "take-profit"])))
+
+
+def limits_for(rng: random.Random) -> LimitsSet:
+    return LimitsSet(max_open_positions=rng.randint(2, 4),
+                     max_exposure=Decimal(rng.choice([3000, 6000, 9000])),
+                     max_order_notional=Decimal(2500))
+
+
+async def _operator(schedule: Schedule, until: float) -> None:
+    """Limit changes and halts, appended straight to the store."""
+    rng = random.Random(schedule.rng.random())
+    while time.monotonic() < until:
+        await asyncio.sleep(rng.uniform(0.8, 2.0))
+        account = rng.choice(schedule.accounts)
+        if rng.random() < 0.5:
+            await schedule.append(account, limits_for(rng))
+        else:
+            await schedule.append(account, TradingHalted(reason="operator pause"))
+            await asyncio.sleep(rng.uniform(0.3, 1.0))
+            await schedule.append(account, TradingResumed(reason="resumed"))
+
+
+async def _manual_dispatch(schedule: Schedule) -> None:
+    """Two operators replay signal files with `ledger dispatch` while the live dispatcher runs."""
+    rng = random.Random(schedule.rng.random())
+    account = schedule.accounts[0]
+    await asyncio.gather(*(_dispatch_file(schedule, account, f"m{schedule.seed}-{operator}",
+                                          rng.randint(30, 60), rng)
+                           for operator in range(2)))
+
+
+async def _dispatch_file(schedule: Schedule, account: str, prefix: str, count: int,
+                         rng: random.Random) -> None:
+    lines = [json.dumps({
+        "signal_id": f"{prefix}-{index}", "account": account,
+        "occurred_at": "2026-02-03T15:00:00Z", "symbol": "SPY", "instrument": "option",
+        "side": "long", "quantity": str(rng.randint(1, 3)), "limit_price": "5.00",
+        "multiplier": "100"}) for index in range(count)]
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as handle:
+        handle.write("\n".join(lines) + "\n")
+    operations = [Operation(kind="signal", account=account, signal_id=f"{prefix}-{index}",
+                            invoked_at=time.monotonic()) for index in range(count)]
+    schedule.history.extend(operations)
+    process = await asyncio.create_subprocess_exec(
+        *schedule.cluster.command("dispatch"), "dispatch", account, "--signals", handle.name,
+        env=schedule.cluster.env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    _, error = await process.communicate()
+    code = process.returncode
+    os.unlink(handle.name)
+    if code:
+        log.info("ledger dispatch exited %s: %s", code, error.decode().strip()[-300:])
+    for operation in operations:
+        # Exit 0: every line decided. Anything else (an outage mid-file): each line may or may
+        # not have been decided.
+        operation.outcome = "ok" if code == 0 else "unknown"
+        operation.detail = f"exit {code}: {error.decode().strip()[-200:]}"
+        operation.completed_at = time.monotonic()
+
+
+# --- Hostile input ------------------------------------------------------------------------------
+
+
+async def _hostile(schedule: Schedule) -> None:
+    """Write what no well-behaved producer writes, straight into the topics."""
+    assert schedule.producer is not None
+    rng = schedule.rng
+    account = rng.choice(schedule.accounts)
+    topics = schedule.topics
+    stranger = f"zz{uuid.uuid4().hex[:8]}"
+    stranger_fill = build_event(stranger, schedule.now(), OrderFilled(
+        fill_id="x-1", position_id="x", symbol="SPY", instrument="equity", side="long",
+        quantity=Decimal(1), price=Decimal(1)))
+    forged = with_ledger_fields(build_event(account, schedule.now(), OrderFilled(
+        fill_id=f"forged-{uuid.uuid4().hex[:6]}", position_id="forged", symbol="SPY",
+        instrument="equity", side="long", quantity=Decimal(100), price=Decimal(500))),
+        sequence=1_000_000 + rng.randint(0, 1000), recorded_at=schedule.now(),
+        global_position=0)
+    messages = [
+        (topics.executions, account, b'{"account": "' + account.encode() + b'", "type": ',
+         "dead-letter", "malformed-json"),
+        (topics.executions, stranger, encode_event(stranger_fill), "dead-letter",
+         "unknown-account"),
+        (topics.signals, account, b"not a signal at all", "dead-letter", "malformed-signal"),
+        (topics.ledger_events, account, encode_event(forged), "dead-letter", "future-sequence"),
+    ]
+    assert schedule.cluster.ledger_events is not None
+    replayed = [r for r in schedule.cluster.ledger_events.records
+                if r.key is not None and r.key.decode() in schedule.accounts]
+    if replayed:
+        # Old events again, out of order: the projector must take them for what they are.
+        for record in rng.sample(replayed, min(3, len(replayed)))[::-1]:
+            assert record.value is not None
+            assert record.key is not None
+            messages.append((topics.ledger_events, record.key.decode(), record.value,
+                             "harmless", "reordered-duplicate"))
+    for topic, key, value, expect, kind in messages:
+        hostile = Hostile(topic=topic, key=key.encode(), value=value, expect=expect,  # type: ignore[arg-type]
+                          kind=kind, acknowledged=False)
+        try:
+            await asyncio.wait_for(schedule.producer.send_and_wait(topic, value,
+                                                                   key=key.encode()), 15)
+        except (KafkaError, TimeoutError):
+            pass
+        else:
+            hostile = Hostile(topic=topic, key=key.encode(), value=value, expect=expect,  # type: ignore[arg-type]
+                              kind=kind, acknowledged=True)
+        schedule.hostile.append(hostile)
+
+
+# --- Faults -------------------------------------------------------------------------------------
+
+
+async def _fault(schedule: Schedule, kind: str, rng: random.Random) -> None:
+    cluster = schedule.cluster
+    if kind != "failpoint":
+        cluster.faults.note(kind)
+    names = sorted(cluster.processes)
+    if kind == "kill":
+        victim = cluster.processes[rng.choice(names)]
+        await asyncio.to_thread(victim.kill)
+    elif kind == "failpoint":
+        point = rng.choice(failpoints.POINTS)
+        role = point.split(".")[0]
+        owners = [p for n, p in sorted(cluster.processes.items()) if n.split("-")[0] == role]
+        victim = rng.choice(owners)
+        victim.extra_env = {"LEDGER_FAILPOINTS": f"{point}={FAILPOINT_PROBABILITY}",
+                            "LEDGER_FAILPOINT_SEED": str(rng.randint(0, 2**31))}
+        cluster.faults.note(f"failpoint {point}")
+        await asyncio.to_thread(victim.kill)
+    elif kind == "postgres-restart":
+        await asyncio.to_thread(postgres_stop_immediate)
+        await asyncio.sleep(rng.uniform(0.3, 2.0))
+        await asyncio.to_thread(postgres_start)
+    elif kind == "kafka-restart":
+        await asyncio.to_thread(kafka_kill)
+        await asyncio.sleep(rng.uniform(0.3, 1.0))
+        await asyncio.to_thread(kafka_start)
+    elif kind == "rebalance":
+        account = rng.choice(schedule.accounts)
+        original = cluster.processes[f"dispatcher-{account}"]
+        replica = cluster.process(f"dispatcher-{account}-replica", "dispatcher", "--account",
+                                  account)
+        # Kill the member that holds the partition while the new one is joining the group.
+        await asyncio.sleep(rng.uniform(0.5, 1.5))
+        await asyncio.to_thread(original.kill)
+        await asyncio.sleep(rng.uniform(0.5, 1.5))
+        await asyncio.to_thread(replica.stop)
+        del cluster.processes[replica.name]
+    elif kind == "hostile":
+        await _hostile(schedule)
+    else:
+        raise ValueError(kind)
+
+
+def draw_faults(rng: random.Random) -> list[tuple[float, str]]:
+    """The schedule: 2-4 faults at instants within the workload window."""
+    kinds, weights = zip(*FAULT_WEIGHTS.items(), strict=True)
+    count = rng.randint(2, 4)
+    return sorted((rng.uniform(0.3, WORKLOAD_S - 0.5), rng.choices(kinds, weights)[0])
+                  for _ in range(count))
+
+
+async def _faults(schedule: Schedule, plan: list[tuple[float, str]]) -> None:
+    rng = random.Random(schedule.rng.random())
+    for at, kind in plan:
+        delay = schedule.started + at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await _fault(schedule, kind, rng)
+
+
+# --- One schedule -------------------------------------------------------------------------------
+
+
+async def run_schedule(cluster: Cluster, seed: int, *, plan: list[tuple[float, str]] | None = None,
+                       manual_dispatch: bool | None = None,
+                       settle_timeout_s: float = SETTLE_TIMEOUT_S) -> Observation:
+    """Run one seeded schedule on the cluster and return what settled.
+
+    `plan` replaces the drawn faults, and `manual_dispatch` the drawn choice of operators
+    replaying signal files (the planted-bug tests pin both).
+    """
+    rng = random.Random(seed)
+    suffix = uuid.uuid4().hex[:6]
+    accounts = [f"c{seed}_{suffix}_{letter}" for letter in "abc"]
+    drawn = draw_faults(rng)
+    plan = drawn if plan is None else plan
+    replay_files = rng.random() < 0.5
+    manual_dispatch = replay_files if manual_dispatch is None else manual_dispatch
+    print(f"schedule seed={seed} accounts={accounts} faults={[k for _, k in plan]}", flush=True)
+    schedule = Schedule(seed=seed, cluster=cluster, rng=rng, accounts=accounts)
+    for account in accounts:
+        await commands.add_account(cluster.settings, account, None)
+        await schedule.append(account, limits_for(rng))
+        cluster.process(f"dispatcher-{account}", "dispatcher", "--account", account)
+    schedule.producer = kafka.producer(cluster.settings, client_id="campaign-client")
+    await schedule.producer.start()
+    try:
+        schedule.started = time.monotonic()
+        until = schedule.started + WORKLOAD_S
+        tasks = [_strategies(schedule, until), _broker(schedule, until + INTENT_TTL_S),
+                 _position_manager(schedule, until), _operator(schedule, until),
+                 _faults(schedule, plan)]
+        if manual_dispatch:
+            tasks.append(_manual_dispatch(schedule))
+        await asyncio.gather(*tasks)
+        cluster.disarm()
+        observation = await settle(schedule, settle_timeout_s)
+    finally:
+        await _stop_quietly(schedule.producer)
+        for account in accounts:
+            managed = cluster.processes.pop(f"dispatcher-{account}")
+            await asyncio.to_thread(managed.stop)
+    return observation
+
+
+async def settle(schedule: Schedule, timeout_s: float) -> Observation:
+    """Observe until the system has converged (or the deadline passes); return the last view.
+
+    Converged means the checker finds nothing: every invariant that needs time (the projector
+    catching up, the relay publishing, dead letters arriving) has had it. At the deadline the
+    last observation is returned as it is, for the checker to report.
+    """
+    from tests.faults.checker import find_violations
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            observation = await observe(schedule)
+        except CLIENT_ERRORS:
+            observation = None
+        if observation is not None and (not find_violations(observation)
+                                        or time.monotonic() > deadline):
+            return observation
+        await asyncio.sleep(1.0)
+
+
+async def observe(schedule: Schedule) -> Observation:
+    """Read the store, the projection and the tapped topics for the schedule's accounts."""
+    conn = await connect(schedule.settings.database_url)
+    try:
+        events: dict[str, list[Event]] = {}
+        projection = {}
+        for account in schedule.accounts:
+            events[account] = await store.read_stream(conn, account, batch_size=1_000_000)
+            projection[account] = await tables.load_state(conn, account)
+    finally:
+        await conn.close()
+    cluster = schedule.cluster
+    assert cluster.ledger_events is not None
+    assert cluster.dead_letters is not None
+    keys = {account.encode() for account in schedule.accounts}
+    return Observation(
+        seed=schedule.seed, accounts=list(schedule.accounts), store=events,
+        projection=projection,
+        ledger_events=[r for r in cluster.ledger_events.records if r.key in keys],
+        dead_letters=list(cluster.dead_letters.records),
+        history=list(schedule.history), hostile=list(schedule.hostile))
+

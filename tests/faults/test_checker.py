@@ -1,0 +1,716 @@
+"""Goal: the fault campaign's checker passes a clean observation and catches each kind of bug the
+campaign hunts, naming the concrete culprit (sequence, id, figures) so a failing seed can be read.
+
+Method: a small stand-in ledger (`Ledger`) appends events the way the store does (sequences 1..n,
+global positions, recorded_at) and decides signals the way the dispatcher does: it folds the
+account, runs the real `gates.evaluate` and appends `SignalEvaluated` (+ `IntentIssued` when
+allowed), so the recorded gates are genuine. It can also be told to err like a buggy dispatcher
+(a false view of the state, a stale `as_of_sequence`, a missing intent). `observe` then plays a
+correct rest of the system for a store: the projection is the fold, `ledger-events` is what the
+relay publishes (with a redelivery, a hostile forged record and a record of another account),
+the dead letters hold the hostile messages, the history is what the clients were told. Each test
+plants one bug in a fresh clean observation, or in a store the stand-in built with a bug, and
+asserts the checker's finding: its check number and the culprit in its message. Pure: no
+database, no Kafka, no clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from dispatcher import gates
+from ledger.events import (
+    Event,
+    EventData,
+    IntentExpired,
+    IntentIssued,
+    IntentIssuedEvent,
+    IntentRejected,
+    LimitsSet,
+    OrderFilled,
+    PositionClosed,
+    Signal,
+    SignalEvaluated,
+    SignalEvaluatedEvent,
+    TradingHalted,
+    TradingResumed,
+    build_event,
+    encode_event,
+    with_ledger_fields,
+)
+from projections.fold import AccountState, Limits, fold, initial_state
+from tests.faults.checker import CHECKS, Violation, check, find_violations
+from tests.faults.model import Hostile, Observation, Operation, Outcome, Record
+
+SEED = 7
+ALPHA, BETA, GAMMA = "alpha", "beta", "gamma"
+# An account of another run sharing the topic: the checker must leave it alone.
+DELTA = "delta"
+ACCOUNTS = [ALPHA, BETA, GAMMA]
+# The relay keys records by account; these are the partitions those keys land on.
+PARTITIONS = {ALPHA: 0, BETA: 1, GAMMA: 0, DELTA: 1}
+LEDGER_EVENTS, EXECUTIONS, SIGNALS, DEAD_LETTERS = (
+    "ledger-events", "executions", "signals", "dead-letters")
+OPENED_AT = datetime(2026, 2, 3, 14, 30, tzinfo=UTC)
+STEP = timedelta(seconds=1)
+RECORDING_DELAY = timedelta(milliseconds=5)
+SIGNAL_TRANSIT = timedelta(milliseconds=200)
+INTENT_TTL = timedelta(seconds=60)
+FOLD_BOUND = 1000
+MULTIPLIER = Decimal("100")
+# The relay died after publishing alpha's sequence 5 but before marking 4 and 5 published.
+REDELIVERED_AFTER = (ALPHA, 5)
+REDELIVERED_FROM = 4
+FORGED_SEQUENCE = 99
+
+View = Callable[[AccountState], AccountState]
+
+
+def intent_id(signal_id: str) -> str:
+    return f"I-{signal_id}"
+
+
+def position_id(signal_id: str) -> str:
+    return f"P-{signal_id}"
+
+
+def filled(fill_id: str, position: str, symbol: str, quantity: str, price: str, *,
+           intent: str | None = None, fees: str | None = None) -> OrderFilled:
+    return OrderFilled(fill_id=fill_id, position_id=position, symbol=symbol, instrument="option",
+                       side="long", quantity=Decimal(quantity), price=Decimal(price),
+                       multiplier=MULTIPLIER, intent_id=intent,
+                       fees=None if fees is None else Decimal(fees))
+
+
+def ignoring_pending(state: AccountState) -> AccountState:
+    """The view of a dispatcher that forgets orders sent but not yet filled (the incident)."""
+    return dataclasses.replace(state, pending={})
+
+
+def ignoring_open_positions(state: AccountState) -> AccountState:
+    """The view of a dispatcher whose query missed the account's positions ("Positions 0/5")."""
+    return dataclasses.replace(state, positions={})
+
+
+def not_halted(state: AccountState) -> AccountState:
+    return dataclasses.replace(state, halted=False, halt_reason=None)
+
+
+def with_limits(state: AccountState) -> AccountState:
+    limits = Limits(max_open_positions=5, max_exposure=Decimal("10000"), max_order_notional=None,
+                    daily_loss_limit=None)
+    return dataclasses.replace(state, limits=limits)
+
+
+class Ledger:
+    """The store and a correct dispatcher, unless a decision is told to err like a buggy one."""
+
+    def __init__(self, store: Mapping[str, Sequence[Event]] | None = None) -> None:
+        self.streams = {account: list(events) for account, events in (store or {}).items()}
+        self.states = {account: fold(events, account=account)
+                       for account, events in self.streams.items()}
+        stored = [event for events in self.streams.values() for event in events]
+        self.global_position = max((e.global_position or 0 for e in stored), default=-1) + 1
+        self.now = max((e.occurred_at for e in stored), default=OPENED_AT)
+
+    def state(self, account: str) -> AccountState:
+        return self.states.get(account, initial_state(account))
+
+    def wait(self, duration: timedelta) -> None:
+        self.now += duration
+
+    def append(self, account: str, data: EventData, event_id: uuid.UUID | None = None) -> Event:
+        self.now += STEP
+        return self._store(build_event(account, self.now, data, event_id))
+
+    def decide(self, account: str, signal_id: str, symbol: str, quantity: str, limit_price: str,
+               *, lag: int = 0, view: View | None = None, as_of: int | None = None,
+               issue: bool | None = None) -> gates.Decision:
+        """Decide a signal as the dispatcher does: gates on the head's state, one append."""
+        self.now += STEP
+        state = self.state(account)
+        head = state.sequence
+        signal = Signal(signal_id=signal_id, account=account,
+                        occurred_at=self.now - SIGNAL_TRANSIT, symbol=symbol,
+                        instrument="option", side="long", quantity=Decimal(quantity),
+                        limit_price=Decimal(limit_price), multiplier=MULTIPLIER)
+        # A lag within the bound means the dispatcher folded the tail: it still sees the head.
+        freshness = gates.Freshness(head=head, state_sequence=head - lag, fold_bound=FOLD_BOUND)
+        decision = gates.evaluate(state if view is None else view(state), signal, self.now,
+                                  freshness)
+        evaluated = SignalEvaluated(signal_id=signal_id, signal=signal, allowed=decision.allowed,
+                                    gates=decision.gates,
+                                    as_of_sequence=head if as_of is None else as_of)
+        events = [build_event(account, self.now, evaluated)]
+        if decision.allowed if issue is None else issue:
+            events.append(build_event(account, self.now, IntentIssued(
+                intent_id=intent_id(signal_id), signal_id=signal_id,
+                position_id=position_id(signal_id), symbol=symbol, instrument="option",
+                side="long", quantity=signal.quantity, limit_price=signal.limit_price,
+                multiplier=MULTIPLIER, expires_at=self.now + INTENT_TTL)))
+        for event in events:
+            self._store(event)
+        return decision
+
+    def _store(self, event: Event) -> Event:
+        stream = self.streams.setdefault(event.account, [])
+        stored = with_ledger_fields(event, sequence=len(stream) + 1,
+                                    recorded_at=event.occurred_at + RECORDING_DELAY,
+                                    global_position=self.global_position)
+        self.global_position += 1
+        stream.append(stored)
+        self.states[event.account] = fold([stored], self.state(event.account))
+        return stored
+
+
+def clean_store() -> dict[str, list[Event]]:
+    """A trading morning of three accounts, every decision made on the head's true figures."""
+    ledger = Ledger()
+    ledger.append(ALPHA, LimitsSet(max_open_positions=3, max_exposure=Decimal("10000"),
+                                   max_order_notional=Decimal("5000"),
+                                   daily_loss_limit=Decimal("2000")))
+    ledger.append(BETA, LimitsSet(max_open_positions=2, max_exposure=Decimal("5000")))
+    ledger.append(GAMMA, filled("F-G1", "P-G1", "SPY 260220P00600000", "10", "1.00"))
+    ledger.append(ALPHA, filled("F-A1", "P-A1", "MSFT 260220P00400000", "2", "6.00"))
+    ledger.decide(ALPHA, "S-A1", "AAPL 260220P00220000", "1", "5.00")
+    ledger.decide(BETA, "S-B1", "NVDA 260220P00120000", "2", "8.00")
+    ledger.append(ALPHA, filled("F-A2", position_id("S-A1"), "AAPL 260220P00220000", "1", "4.90",
+                                intent=intent_id("S-A1")))
+    ledger.append(BETA, filled("F-B1", position_id("S-B1"), "NVDA 260220P00120000", "2", "7.95",
+                               intent=intent_id("S-B1"), fees="1.30"))
+    ledger.decide(ALPHA, "S-A2", "CRM 260220P00300000", "1", "7.00")
+    ledger.decide(ALPHA, "S-A3", "META 260220P00650000", "1", "3.00")  # 2 open + 1 pending: full
+    ledger.decide(GAMMA, "S-G1", "QQQ 260220P00500000", "1", "2.00")  # limits never set
+    ledger.append(ALPHA, IntentRejected(intent_id=intent_id("S-A2"), reason="price off market"))
+    ledger.append(ALPHA, PositionClosed(position_id="P-A1", price=Decimal("7.00"),
+                                        reason="take_profit"))
+    ledger.decide(ALPHA, "S-A4", "AVGO 260220P00330000", "1", "9.00", lag=2)
+    ledger.decide(BETA, "S-B2", "TSLA 260220P00400000", "5", "9.00")  # exposure over the limit
+    ledger.wait(INTENT_TTL)
+    ledger.append(ALPHA, IntentExpired(intent_id=intent_id("S-A4"), reason="not filled in 60s"))
+    ledger.append(BETA, PositionClosed(position_id=position_id("S-B1"), price=Decimal("7.00"),
+                                       quantity=Decimal("1"), reason="stop_loss"))
+    ledger.append(ALPHA, TradingHalted(reason="risk desk review"))
+    ledger.decide(ALPHA, "S-A5", "QCOM 260220P00150000", "1", "2.00")  # halted
+    ledger.append(ALPHA, TradingResumed(reason="review done"))
+    ledger.decide(ALPHA, "S-A6", "GOOGL 260220P00180000", "1", "6.00")
+    return ledger.streams
+
+
+# --- The rest of a correct system, observed -------------------------------------------------------
+
+
+def relay_headers(event: Event) -> tuple[tuple[str, bytes], ...]:
+    return (("account", event.account.encode()), ("sequence", str(event.sequence).encode()),
+            ("event_id", str(event.event_id).encode()), ("type", event.type.encode()))
+
+
+def forged_event() -> Event:
+    data = LimitsSet(max_open_positions=100, max_exposure=Decimal("1000000"))
+    return with_ledger_fields(build_event(ALPHA, OPENED_AT, data), sequence=FORGED_SEQUENCE,
+                              recorded_at=OPENED_AT, global_position=0)
+
+
+def hostile_messages(store: Mapping[str, Sequence[Event]]) -> list[Hostile]:
+    stranger = build_event("nobody", OPENED_AT, filled("F-X", "P-X", "IBM 260220P00200000", "1",
+                                                       "1.00"))
+    return [
+        Hostile(topic=EXECUTIONS, key=ALPHA.encode(),
+                value=b'{"account": "alpha", "type": "OrderFilled", "data": {',
+                expect="dead-letter", kind="malformed-json"),
+        Hostile(topic=EXECUTIONS, key=b"nobody", value=encode_event(stranger),
+                expect="dead-letter", kind="unknown-account"),
+        Hostile(topic=LEDGER_EVENTS, key=ALPHA.encode(), value=encode_event(forged_event()),
+                expect="dead-letter", kind="future-sequence"),
+        # The producer never heard back: it need not be dead-lettered, but this one was.
+        Hostile(topic=SIGNALS, key=BETA.encode(), value=b"not json at all",
+                expect="dead-letter", kind="malformed-json", acknowledged=False),
+        Hostile(topic=LEDGER_EVENTS, key=BETA.encode(), value=encode_event(store[BETA][1]),
+                expect="harmless", kind="duplicate"),
+    ]
+
+
+def published(store: Mapping[str, Sequence[Event]], hostile: Sequence[Hostile]) -> list[Record]:
+    """What the relay (at least once) and the hostile producer left in `ledger-events`."""
+    partitions: dict[int, list[Record]] = {0: [], 1: []}
+
+    def send(key: bytes | None, value: bytes | None, partition: int,
+             headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        lane = partitions[partition]
+        lane.append(Record(topic=LEDGER_EVENTS, partition=partition, offset=len(lane), key=key,
+                           value=value, headers=headers))
+
+    def relay(event: Event) -> None:
+        send(event.account.encode(), encode_event(event), PARTITIONS[event.account],
+             relay_headers(event))
+
+    ordered = sorted((e for events in store.values() for e in events),
+                     key=lambda e: e.global_position or 0)
+    stranger = with_ledger_fields(build_event(DELTA, OPENED_AT, TradingHalted(reason="other run")),
+                                  sequence=1, recorded_at=OPENED_AT, global_position=0)
+    relay(stranger)
+    for index, event in enumerate(ordered):
+        relay(event)
+        if (event.account, event.sequence) == REDELIVERED_AFTER:
+            for again in store[ALPHA][REDELIVERED_FROM - 1:REDELIVERED_AFTER[1]]:
+                relay(again)
+        if index == len(ordered) // 2:
+            for message in hostile:
+                if message.topic == LEDGER_EVENTS and message.key is not None:
+                    send(message.key, message.value, PARTITIONS[message.key.decode()])
+    return partitions[0] + partitions[1]
+
+
+def dead_lettered(hostile: Sequence[Hostile]) -> list[Record]:
+    letters: list[Record] = []
+    for message in hostile:
+        if message.expect != "dead-letter":
+            continue
+        headers = (("dlq.reason", f"{message.kind}: refused".encode()),
+                   ("dlq.topic", message.topic.encode()), ("dlq.partition", b"0"),
+                   ("dlq.offset", str(len(letters)).encode()), ("dlq.consumer", b"ingest"))
+        letters.append(Record(topic=DEAD_LETTERS, partition=0, offset=len(letters),
+                              key=message.key, value=message.value, headers=headers))
+    return letters
+
+
+def told(store: Mapping[str, Sequence[Event]]) -> list[Operation]:
+    """What the clients were told: ok for what the store holds, plus refusals and cut-offs."""
+    operations: list[Operation] = []
+    for account, events in store.items():
+        for event in events:
+            if event.type in ("LimitsSet", "TradingResumed"):
+                operations.append(Operation(kind="append", account=account,
+                                            event_ids=(event.event_id,), outcome="ok"))
+            elif event.type == "TradingHalted":
+                # Cut off after the commit: stored all the same.
+                operations.append(Operation(kind="append", account=account,
+                                            event_ids=(event.event_id,), outcome="unknown"))
+            elif event.type in ("OrderFilled", "PositionClosed", "IntentRejected"):
+                outcome: Outcome = "unknown" if account == GAMMA else "ok"
+                operations.append(Operation(kind="execution", account=account,
+                                            event_ids=(event.event_id,), outcome=outcome))
+            elif isinstance(event, SignalEvaluatedEvent):
+                operations.append(Operation(kind="signal", account=account,
+                                            signal_id=event.data.signal_id, outcome="ok"))
+    refused = build_event(ALPHA, OPENED_AT, LimitsSet(max_open_positions=0,
+                                                      max_exposure=Decimal("0")))
+    lost = [build_event(BETA, OPENED_AT, TradingHalted(reason=f"lost {n}")) for n in (1, 2)]
+    unsent = build_event(BETA, OPENED_AT, filled("F-B9", "P-B9", "AMD 260220P00100000", "1",
+                                                 "1.00"))
+    operations += [
+        Operation(kind="append", account=ALPHA, event_ids=(refused.event_id,), outcome="failed"),
+        Operation(kind="append", account=BETA, event_ids=tuple(e.event_id for e in lost),
+                  outcome="unknown"),
+        Operation(kind="execution", account=BETA, event_ids=(unsent.event_id,),
+                  outcome="failed"),
+        Operation(kind="signal", account=BETA, signal_id="S-lost", outcome="unknown"),
+        Operation(kind="signal", account=ALPHA, signal_id="S-refused", outcome="failed"),
+        Operation(kind="signal", account=DELTA, signal_id="S-other-run", outcome="ok"),
+    ]
+    for index, operation in enumerate(operations):
+        operation.invoked_at = float(index)
+        operation.completed_at = None if operation.outcome == "unknown" else index + 0.5
+    return operations
+
+
+def observe(store: Mapping[str, Sequence[Event]]) -> Observation:
+    """What a correct system around this store would have left behind."""
+    hostile = hostile_messages(store)
+    return Observation(
+        seed=SEED,
+        accounts=list(ACCOUNTS),
+        store={account: list(events) for account, events in store.items()},
+        projection={account: fold(events, account=account) for account, events in store.items()},
+        ledger_events=published(store, hostile),
+        dead_letters=dead_lettered(hostile),
+        history=told(store),
+        hostile=hostile,
+    )
+
+
+@pytest.fixture
+def clean() -> Observation:
+    return observe(clean_store())
+
+
+def caught(observation: Observation, number: int, *culprits: str,
+           alone: bool = False) -> Violation:
+    """Return the first violation of check `number`, asserting it names every culprit."""
+    violations = find_violations(observation)
+    mine = [v for v in violations if v.check == number]
+    assert mine, f"check {number} found nothing; all found: {violations}"
+    first = mine[0]
+    assert first.name == CHECKS[number]
+    for culprit in culprits:
+        assert culprit in first.message, f"{culprit!r} not in {first.message!r}"
+    assert "\n" not in first.message
+    if alone:
+        assert violations == mine, violations
+    return first
+
+
+def records_of(observation: Observation, account: str, sequence: int) -> list[Record]:
+    return [r for r in observation.ledger_events
+            if r.header("account") == account and r.header("sequence") == str(sequence)]
+
+
+# --- The clean observation ------------------------------------------------------------------------
+
+
+def test_clean_observation_covers_what_the_checks_judge(clean: Observation) -> None:
+    decisions = {e.data.signal_id: e.data for events in clean.store.values() for e in events
+                 if isinstance(e, SignalEvaluatedEvent)}
+    codes = {signal_id: gates.Decision(allowed=d.allowed, gates=d.gates).code
+             for signal_id, d in decisions.items()}
+    stored = sum(len(events) for events in clean.store.values())
+
+    assert codes == {"S-A1": None, "S-B1": None, "S-A2": None, "S-A3": "max_open_positions",
+                     "S-G1": "limits_not_set", "S-A4": None, "S-B2": "max_exposure",
+                     "S-A5": "trading_halted", "S-A6": None}
+    assert decisions["S-A4"].gates[0].value == 2  # decided on a lagging projection, tail folded
+    assert clean.projection[ALPHA].pending  # S-A6 is still pending
+    assert len(clean.ledger_events) > stored  # redeliveries, hostile and foreign records
+    assert {o.outcome for o in clean.history} == {"ok", "failed", "unknown"}
+
+
+def test_find_violations_when_observation_clean_returns_none(clean: Observation) -> None:
+    assert find_violations(clean) == []
+    check(clean)  # raises on any violation
+
+
+# --- Check 1: sequences ---------------------------------------------------------------------------
+
+
+def test_check_1_when_sequence_skips_names_expected_and_actual(clean: Observation) -> None:
+    last = clean.store[ALPHA][-1]
+    head = len(clean.store[ALPHA])
+    clean.store[ALPHA][-1] = last.model_copy(update={"sequence": head + 1})
+
+    caught(clean, 1, f"expected sequence {head} but was {head + 1}", str(last.event_id))
+
+
+def test_check_1_when_fill_stored_twice_under_two_ids_names_fill_id() -> None:
+    store = clean_store()
+    first = next(e for e in store[BETA] if e.type == "OrderFilled")
+    ledger = Ledger(store)
+    again = ledger.append(BETA, first.data, event_id=uuid.UUID(int=1))
+
+    caught(observe(ledger.streams), 1, 'fill_id="F-B1"', f"sequence {first.sequence}",
+           f"sequence {again.sequence}", alone=True)
+
+
+def test_check_1_when_event_id_reused_across_accounts_names_it() -> None:
+    store = clean_store()
+    taken = store[ALPHA][0].event_id
+    store[GAMMA][0] = store[GAMMA][0].model_copy(update={"event_id": taken})
+
+    caught(observe(store), 1, f"event id {taken} stored twice", "account alpha sequence 1",
+           alone=True)
+
+
+# --- Check 2: history -----------------------------------------------------------------------------
+
+LOST_ID = uuid.UUID(int=404)
+
+
+@pytest.mark.parametrize(
+    ("operation", "culprit"),
+    [
+        pytest.param(Operation(kind="append", account=ALPHA, event_ids=(LOST_ID,), outcome="ok"),
+                     f"event {LOST_ID} not stored", id="ok-append-lost"),
+        pytest.param(Operation(kind="execution", account=BETA, event_ids=(LOST_ID,),
+                               outcome="ok"),
+                     f"event {LOST_ID} not stored", id="ok-execution-lost"),
+        pytest.param(Operation(kind="signal", account=BETA, signal_id="S-404", outcome="ok"),
+                     "signal S-404 never decided", id="ok-signal-never-decided"),
+    ],
+)
+def test_check_2_when_acknowledged_operation_left_no_trace_names_it(
+        clean: Observation, operation: Operation, culprit: str) -> None:
+    clean.history.append(operation)
+
+    violation = caught(clean, 2, culprit, f"history #{len(clean.history) - 1}", alone=True)
+
+    assert violation.account == operation.account
+
+
+def test_check_2_when_refused_append_was_stored_names_the_event(clean: Observation) -> None:
+    stored = clean.store[ALPHA][0].event_id
+    clean.history.append(Operation(kind="append", account=ALPHA, event_ids=(stored,),
+                                   outcome="failed"))
+
+    caught(clean, 2, f"event {stored} stored", "append failed", alone=True)
+
+
+def test_check_2_when_cut_off_append_half_stored_names_both_halves(clean: Observation) -> None:
+    stored = clean.store[BETA][0].event_id
+    clean.history.append(Operation(kind="append", account=BETA, event_ids=(stored, LOST_ID),
+                                   outcome="unknown"))
+
+    caught(clean, 2, "1 of 2 events stored", str(stored), str(LOST_ID), alone=True)
+
+
+def test_check_2_when_execution_stored_twice_names_it(clean: Observation) -> None:
+    fill = next(e for e in clean.store[BETA] if e.type == "OrderFilled")
+    twice = fill.model_copy(update={"sequence": len(clean.store[BETA]) + 1})
+    clean.store[BETA].append(twice)
+
+    caught(clean, 2, f"event {fill.event_id} stored 2 times", "execution ok")
+
+
+# --- Check 3: distribution ------------------------------------------------------------------------
+
+
+def test_check_3_when_stored_event_never_published_names_it(clean: Observation) -> None:
+    missing = clean.store[BETA][2]
+    clean.ledger_events = [r for r in clean.ledger_events if r not in records_of(clean, BETA, 3)]
+
+    violations = find_violations(clean)
+
+    caught(clean, 3, "sequence 4 first seen before sequence 3", alone=True)
+    assert any(f"stored sequence 3 (event {missing.event_id}" in v.message
+               and "never published" in v.message for v in violations), violations
+
+
+def test_check_3_when_record_carries_another_event_names_both_ids(clean: Observation) -> None:
+    record = records_of(clean, ALPHA, 2)[0]
+    stored = clean.store[ALPHA][1]
+    impostor = stored.model_copy(update={"event_id": uuid.UUID(int=2)})
+    index = clean.ledger_events.index(record)
+    clean.ledger_events[index] = dataclasses.replace(record, value=encode_event(impostor))
+
+    caught(clean, 3, "sequence 2", str(impostor.event_id), str(stored.event_id), alone=True)
+
+
+def test_check_3_when_partition_goes_backwards_names_the_early_sequence(
+        clean: Observation) -> None:
+    second, third = records_of(clean, ALPHA, 2)[0], records_of(clean, ALPHA, 3)[0]
+    clean.ledger_events = [
+        dataclasses.replace(r, offset=third.offset) if r == second
+        else dataclasses.replace(r, offset=second.offset) if r == third else r
+        for r in clean.ledger_events
+    ]
+
+    caught(clean, 3, "sequence 3 first seen before sequence 2", f"@{second.offset}", alone=True)
+
+
+def test_check_3_when_record_cannot_be_decoded_names_where(clean: Observation) -> None:
+    offset = max(r.offset for r in clean.ledger_events if r.partition == 0) + 1
+    torn = Record(topic=LEDGER_EVENTS, partition=0, offset=offset, key=ALPHA.encode(),
+                  value=b'{"event_id": "7b1c', headers=(("account", ALPHA.encode()),))
+    clean.ledger_events.append(torn)
+
+    caught(clean, 3, f"{LEDGER_EVENTS}[0]@{offset}", "JSON", alone=True)
+
+
+def test_check_3_when_forged_record_not_hostile_names_its_sequence(clean: Observation) -> None:
+    clean.hostile = [h for h in clean.hostile if h.kind != "future-sequence"]
+
+    caught(clean, 3, f"sequence {FORGED_SEQUENCE}",
+           f"beyond the store's head {len(clean.store[ALPHA])}", alone=True)
+
+
+def test_check_3_when_header_contradicts_value_names_the_header(clean: Observation) -> None:
+    record = records_of(clean, GAMMA, 2)[0]
+    headers = tuple((k, b"1" if k == "sequence" else v) for k, v in record.headers)
+    index = clean.ledger_events.index(record)
+    clean.ledger_events[index] = dataclasses.replace(record, headers=headers)
+
+    caught(clean, 3, "header sequence='1'", "'2'", alone=True)
+
+
+# --- Check 4: projection --------------------------------------------------------------------------
+
+
+def test_check_4_when_position_quantity_differs_names_the_position(clean: Observation) -> None:
+    live = clean.projection[ALPHA]
+    position = live.positions[position_id("S-A1")]
+    positions = {**live.positions,
+                 position.position_id: dataclasses.replace(position, quantity=Decimal("2"))}
+    clean.projection[ALPHA] = dataclasses.replace(live, positions=positions)
+
+    caught(clean, 4, "projection_positions", position.position_id, alone=True)
+
+
+def test_check_4_when_pending_intent_lost_names_the_intent(clean: Observation) -> None:
+    clean.projection[ALPHA] = dataclasses.replace(clean.projection[ALPHA], pending={})
+
+    caught(clean, 4, "projection_pending", intent_id("S-A6"), alone=True)
+
+
+def test_check_4_when_projection_behind_head_names_both(clean: Observation) -> None:
+    head = len(clean.store[BETA])
+    clean.projection[BETA] = fold(clean.store[BETA][:-1], account=BETA)
+
+    caught(clean, 4, f"projection at sequence {head - 1}", f"head is {head}", alone=True)
+
+
+def test_check_4_when_projection_missing_names_the_account(clean: Observation) -> None:
+    del clean.projection[GAMMA]
+
+    violation = caught(clean, 4, "no projection", alone=True)
+
+    assert violation.account == GAMMA
+
+
+# --- Check 5: limits ------------------------------------------------------------------------------
+
+
+def test_check_5_when_dispatcher_ignored_pending_names_sequence_and_figures() -> None:
+    ledger = Ledger(clean_store())
+    ledger.decide(ALPHA, "S-A7", "INTC 260220P00030000", "1", "4.00")  # 1 open + 2 pending: full
+    ledger.decide(ALPHA, "S-A8", "ORCL 260220P00250000", "1", "4.00", view=ignoring_pending)
+    over = ledger.streams[ALPHA][-1]
+    assert isinstance(over, IntentIssuedEvent)
+
+    caught(observe(ledger.streams), 5, f"IntentIssued at sequence {over.sequence}",
+           intent_id("S-A8"), "4 positions > max_open_positions 3")
+
+
+def test_check_5_when_intent_issued_without_limits_says_so() -> None:
+    ledger = Ledger(clean_store())
+    ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00", view=with_limits)
+
+    caught(observe(ledger.streams), 5, "no limits", intent_id("S-G2"))
+
+
+def test_check_5_when_exposure_over_limit_names_both_figures() -> None:
+    ledger = Ledger(clean_store())
+    # beta holds 1 x 7.95 x 100 = 795 against 5000; a 4500 order brings it to 5295.
+    ledger.decide(BETA, "S-B3", "TSLA 260220P00400000", "5", "9.00", view=ignoring_open_positions)
+
+    caught(observe(ledger.streams), 5, "exposure 5295", "max_exposure 5000")
+
+
+# --- Check 6: decisions ---------------------------------------------------------------------------
+
+
+def test_check_6_when_decided_on_stale_view_names_both_sequences() -> None:
+    ledger = Ledger(clean_store())
+    head = ledger.state(BETA).sequence
+    ledger.decide(BETA, "S-B3", "AMD 260220P00100000", "1", "1.00", as_of=head - 1)
+
+    caught(observe(ledger.streams), 6, "S-B3", f"as of sequence {head - 1}",
+           f"expected the head {head}", alone=True)
+
+
+def test_check_6_when_recorded_figures_differ_from_truth_names_gate_and_figures() -> None:
+    ledger = Ledger(clean_store())
+    # Allowed either way (1 open + 1 pending + 1 <= 3), but it saw 0 pending: a lie on record.
+    ledger.decide(ALPHA, "S-A7", "INTC 260220P00030000", "1", "4.00", view=ignoring_pending)
+
+    caught(observe(ledger.streams), 6, "S-A7", "max_open_positions", "1 + 0 pending",
+           "1 + 1 pending", alone=True)
+
+
+def test_check_6_when_allowed_while_halted_says_halted() -> None:
+    ledger = Ledger(clean_store())
+    ledger.append(ALPHA, TradingHalted(reason="broker outage"))
+    ledger.decide(ALPHA, "S-A7", "INTC 260220P00030000", "1", "4.00", view=not_halted)
+
+    caught(observe(ledger.streams), 6, "S-A7", "allowed while the account was halted",
+           "broker outage", alone=True)
+
+
+def test_check_6_when_allowed_without_intent_names_the_signal() -> None:
+    ledger = Ledger(clean_store())
+    ledger.decide(BETA, "S-B3", "AMD 260220P00100000", "1", "1.00", issue=False)
+
+    caught(observe(ledger.streams), 6, "S-B3", "expected IntentIssued", alone=True)
+
+
+def test_check_6_when_intent_issued_without_decision_names_the_intent() -> None:
+    ledger = Ledger(clean_store())
+    ledger.append(BETA, IntentIssued(
+        intent_id="I-rogue", signal_id="S-rogue", position_id="P-rogue",
+        symbol="AMD 260220P00100000", instrument="option", side="long", quantity=Decimal("1"),
+        limit_price=Decimal("1.00"), multiplier=MULTIPLIER, expires_at=ledger.now + INTENT_TTL))
+
+    caught(observe(ledger.streams), 6, "I-rogue", "expected the allowed SignalEvaluated")
+
+
+def test_check_6_when_intent_differs_from_signal_names_both_orders() -> None:
+    store = clean_store()
+    index = next(i for i, e in enumerate(store[BETA]) if isinstance(e, IntentIssuedEvent))
+    intent = store[BETA][index]
+    assert isinstance(intent, IntentIssuedEvent)
+    store[BETA][index] = intent.model_copy(
+        update={"data": intent.data.model_copy(update={"quantity": Decimal("20")})})
+
+    caught(observe(store), 6, f"sequence {intent.sequence} reserves", " 20 ", " 2 ")
+
+
+# --- Check 7: dead letters ------------------------------------------------------------------------
+
+
+def test_check_7_when_hostile_message_not_dead_lettered_names_it(clean: Observation) -> None:
+    malformed = next(h for h in clean.hostile if h.kind == "malformed-json" and h.acknowledged)
+    clean.dead_letters = [d for d in clean.dead_letters if d.value != malformed.value]
+
+    violation = caught(clean, 7, "malformed-json", EXECUTIONS, "was acknowledged", alone=True)
+
+    assert violation.account is None
+
+
+def test_check_7_when_unacknowledged_hostile_absent_passes(clean: Observation) -> None:
+    unacknowledged = next(h for h in clean.hostile if not h.acknowledged)
+    clean.dead_letters = [d for d in clean.dead_letters if d.value != unacknowledged.value]
+
+    assert find_violations(clean) == []
+
+
+@pytest.mark.parametrize("reason", [None, b"", b"  "], ids=["absent", "empty", "blank"])
+def test_check_7_when_dead_letter_has_no_reason_names_it(
+        clean: Observation, reason: bytes | None) -> None:
+    letter = clean.dead_letters[0]
+    headers = tuple((k, v) for k, v in letter.headers if k != "dlq.reason")
+    if reason is not None:
+        headers += (("dlq.reason", reason),)
+    clean.dead_letters[0] = dataclasses.replace(letter, headers=headers)
+
+    caught(clean, 7, f"{DEAD_LETTERS}[0]@{letter.offset}", "no dlq.reason")
+
+
+# --- Entry points ---------------------------------------------------------------------------------
+
+
+def test_check_when_one_violation_raises_with_seed_check_and_culprit(
+        clean: Observation) -> None:
+    del clean.projection[GAMMA]
+
+    with pytest.raises(AssertionError) as raised:
+        check(clean)
+
+    assert str(raised.value).startswith(f"seed={SEED}: check 4 (projection): account gamma: ")
+    assert str(raised.value).endswith("(the only violation)")
+
+
+def test_check_when_many_violations_counts_the_others(clean: Observation) -> None:
+    clean.history += [Operation(kind="signal", account=BETA, signal_id=f"S-gone-{n}",
+                                outcome="ok") for n in range(10)]
+    clean.dead_letters = []
+
+    with pytest.raises(AssertionError) as raised:
+        check(clean)
+
+    message = str(raised.value)
+    assert message.startswith(f"seed={SEED}: check 2 (history): account beta: ")
+    assert "S-gone-0" in message
+    assert message.endswith("(and 12 other violations; in all: check 2 x10, check 7 x3)")
+
+
+def test_find_violations_when_many_keeps_the_first_few_per_check(clean: Observation) -> None:
+    clean.history += [Operation(kind="signal", account=BETA, signal_id=f"S-gone-{n}",
+                                outcome="ok") for n in range(10)]
+
+    violations = find_violations(clean, examples_max=3)
+
+    assert [v.check for v in violations] == [2, 2, 2]
+    assert "S-gone-0" in violations[0].message

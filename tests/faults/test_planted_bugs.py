@@ -1,0 +1,55 @@
+"""Goal: the campaign can fail. Each planted bug breaks one invariant in a plausible way, and a
+schedule run with it must be caught by the check that guards that invariant.
+
+Method: a cluster of its own per bug (tests/faults/bugged.py wraps the process that carries it),
+one schedule with the faults pinned so the bug has its chance (hostile messages for the dead
+letters, two operators replaying signal files for the head lock), a short settle, and the
+violations found must include the expected check. Check 1 (sequences and unique ids) is held by
+the store's own constraints, which no process can get around; test_checker.py plants its bugs in
+an observation instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from ledger.settings import Settings
+from tests.faults.checker import find_violations
+from tests.faults.conftest import start_cluster
+from tests.faults.harness import run_schedule
+
+pytestmark = [pytest.mark.pg, pytest.mark.kafka, pytest.mark.slow, pytest.mark.chaos]
+
+SEED = 7
+SETTLE_S = 20.0
+
+PLANTED = [
+    # (bug, the role it is planted in, the fault plan, operators replaying files, check caught)
+    ("lost-write", ["ingest"], [], False, 2),
+    ("relay-skips", ["relay"], [], False, 3),
+    ("projector-ignores-partial-closes", ["projector"], [], False, 4),
+    ("ignores-pending", ["dispatcher"], [], False, 5),
+    ("skip-lock", ["dispatcher", "dispatch"], [], True, 6),
+    ("swallows-malformed", ["ingest"], [(1.0, "hostile")], False, 7),
+]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("bug", "roles", "plan", "replay_files", "expected"), PLANTED,
+                         ids=[row[0] for row in PLANTED])
+async def test_planted_bug_is_caught_by_its_check(
+        make_database: Callable[[], Awaitable[Settings]], tmp_path_factory: pytest.TempPathFactory,
+        bug: str, roles: list[str], plan: list[tuple[float, str]], replay_files: bool,
+        expected: int) -> None:
+    cluster = await start_cluster(make_database, tmp_path_factory.mktemp(bug),
+                                  f"planted{bug[:8]}{id(plan) % 10_000}.",
+                                  dict.fromkeys(roles, bug))
+    try:
+        observation = await run_schedule(cluster, SEED, plan=plan,
+                                         manual_dispatch=replay_files, settle_timeout_s=SETTLE_S)
+    finally:
+        await cluster.stop()
+    caught = {violation.check for violation in find_violations(observation)}
+    assert expected in caught, f"{bug}: expected check {expected}, found {sorted(caught)}"
