@@ -16,7 +16,7 @@ from ledger.events import Event, PositionClosedEvent
 
 
 def lost_write() -> None:
-    """Ingest acknowledges (commits the offset of) every 7th valid execution without storing it."""
+    """Ingest acknowledges (commits the offset of) every third valid execution, unstored."""
     from ledger import ingest
 
     original = ingest.apply_batch
@@ -27,7 +27,7 @@ def lost_write() -> None:
             kept = []
             for item in items:
                 seen[0] += 1
-                if seen[0] % 7:
+                if seen[0] % 3:
                     kept.append(item)
             batch.by_account[account] = kept
         batch.by_account = {a: items for a, items in batch.by_account.items() if items}
@@ -37,7 +37,7 @@ def lost_write() -> None:
 
 
 def relay_skips() -> None:
-    """The relay marks a page published but leaves out every 11th event of it."""
+    """The relay marks a page published but leaves out every fifth event of it."""
     import aiokafka
 
     original_send = aiokafka.AIOKafkaProducer.send
@@ -46,7 +46,7 @@ def relay_skips() -> None:
     async def send(self: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
         if topic.endswith("ledger-events"):
             count[0] += 1
-            if count[0] % 11 == 0:
+            if count[0] % 5 == 0:
                 return _done()
         return await original_send(self, topic, *args, **kwargs)
 
@@ -61,21 +61,21 @@ def _done() -> Any:
     return future
 
 
-def projector_ignores_partial_closes() -> None:
-    """The projector's fold ignores partial closes (a fold the rebuild does not share)."""
+def projector_drops_closes() -> None:
+    """The projector's fold ignores closes (a fold of its own, which the rebuild does not share)."""
     from projections import projector
 
     original: Callable[..., Any] = vars(projector)["fold"]
 
     def fold(events: Sequence[Event], state: Any) -> Any:
-        kept = [e if not (isinstance(e, PositionClosedEvent) and e.data.quantity is not None)
-                else _as_limits_noop(e) for e in events]
+        kept = [_closing_nothing(e) if isinstance(e, PositionClosedEvent) else e
+                for e in events]
         return original(kept, state)
 
     vars(projector)["fold"] = fold
 
 
-def _as_limits_noop(event: PositionClosedEvent) -> Event:
+def _closing_nothing(event: PositionClosedEvent) -> Event:
     # Keep the sequence moving: the bug is in what the event does, not in the bookkeeping.
     data = event.data.model_copy(update={"position_id": "no-such-position"})
     return event.model_copy(update={"data": data})
@@ -143,7 +143,7 @@ def swallows_malformed() -> None:
 BUGS: dict[str, Callable[[], None]] = {
     "lost-write": lost_write,
     "relay-skips": relay_skips,
-    "projector-ignores-partial-closes": projector_ignores_partial_closes,
+    "projector-drops-closes": projector_drops_closes,
     "skip-lock": skip_lock,
     "ignores-pending": ignores_pending,
     "swallows-malformed": swallows_malformed,

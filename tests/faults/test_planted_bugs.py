@@ -29,7 +29,7 @@ PLANTED = [
     # (bug, the role it is planted in, the fault plan, operators replaying files, check caught)
     ("lost-write", ["ingest"], [], False, 2),
     ("relay-skips", ["relay"], [], False, 3),
-    ("projector-ignores-partial-closes", ["projector"], [], False, 4),
+    ("projector-drops-closes", ["projector"], [], False, 4),
     ("ignores-pending", ["dispatcher"], [], False, 5),
     ("skip-lock", ["dispatcher", "dispatch"], [], True, 6),
     ("swallows-malformed", ["ingest"], [(1.0, "hostile")], False, 7),
