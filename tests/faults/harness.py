@@ -68,6 +68,7 @@ FAILPOINT_PROBABILITY = 0.15
 # What a client of the store sees when the database goes away under it.
 CLIENT_ERRORS: tuple[type[BaseException], ...] = (*OPERATING_ERRORS, asyncpg.PostgresError)
 PRICE_STEP = Decimal("0.05")
+READER_ATTEMPTS = 3
 
 # Faults a schedule draws from, with weights: process crashes are cheap and the most telling;
 # a broker restart costs several seconds of JVM start-up, so it is drawn less often.
@@ -275,6 +276,8 @@ class Schedule:
     producer: AIOKafkaProducer | None = None
     started: float = field(default_factory=time.monotonic)
     intents_seen: set[str] = field(default_factory=set)
+    # The executions sent, as (key, value): the hostile producer sends some of them again.
+    executions_sent: list[tuple[str, bytes]] = field(default_factory=list)
 
     @property
     def settings(self) -> Settings:
@@ -329,9 +332,11 @@ class Schedule:
 
     async def execution(self, account: str, data: EventData) -> None:
         event = build_event(account, self.now(), data)
+        body = encode_event(event)
+        self.executions_sent.append((account, body))
         await self.produce(Operation(kind="execution", account=account,
                                      event_ids=(event.event_id,)),
-                           self.topics.executions, account, encode_event(event))
+                           self.topics.executions, account, body)
 
     async def signal(self, account: str, signal_id: str) -> None:
         rng = self.rng
@@ -363,8 +368,7 @@ async def _strategies(schedule: Schedule, until: float) -> None:
 async def _broker(schedule: Schedule, until: float) -> None:
     """The simulated broker: fills most intents (sometimes late), rejects some, ignores a few."""
     rng = random.Random(schedule.rng.random())
-    consumer = await kafka.reader_at_end(schedule.settings, schedule.topics.order_intents,
-                                         client_id="campaign-broker")
+    consumer = await _reader_at_end(schedule.settings, schedule.topics.order_intents)
     pending: set[asyncio.Task[None]] = set()
     try:
         while time.monotonic() < until:
@@ -391,6 +395,15 @@ async def _broker(schedule: Schedule, until: float) -> None:
     finally:
         await asyncio.gather(*pending, return_exceptions=True)
         await _stop_quietly(consumer)
+
+
+async def _reader_at_end(settings: Settings, topic: str) -> AIOKafkaConsumer:
+    # A broker that has just started (or restarted) can take longer than one reader's patience
+    # to hand out a new topic's partitions; the simulated broker, like a real one, tries again.
+    for _ in range(READER_ATTEMPTS - 1):
+        with contextlib.suppress(KafkaError):
+            return await kafka.reader_at_end(settings, topic, client_id="campaign-broker")
+    return await kafka.reader_at_end(settings, topic, client_id="campaign-broker")
 
 
 async def _answer(schedule: Schedule, rng: random.Random, account: str,
@@ -521,6 +534,9 @@ async def _hostile(schedule: Schedule) -> None:
         (topics.signals, account, b"not a signal at all", "dead-letter", "malformed-signal"),
         (topics.ledger_events, account, encode_event(forged), "dead-letter", "future-sequence"),
     ]
+    for key, value in rng.sample(schedule.executions_sent, min(3, len(schedule.executions_sent))):
+        # A producer retrying what was already acknowledged: stored once, whatever happens.
+        messages.append((topics.executions, key, value, "harmless", "duplicate-execution"))
     assert schedule.cluster.ledger_events is not None
     replayed = [r for r in schedule.cluster.ledger_events.records
                 if r.key is not None and r.key.decode() in schedule.accounts]
