@@ -105,13 +105,12 @@ class _FastPath:
     """Accept the common JSON spelling of a value natively, before the full (Python) checks.
 
     Decoding is the hot path of the projector, rebuild, audit and ingest, and each Python
-    validator called from pydantic-core costs about a microsecond. A string matching `pattern`
-    (which must only match strings the full checks accept unchanged) is converted by `convert`
-    (a C callable such as Decimal) without entering Python; anything else falls through to the
-    full checks, whose error is the one reported (see `_reported_errors`). Python input always
-    takes the full checks. Put it last in `Annotated`, after the validators it shortcuts.
-    `steps` are the native schemas that turn the JSON (or the text matching `pattern`) into the
-    value.
+    validator called from pydantic-core costs about a microsecond. JSON that the native `steps`
+    accept (after matching `pattern`, when given, which must only match strings the full checks
+    accept, to the same value) becomes the value without entering Python, C callables such as
+    Decimal aside; anything else falls through to the full checks, whose error is the one
+    reported (see `_reported_errors`). Python input always takes the full checks. Put it last in
+    `Annotated`, after the validators it shortcuts.
     """
 
     def __init__(self, *steps: CoreSchema, pattern: str | None = None,
@@ -366,7 +365,8 @@ Text: TypeAlias = Annotated[
     _FastPath(pattern=r"\A[^\x00]*\z", max_length=TEXT_LENGTH_MAX),
 ]
 # The fast pattern's ends exclude control characters too: Python's str.strip() also strips
-# \x1c-\x1f, which are not Unicode white space (tests/unit/test_events.py checks every code point).
+# \x1c-\x1f, which are not Unicode white space (tests/properties/test_fast_path.py checks every
+# code point).
 Identifier: TypeAlias = Annotated[
     str,
     Field(max_length=IDENTIFIER_LENGTH_MAX),

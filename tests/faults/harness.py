@@ -55,6 +55,7 @@ from ledger.topics import Topics, ensure_topics
 from projections import tables
 from tests.conftest import LEDGER_BIN, ROOT, cli_env
 from tests.faults.model import Hostile, Observation, Operation, Record
+from tests.processes import LedgerProcess
 from tests.stack import kafka_kill, kafka_start, postgres_start, postgres_stop_immediate
 
 log = logging.getLogger("tests.faults")
@@ -63,7 +64,6 @@ WORKLOAD_S = 6.0
 SETTLE_TIMEOUT_S = 90.0
 INTENT_TTL_S = 2.0
 RESTART_DELAY_S = 0.3
-STOP_TIMEOUT_S = 20.0
 FAILPOINT_PROBABILITY = 0.15
 # What a client of the store sees when the database goes away under it.
 CLIENT_ERRORS: tuple[type[BaseException], ...] = (*OPERATING_ERRORS, asyncpg.PostgresError)
@@ -82,46 +82,23 @@ FAULT_WEIGHTS: dict[str, int] = {
 }
 
 
-class ManagedProcess:
-    """One `ledger` child, restarted by the cluster's supervisor whenever it is found dead."""
+class ManagedProcess(LedgerProcess):
+    """A `ledger run` child that the cluster's supervisor restarts whenever it is found dead."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path,
-                 command: list[str] | None = None) -> None:
-        self.name = name
-        self.args = args
-        self.base_env = env
-        self.extra_env: dict[str, str] = {}
-        self.command = command or [str(LEDGER_BIN)]
-        self.log_path = log_dir / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.wanted = True
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as handle:
-            self.process = subprocess.Popen([*self.command, *self.args],
-                                            env={**self.base_env, **self.extra_env},
-                                            stdout=handle, stderr=subprocess.STDOUT)
-        self.starts += 1
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    wanted = True
 
     def kill(self) -> None:
+        # A fault may pick a process that its own failpoint has already killed.
         if self.alive():
-            assert self.process is not None
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(STOP_TIMEOUT_S)
+            super().kill()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
         self.wanted = False
-        if self.alive():
-            assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        try:
+            return super().stop()
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -signal.SIGKILL
 
 
 @dataclass
@@ -200,8 +177,9 @@ class Cluster:
                  bugs: dict[str, str] | None = None) -> None:
         self.settings = settings
         self.log_dir = log_dir
-        self.env = {**cli_env(settings), "LEDGER_INTENT_TTL_S": str(INTENT_TTL_S),
-                    "PYTHONPATH": str(ROOT)}
+        # What every child gets beyond the test's settings: short intents, and the tests'
+        # modules for the planted-bug wrapper.
+        self.env = {"LEDGER_INTENT_TTL_S": str(INTENT_TTL_S), "PYTHONPATH": str(ROOT)}
         self.bugs = bugs or {}
         self.processes: dict[str, ManagedProcess] = {}
         self.topics: Topics | None = None
@@ -218,8 +196,8 @@ class Cluster:
 
     def process(self, name: str, *args: str) -> ManagedProcess:
         """Register (and start) a `ledger run ...` child."""
-        managed = ManagedProcess(name, ["run", *args], self.env, self.log_dir,
-                                 self.command(args[0]))
+        managed = ManagedProcess(self.settings, self.log_dir, *args, name=name,
+                                 command=self.command(args[0]), env=self.env)
         managed.start()
         self.processes[name] = managed
         return managed
@@ -493,7 +471,8 @@ async def _dispatch_file(schedule: Schedule, account: str, prefix: str, count: i
     schedule.history.extend(operations)
     process = await asyncio.create_subprocess_exec(
         *schedule.cluster.command("dispatch"), "dispatch", account, "--signals", handle.name,
-        env=schedule.cluster.env, stdout=asyncio.subprocess.DEVNULL,
+        env={**cli_env(schedule.settings), **schedule.cluster.env},
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE)
     _, error = await process.communicate()
     code = process.returncode
