@@ -18,7 +18,7 @@ from uuid import uuid4
 
 import typer
 
-from ledger import commands, workers
+from ledger import commands, roles, workers
 from ledger.asyncapi import describe as describe_asyncapi
 from ledger.errors import LedgerError
 from ledger.runtime import configure_logging, tune_gc
@@ -74,14 +74,23 @@ def config(database_url: DatabaseUrl = None) -> None:
 
 
 @app.command()
-def migrate(database_url: DatabaseUrl = None) -> None:
-    """Apply the missing schema migrations in order; running it twice changes nothing."""
-    applied = _run(commands.migrate(_settings(database_url)))
-    if applied:
-        for name in applied:
-            typer.echo(f"applied {name}")
-    else:
+def migrate(
+    rotate_passwords: Annotated[bool, typer.Option(
+        "--rotate-passwords", help="Give the job roles (ingest, relay, projector, operator) new "
+        "passwords, written to LEDGER_SECRETS_DIR.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create this ledger's roles, apply the missing migrations in order; idempotent."""
+    done = _run(commands.migrate(_settings(database_url), rotate_passwords=rotate_passwords))
+    for name in done.applied:
+        typer.echo(f"applied {name}")
+    if not done.applied:
         typer.echo("schema is up to date")
+    for role in done.passwords_set:
+        typer.echo(f"role {role}: password set (in LEDGER_SECRETS_DIR)")
+    for role in done.passwords_elsewhere:
+        typer.echo(f"role {role}: logs in with a password kept elsewhere (`ledger migrate "
+                   "--rotate-passwords` sets new ones here)", err=True)
 
 
 @accounts_app.command("add")
@@ -90,14 +99,28 @@ def accounts_add(
     password_file: Annotated[
         Path | None,
         typer.Option("--password-file", help="Use this password (a 0600 file) for the role "
-                     "instead of a generated one."),
+                     "instead of a generated one (for an existing role: with "
+                     "--rotate-password)."),
     ] = None,
+    rotate_password: Annotated[bool, typer.Option(
+        "--rotate-password", help="Give an existing account role a new password (its running "
+        "dispatcher must then be restarted).")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Create the account's stream and its login role ledger_NAME (idempotent)."""
-    created = _run(commands.add_account(_settings(database_url), name, password_file))
-    typer.echo(f"account {name}: {'created' if created else 'already exists'} "
-               f"(role ledger_{name})")
+    """Create the account's stream and its login role; an existing role keeps its password.
+
+    Prints which role is which and what each may do.
+    """
+    settings = _settings(database_url)
+    added = _run(commands.add_account(settings, name, password_file,
+                                      rotate_password=rotate_password))
+    stream = "created" if added.stream_created else "already exists"
+    role = "created" if added.role_created else "already exists"
+    where = f" ({added.password_path})" if added.password_path is not None else ""
+    typer.echo(f"account {name}: {stream}; role {added.role}: {role}, password "
+               f"{added.password}{where}")
+    for role_name, duty in roles.duties(roles.roles_for(settings), name):
+        typer.echo(f"  {role_name:<32} {duty}")
 
 
 @limits_app.command("set")

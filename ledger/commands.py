@@ -34,10 +34,10 @@ from ledger import audit as audit_module
 from ledger import charts, ingest, jsonl, metrics, relay, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.db import connect
-from ledger.errors import ConfigError, InvalidEvent, UnknownAccount
+from ledger.errors import ConfigError, InvalidEvent, MigrationError, UnknownAccount
 from ledger.events import Signal, decode_event, decode_signal, encode_event, validate_account_name
 from ledger.follow import follow as follow_account
-from ledger.logins import account_dsn
+from ledger.logins import account_dsn, job_dsn
 from ledger.runtime import stop_event_on_signals
 from ledger.settings import Settings
 from ledger.supervisor import Child, supervise
@@ -59,33 +59,107 @@ async def admin_connection(settings: Settings) -> AsyncIterator[asyncpg.Connecti
         await conn.close()
 
 
-async def migrate(settings: Settings) -> list[str]:
-    """Apply missing migrations and let the service role log in; return what was applied."""
+@dataclass(frozen=True, kw_only=True)
+class Migrated:
+    """What `ledger migrate` did: migrations applied, job roles whose password was set."""
+
+    applied: list[str]
+    passwords_set: list[str]
+    passwords_elsewhere: list[str]
+
+
+async def migrate(settings: Settings, *, rotate_passwords: bool = False) -> Migrated:
+    """Create this ledger's roles, apply missing migrations, let the job roles log in.
+
+    A job role that can already log in keeps its password unless `rotate_passwords`.
+
+    Raises:
+        MigrationError: the database belongs to another role namespace, or a migration failed.
+        RoleConflict: a role of this ledger's names belongs to another ledger.
+    """
+    ledger_roles = roles.roles_for(settings)
     async with admin_connection(settings) as conn:
-        applied = await migrations.apply(conn)
-        password = secrets.load_or_create_password(settings.secrets_dir, roles.SERVICE_ROLE)
-        await roles.ensure_service_login(conn, password)
-    return [f"{m.version:04d}_{m.name}" for m in applied]
+        await _check_namespace(conn, ledger_roles)
+        await roles.ensure_ledger_roles(conn, ledger_roles)
+        applied = await migrations.apply(conn, placeholders=ledger_roles.placeholders())
+        passwords_set, elsewhere = [], []
+        for job in roles.Job:
+            role = ledger_roles.job(job)
+            path = secrets.password_path(settings.secrets_dir, role)
+            if rotate_passwords:
+                password = secrets.replace_password(settings.secrets_dir, role)
+            elif path.exists() or not await roles.can_login(conn, role):
+                password = secrets.load_or_create_password(settings.secrets_dir, role)
+            else:
+                elsewhere.append(role)
+                continue
+            if await roles.ensure_login(conn, role, password, rotate=rotate_passwords):
+                passwords_set.append(role)
+    return Migrated(applied=[f"{m.version:04d}_{m.name}" for m in applied],
+                    passwords_set=passwords_set, passwords_elsewhere=elsewhere)
+
+
+async def _check_namespace(conn: asyncpg.Connection, ledger_roles: roles.Roles) -> None:
+    if await conn.fetchval("SELECT to_regclass('ledger_instance')") is None:
+        return
+    recorded = await conn.fetchval("SELECT namespace FROM ledger_instance")
+    if recorded != ledger_roles.namespace:
+        raise MigrationError(f"database {ledger_roles.database!r} belongs to the role namespace "
+                             f"{recorded!r}, but the settings give {ledger_roles.namespace!r}: "
+                             f"set LEDGER_ROLE_PREFIX={recorded}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountAdded:
+    """What `ledger accounts add` did."""
+
+    account: str
+    role: str
+    stream_created: bool
+    role_created: bool
+    password: str  # "set", "rotated" or "unchanged"
+    password_path: Path | None
 
 
 async def _create_account(
-    conn: asyncpg.Connection, settings: Settings, name: str, password_file: Path | None = None
-) -> bool:
+    conn: asyncpg.Connection, settings: Settings, name: str, password_file: Path | None = None,
+    *, rotate_password: bool = False,
+) -> AccountAdded:
     validate_account_name(name)
-    role = roles.account_role(name)
-    if password_file is not None:
-        password = secrets.read_password_file(password_file)
+    ledger_roles = roles.roles_for(settings)
+    role = ledger_roles.account(name)
+    stored = secrets.password_path(settings.secrets_dir, role)
+    can_login = await roles.can_login(conn, role)
+    password: str | None
+    path: Path | None
+    if password_file is not None and (rotate_password or not can_login):
+        password, path = secrets.read_password_file(password_file), password_file
+    elif rotate_password:
+        password, path = secrets.replace_password(settings.secrets_dir, role), stored
+    elif not can_login:
+        password, path = secrets.load_or_create_password(settings.secrets_dir, role), stored
     else:
-        password = secrets.load_or_create_password(settings.secrets_dir, role)
+        password, path = None, stored if stored.exists() else None
     async with conn.transaction():
-        await roles.ensure_account_role(conn, name, password)
-        return await store.create_stream(conn, name)
+        stream_created = await store.create_stream(conn, name)
+        role_created = await roles.ensure_account_role(conn, ledger_roles, name, password,
+                                                       rotate=rotate_password)
+    outcome = "unchanged" if password is None else ("rotated" if can_login else "set")
+    return AccountAdded(account=name, role=role, stream_created=stream_created,
+                        role_created=role_created, password=outcome, password_path=path)
 
 
-async def add_account(settings: Settings, name: str, password_file: Path | None) -> bool:
-    """Create the account's stream and login role; return True if the stream is new."""
+async def add_account(settings: Settings, name: str, password_file: Path | None,
+                      *, rotate_password: bool = False) -> AccountAdded:
+    """Create the account's stream and login role; an existing role keeps its password.
+
+    Raises:
+        InvalidAccountName: the name is not a valid account name.
+        RoleConflict: the role name belongs to another ledger.
+    """
     async with admin_connection(settings) as conn:
-        return await _create_account(conn, settings, name, password_file)
+        return await _create_account(conn, settings, name, password_file,
+                                     rotate_password=rotate_password)
 
 
 async def append_command(
@@ -106,8 +180,11 @@ async def append_command(
         "data": data,
     })
     event = decode_event(raw)
-    async with admin_connection(settings) as conn:
+    conn = await connect(job_dsn(settings, roles.Job.operator))
+    try:
         result = await store.append(conn, account, [event])
+    finally:
+        await conn.close()
     return result.appended.get(event.event_id, result.head)
 
 
@@ -128,7 +205,7 @@ async def import_file(
             creator = None
             if create_accounts:
                 async def creator(name: str) -> bool:
-                    return await _create_account(conn, settings, name)
+                    return (await _create_account(conn, settings, name)).stream_created
             await jsonl.check_accounts(conn, report.accounts, creator)
             appending = progress.add_task("appending", total=size)
             await jsonl.append_file(conn, path, report, _advance(progress, appending))

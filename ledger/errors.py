@@ -69,6 +69,20 @@ class ConcurrencyConflict(LedgerError):
         )
 
 
+class AppendRefused(LedgerError):
+    """The database refused an append: the caller's role may not write it, or it is malformed.
+
+    Not retryable: the same append is refused again. `permitted` tells the two apart (True: the
+    role may write, but the events are malformed).
+    """
+
+    def __init__(self, account: str, reason: str, *, permitted: bool) -> None:
+        self.account = account
+        self.reason = reason
+        self.permitted = permitted
+        super().__init__(reason)
+
+
 class StoreUnavailable(LedgerError):
     """PostgreSQL cannot be reached or refused the connection: retry later or fix the DSN."""
 

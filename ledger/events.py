@@ -42,6 +42,7 @@ __all__ = [
     "DECIMAL_DIGITS_MAX",
     "EVENT_ADAPTER",
     "EVENT_TYPES",
+    "EVENT_WRITERS",
     "GATES_MAX",
     "IDENTIFIER_LENGTH_MAX",
     "LEDGER_NAMESPACE",
@@ -90,6 +91,7 @@ __all__ = [
     "format_time",
     "natural_key",
     "notional",
+    "types_written_by",
     "validate_account_name",
     "with_ledger_fields",
 ]
@@ -525,6 +527,28 @@ EventType: TypeAlias = Literal[
     "TradingResumed",
 ]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+
+# Who may append each type (docs/roles.md), enforced by the database's append function
+# (migrations/0011): a dispatcher to its own account only, ingest what the broker reports,
+# operators the limits and trading states. The administrator may append any type (imports).
+Writer: TypeAlias = Literal["dispatcher", "broker", "operator"]
+EVENT_WRITERS: dict[EventType, Writer] = {
+    "LimitsSet": "operator",
+    "OrderFilled": "broker",
+    "PositionClosed": "broker",
+    "SignalEvaluated": "dispatcher",
+    "IntentIssued": "dispatcher",
+    "IntentRejected": "broker",
+    "IntentExpired": "dispatcher",
+    "TradingHalted": "operator",
+    "TradingResumed": "operator",
+}
+assert tuple(EVENT_WRITERS) == EVENT_TYPES
+
+
+def types_written_by(writer: Writer) -> tuple[EventType, ...]:
+    """Return the event types a writer may append, in registry order."""
+    return tuple(t for t, w in EVENT_WRITERS.items() if w == writer)
 
 
 class _Envelope(_Frozen):

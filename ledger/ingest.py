@@ -24,8 +24,9 @@ from ledger import deadletters, failpoints, kafka, metrics, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
-from ledger.events import Event, decode_event
-from ledger.logins import service_dsn
+from ledger.events import Event, decode_event, types_written_by
+from ledger.logins import job_dsn
+from ledger.roles import Job
 from ledger.runtime import OPERATING_ERRORS, keep_running
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
@@ -35,9 +36,9 @@ CONSUMER_GROUP = "ledger-ingest"
 BATCH_RECORDS_MAX = 2000
 POLL_TIMEOUT_MS = 500
 RETRY_PAUSE_S = 2.0
-# What a broker adapter or position manager may report; decisions and settings come from
-# elsewhere and are refused here.
-ACCEPTED_TYPES = frozenset({"OrderFilled", "PositionClosed", "IntentRejected"})
+# What a broker adapter or position manager may report (the broker's types of the registry);
+# decisions and settings come from elsewhere and are refused here.
+ACCEPTED_TYPES = frozenset(types_written_by("broker"))
 
 log = logging.getLogger("ledger.ingest")
 
@@ -156,7 +157,7 @@ async def run(settings: Settings, stop: asyncio.Event,
 
     async def attempt(stop: asyncio.Event) -> None:
         topics = await ensure_topics(settings)
-        pool = await create_pool(service_dsn(settings))
+        pool = await create_pool(job_dsn(settings, Job.ingest))
 
         async def append(account: str, events: Sequence[Event]) -> store.AppendResult:
             async with pool.acquire() as conn:

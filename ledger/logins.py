@@ -1,7 +1,8 @@
 """Which PostgreSQL login each process uses: never the administrator for long-running work.
 
-Ingest, relay and projector log in as the service role; a dispatcher and a follower log in as
-their account's own role, so row-level security confines them to that account. Passwords come
+Ingest, relay and projector log in as their job's role, operator commands as the operator; a
+dispatcher and a follower log in as their account's own role, so row-level security confines
+them to that account and `ledger_append` to their own decisions (ledger/roles.py). Passwords come
 from the secrets directory that `ledger migrate` and `ledger accounts add` fill.
 """
 
@@ -13,13 +14,13 @@ from ledger.errors import ConfigError
 from ledger.settings import Settings
 
 
-def service_dsn(settings: Settings) -> str:
-    """Return the DSN of the service role (ingest, relay, projector).
+def job_dsn(settings: Settings, job: roles.Job) -> str:
+    """Return the DSN of a job's role (ingest, relay, projector, operator).
 
     Raises:
         ConfigError: the role's password file is missing (run `ledger migrate`).
     """
-    return _dsn(settings, roles.SERVICE_ROLE, "ledger migrate")
+    return _dsn(settings, roles.roles_for(settings).job(job), "ledger migrate")
 
 
 def account_dsn(settings: Settings, account: str) -> str:
@@ -28,7 +29,8 @@ def account_dsn(settings: Settings, account: str) -> str:
     Raises:
         ConfigError: the role's password file is missing (run `ledger accounts add`).
     """
-    return _dsn(settings, roles.account_role(account), f"ledger accounts add {account}")
+    return _dsn(settings, roles.roles_for(settings).account(account),
+                f"ledger accounts add {account}")
 
 
 def _dsn(settings: Settings, role: str, remedy: str) -> str:

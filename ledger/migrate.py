@@ -2,13 +2,17 @@
 
 A migration file is `migrations/NNNN_name.sql`. What was applied is recorded in
 `schema_migrations` with the file's checksum, so a second run changes nothing and an applied file
-that was edited afterwards is refused. Must not import Kafka clients or the CLI.
+that was edited afterwards is refused. A file may name this ledger's roles as `@owner@`,
+`@ingest@`, ... (see `ledger.roles.Roles.placeholders`): the runner writes their quoted names in
+before running it, and the checksum is of the file as written. A file may `SET LOCAL ROLE`; the
+runner resets the role before recording it. Must not import Kafka clients or the CLI.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from ledger.errors import MigrationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 # Any constant works: it only has to be the same for every `ledger migrate` against one database.
 _MIGRATION_LOCK_KEY = 0x1ED6E5
 
@@ -31,6 +36,21 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def rendered(self, placeholders: Mapping[str, str]) -> str:
+        """Return the SQL with every @name@ replaced by its value.
+
+        Raises:
+            MigrationError: the file names a placeholder that has no value.
+        """
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in placeholders:
+                raise MigrationError(f"migration {self.version:04d}_{self.name} names "
+                                     f"@{name}@, which has no value")
+            return placeholders[name]
+
+        return _PLACEHOLDER.sub(value, self.sql)
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -52,11 +72,13 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return [migrations[version] for version in sorted(migrations)]
 
 
-async def apply(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+async def apply(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR,
+                placeholders: Mapping[str, str] | None = None) -> list[Migration]:
     """Apply the missing migrations in order and return those applied by this call.
 
     Raises:
-        MigrationError: an applied migration's file changed, or a migration failed (rolled back).
+        MigrationError: an applied migration's file changed, a migration failed (rolled back),
+            or a migration names a placeholder without a value.
     """
     await conn.execute(
         """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -78,12 +100,13 @@ async def apply(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> l
                 _check_unchanged(migration, recorded)
                 continue
             try:
-                await conn.execute(migration.sql)
+                await conn.execute(migration.rendered(placeholders or {}))
             except asyncpg.PostgresError as exc:
                 raise MigrationError(
                     f"migration {migration.version:04d}_{migration.name} failed: "
                     f"{type(exc).__name__}: {exc}"
                 ) from None
+            await conn.execute("RESET ROLE")
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                 migration.version, migration.name, migration.checksum,

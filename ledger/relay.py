@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaProducer
 
 from ledger import failpoints, kafka, metrics
 from ledger.db import connect
-from ledger.logins import service_dsn
+from ledger.logins import job_dsn
+from ledger.roles import Job
 from ledger.runtime import keep_running, wait_or_stop
 from ledger.settings import Settings
 from ledger.store import EVENT_JSON_SQL
@@ -111,7 +112,7 @@ async def run(settings: Settings, stop: asyncio.Event,
 
     async def attempt(stop: asyncio.Event) -> None:
         topics = await ensure_topics(settings)
-        conn = await connect(service_dsn(settings))
+        conn = await connect(job_dsn(settings, Job.relay))
         producer = kafka.producer(settings, client_id="ledger-relay")
         try:
             await _become_leader(conn, stop)

@@ -41,13 +41,33 @@ def read_password_file(path: Path) -> str:
     return text[0]
 
 
+def replace_password(secrets_dir: Path, role: str, password: str | None = None) -> str:
+    """Store a new password for the role (generated unless given) in place of the old; return it.
+
+    The file is replaced atomically: a reader sees the old password or the new, never half.
+    """
+    _ensure_dir(secrets_dir)
+    password = secrets.token_urlsafe(PASSWORD_BYTES) if password is None else password
+    path = password_path(secrets_dir, role)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    os.replace(staging, path)
+    return password
+
+
+def _ensure_dir(secrets_dir: Path) -> None:
+    secrets_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    os.chmod(secrets_dir, DIR_MODE)
+
+
 def load_or_create_password(secrets_dir: Path, role: str) -> str:
     """Return the role's stored password, generating and storing one if there is none."""
     path = password_path(secrets_dir, role)
     if path.exists():
         return read_password_file(path)
-    secrets_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    os.chmod(secrets_dir, DIR_MODE)
+    _ensure_dir(secrets_dir)
     password = secrets.token_urlsafe(PASSWORD_BYTES)
     # O_EXCL: two processes creating the same role's password at once must not both win.
     try:

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # Where `ledger run ...` serves Prometheus metrics on loopback; 0 serves nothing.
     metrics_port: int = Field(default=0, ge=0, le=65_535)
     secrets_dir: Path = DEFAULT_SECRETS_DIR
+    # The namespace of this ledger's PostgreSQL roles (ledger/roles.py); None: the database name.
+    role_prefix: str | None = None
 
     @field_validator("database_url")
     @classmethod

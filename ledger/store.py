@@ -24,7 +24,7 @@ import asyncpg
 if TYPE_CHECKING:
     from ledger.db import Conn
 
-from ledger.errors import ConcurrencyConflict, InvalidEvent, UnknownAccount
+from ledger.errors import AppendRefused, ConcurrencyConflict, InvalidEvent, UnknownAccount
 from ledger.events import Event, decode_event, natural_key
 
 READ_BATCH_SIZE = 1000
@@ -34,9 +34,11 @@ KEYED_TYPES = frozenset(
     {"OrderFilled", "PositionClosed", "SignalEvaluated", "IntentIssued", "IntentRejected",
      "IntentExpired"}
 )
-# SQLSTATEs raised by ledger_append (migrations/0005_append_events.sql).
+# SQLSTATEs raised by ledger_append and ledger_lock_head (migrations/0011_least_privilege.sql).
 _UNKNOWN_ACCOUNT = "LG001"
 _WRONG_EXPECTED_SEQUENCE = "LG002"
+_NOT_PERMITTED = "LG003"
+_MALFORMED = "LG004"
 
 # One decode path for everything read back: the row is rendered as the event's JSON and goes
 # through the same validation as input does.
@@ -96,17 +98,18 @@ async def append_prepared(
     Raises:
         UnknownAccount: the account has no stream (or the session's role cannot see it).
         ConcurrencyConflict: `expected_sequence` is given and the head is elsewhere.
+        AppendRefused: the session's role may not append these events to this account, or the
+            database found them malformed.
     """
     try:
         row = await conn.fetchrow(_APPEND_SQL, batch.account, expected_sequence,
                                   *batch.arguments)
     except asyncpg.PostgresError as exc:
-        if exc.sqlstate == _UNKNOWN_ACCOUNT:
-            raise UnknownAccount(batch.account) from None
         if exc.sqlstate == _WRONG_EXPECTED_SEQUENCE:
             assert expected_sequence is not None
             head = int(getattr(exc, "detail", None) or -1)
             raise ConcurrencyConflict(batch.account, expected_sequence, head) from None
+        _translate(exc, batch.account)
         raise
     assert row is not None
     previous_head = int(row["previous_head"])
@@ -167,11 +170,24 @@ async def lock_head(conn: Conn, account: str) -> int:
 
     Raises:
         UnknownAccount: the account has no stream (or the session's role cannot see it).
+        AppendRefused: the session's role may not write to this account.
     """
-    head = await conn.fetchval("SELECT head FROM streams WHERE account = $1 FOR UPDATE", account)
-    if head is None:
-        raise UnknownAccount(account)
+    try:
+        head = await conn.fetchval("SELECT ledger_lock_head($1)", account)
+    except asyncpg.PostgresError as exc:
+        _translate(exc, account)
+        raise
+    assert head is not None
     return int(head)
+
+
+def _translate(exc: asyncpg.PostgresError, account: str) -> None:
+    """Raise the ledger error for a SQLSTATE of the store's functions; return for any other."""
+    if exc.sqlstate == _UNKNOWN_ACCOUNT:
+        raise UnknownAccount(account) from None
+    if exc.sqlstate in (_NOT_PERMITTED, _MALFORMED):
+        raise AppendRefused(account, str(exc).strip().splitlines()[0],
+                            permitted=exc.sqlstate == _MALFORMED) from None
 
 
 def _duplicates(events: Sequence[Event], appended: dict[UUID, int]) -> list[UUID]:

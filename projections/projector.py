@@ -26,7 +26,8 @@ from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
 from ledger.events import Event, decode_event
-from ledger.logins import service_dsn
+from ledger.logins import job_dsn
+from ledger.roles import Job
 from ledger.runtime import OPERATING_ERRORS, keep_running, wait_or_stop
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
@@ -229,7 +230,7 @@ async def run(settings: Settings, stop: asyncio.Event,
         topics = await ensure_topics(settings)
         # The projection is derived: should a crash of PostgreSQL lose its last commits, the
         # next batch for that account finds a gap and reads it from the store.
-        pool = await create_pool(service_dsn(settings), synchronous_commit=False)
+        pool = await create_pool(job_dsn(settings, Job.projector), synchronous_commit=False)
         broker = build_broker(settings, topics, pool, projector)
         lag = asyncio.create_task(_report_lag(pool, stop))
         try:

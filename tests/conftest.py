@@ -2,8 +2,8 @@
 
 Goal: every integration test talks to the real servers that `make up` started, isolated from the
 developer's own `ledger` database and from other tests. Method: one throw-away database per
-session (migrated once), unique account names per test (roles are cluster-wide), and a unique
-topic per Kafka test.
+session (migrated once; its roles are its own and dropped with it), unique account names per
+test, and a unique topic per Kafka test.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger import commands, secrets
+from ledger import commands, roles, secrets
 from ledger.db import connect, dsn_for_database
 from ledger.settings import Settings, load_settings
 
@@ -38,8 +38,8 @@ def base_settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def secrets_dir(base_settings: Settings) -> Path:
-    # Roles are cluster-wide: tests share the developer's secrets so that migrating a test
-    # database does not change the service role's password under the local stack's processes.
+    # Each test database's roles carry its name, so their password files never collide with
+    # the developer's own ledger's.
     return base_settings.secrets_dir
 
 
@@ -59,19 +59,18 @@ async def _drop_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
-async def _drop_account_roles(dsn: str, secrets_dir: Path) -> None:
-    conn = await connect(dsn)
+async def _drop_ledger_roles(admin_dsn: str, database: str, secrets_dir: Path) -> None:
+    """Drop the roles of a dropped test database's ledger (each carries its database's label)."""
+    admin = await connect(admin_dsn)
     try:
-        accounts = [row[0] for row in await conn.fetch("SELECT account FROM streams")]
-    finally:
-        await conn.close()
-    admin = await connect(dsn_for_database(dsn, "postgres"))
-    try:
-        for account in accounts:
-            # Roles are cluster-wide; another live test database may still use one.
+        names = [row[0] for row in await admin.fetch(
+            "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = $1 "
+            "ORDER BY rolname", roles.Roles(namespace="x", database=database).label)]
+        for name in names:
+            # Another session may still hold a grant from a test that failed midway.
             with contextlib.suppress(asyncpg.PostgresError):
-                await admin.execute(f'DROP ROLE IF EXISTS "ledger_{account}"')
-                secrets.password_path(secrets_dir, f"ledger_{account}").unlink(missing_ok=True)
+                await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+            secrets.password_path(secrets_dir, name).unlink(missing_ok=True)
     finally:
         await admin.close()
 
@@ -99,9 +98,9 @@ def make_database(
 
     async def cleanup() -> None:
         for settings in created:
-            with contextlib.suppress(asyncpg.UndefinedTableError):
-                await _drop_account_roles(settings.database_url, secrets_dir)
-            await _drop_database(admin_dsn, settings.database_url.rsplit("/", 1)[1])
+            database = settings.database_url.rsplit("/", 1)[1]
+            await _drop_database(admin_dsn, database)
+            await _drop_ledger_roles(admin_dsn, database, secrets_dir)
 
     if created:
         asyncio.run(cleanup())
