@@ -40,5 +40,5 @@ chaos: up
 bench: up
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
-clean-stack: down
-	rm -rf .stack/pg .stack/kafka/data
+clean-stack:
+	bash stack/stack.sh clean

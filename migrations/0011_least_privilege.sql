@@ -138,8 +138,8 @@ CREATE TABLE event_fields (
 INSERT INTO event_fields (type, field, required, json_types) VALUES
     ('LimitsSet', 'max_open_positions', true, '{number}'),
     ('LimitsSet', 'max_exposure', true, '{number,string}'),
-    ('LimitsSet', 'max_order_notional', false, '{null,number,string}'),
-    ('LimitsSet', 'daily_loss_limit', false, '{null,number,string}'),
+    ('LimitsSet', 'max_order_notional', false, '{"null",number,string}'),
+    ('LimitsSet', 'daily_loss_limit', false, '{"null",number,string}'),
     ('OrderFilled', 'fill_id', true, '{string}'),
     ('OrderFilled', 'position_id', true, '{string}'),
     ('OrderFilled', 'symbol', true, '{string}'),
@@ -148,12 +148,12 @@ INSERT INTO event_fields (type, field, required, json_types) VALUES
     ('OrderFilled', 'quantity', true, '{number,string}'),
     ('OrderFilled', 'price', true, '{number,string}'),
     ('OrderFilled', 'multiplier', false, '{number,string}'),
-    ('OrderFilled', 'intent_id', false, '{null,string}'),
-    ('OrderFilled', 'fees', false, '{null,number,string}'),
+    ('OrderFilled', 'intent_id', false, '{"null",string}'),
+    ('OrderFilled', 'fees', false, '{"null",number,string}'),
     ('PositionClosed', 'position_id', true, '{string}'),
     ('PositionClosed', 'price', true, '{number,string}'),
-    ('PositionClosed', 'quantity', false, '{null,number,string}'),
-    ('PositionClosed', 'reason', false, '{null,string}'),
+    ('PositionClosed', 'quantity', false, '{"null",number,string}'),
+    ('PositionClosed', 'reason', false, '{"null",string}'),
     ('SignalEvaluated', 'signal_id', true, '{string}'),
     ('SignalEvaluated', 'signal', true, '{object}'),
     ('SignalEvaluated', 'allowed', true, '{boolean}'),
@@ -174,7 +174,7 @@ INSERT INTO event_fields (type, field, required, json_types) VALUES
     ('IntentExpired', 'intent_id', true, '{string}'),
     ('IntentExpired', 'reason', true, '{string}'),
     ('TradingHalted', 'reason', true, '{string}'),
-    ('TradingResumed', 'reason', false, '{null,string}');
+    ('TradingResumed', 'reason', false, '{"null",string}');
 
 -- 6. Who appended each event: the login role, as the append function saw it.
 ALTER TABLE events ADD COLUMN recorded_by text;
@@ -550,8 +550,11 @@ GRANT INSERT, UPDATE ON relay_positions TO @relay@;
 GRANT INSERT, UPDATE, DELETE ON projection_accounts, projection_positions, projection_pending
     TO @projector@;
 
+-- Every job may call the two entry points: they themselves refuse what the caller may not do,
+-- with a message that names the role, the account and the type.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ledger_caller_account() TO @dispatchers@;
 GRANT EXECUTE ON FUNCTION ledger_append(text, bigint, uuid[], text[], text[], timestamptz[],
-    jsonb[]) TO @dispatchers@, @ingest@, @operator@;
-GRANT EXECUTE ON FUNCTION ledger_lock_head(text) TO @dispatchers@, @ingest@, @operator@;
+    jsonb[]) TO @dispatchers@, @ingest@, @relay@, @projector@, @operator@;
+GRANT EXECUTE ON FUNCTION ledger_lock_head(text)
+    TO @dispatchers@, @ingest@, @relay@, @projector@, @operator@;

@@ -6,13 +6,25 @@
 #   stack/stack.sh up             start both (idempotent) and wait until each really answers
 #   stack/stack.sh down           stop both; leaves no process of the stack running
 #   stack/stack.sh status         one line per service
+#   stack/stack.sh clean          stop both and delete their data
 #   stack/stack.sh pg-stop [--immediate] | pg-start | kafka-kill | kafka-start
 #                                 single-service control, for the restart and crash tests
+#
+# No `trust` anywhere: local connections authenticate by peer (the server's own OS user only),
+# TCP by SCRAM. Run as root, PostgreSQL runs as `postgres` with its data and socket in a
+# directory that user owns (under its home), so no directory above the repository is opened up.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK="$ROOT/.stack"
-PG_DIR="$STACK/pg"
+if [ "$(id -u)" = 0 ]; then
+  # One directory per checkout, so two clones on one machine keep their stacks apart.
+  PG_DIR="/var/lib/postgresql/ledger-stack/$(printf %s "$ROOT" | sha1sum | cut -c1-12)"
+  PG_SUPERUSER=postgres
+else
+  PG_DIR="$STACK/pg"
+  PG_SUPERUSER="$(id -un)"
+fi
 PG_DATA="$PG_DIR/data"
 PG_RUN="$PG_DIR/run"
 PG_LOG="$PG_DIR/postgres.log"
@@ -70,16 +82,16 @@ pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "
 
 pg_init() {
   local bin; bin="$(pg_bin)" || die "PostgreSQL is not installed: run make setup"
-  mkdir -p "$PG_DIR" "$PG_RUN"
   if [ "$(id -u)" = 0 ]; then
-    chown -R postgres: "$PG_DIR"
-    # The server user must be able to walk down to .stack/pg.
-    local d="$PG_DIR"
-    while [ "$d" != / ]; do d="$(dirname "$d")"; chmod o+x "$d" 2>/dev/null || true; done
+    [ -d /var/lib/postgresql ] || die "/var/lib/postgresql is missing: is Debian's postgresql installed?"
+    # Made by the server user itself, under its own home: nothing above it changes.
+    runuser -u postgres -- mkdir -p -m 0700 "$PG_DIR" "$PG_RUN"
+  else
+    mkdir -p -m 0700 "$PG_DIR" "$PG_RUN"
   fi
   if [ ! -f "$PG_DATA/PG_VERSION" ]; then
-    as_pg "$bin/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-      -E UTF8 --locale=C.UTF-8 >/dev/null
+    as_pg "$bin/initdb" -D "$PG_DATA" -U "$PG_SUPERUSER" --auth-local=peer \
+      --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
     cat >>"$PG_DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
@@ -98,17 +110,20 @@ pg_up() {
       || { tail -n 30 "$PG_LOG" >&2; die "PostgreSQL did not start; the log's last lines are above"; }
   fi
   local deadline=$((SECONDS + PG_START_DEADLINE_S))
-  until as_pg psql -h "$PG_RUN" -p "$PG_PORT" -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; do
+  until as_pg psql -h "$PG_RUN" -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; do
     if [ $SECONDS -ge $deadline ]; then
       tail -n 30 "$PG_LOG" >&2
       die "PostgreSQL did not answer within ${PG_START_DEADLINE_S}s; the log's last lines are above"
     fi
     sleep 0.5
   done
-  # The administrative role owns the schema but is not a superuser: row-level security and the
-  # append-only trigger then bind it like every other role.
-  as_pg psql -h "$PG_RUN" -p "$PG_PORT" -U postgres -d postgres -q -v ON_ERROR_STOP=1 <<EOF
-SELECT 'CREATE ROLE $ADMIN_ROLE LOGIN CREATEROLE CREATEDB PASSWORD ''$ADMIN_PASSWORD'''
+  # The administrative role owns the database but is not a superuser: row-level security and the
+  # append-only trigger then bind it like every other role. Its password goes over as a SCRAM
+  # verifier computed here, never as text that a failed statement could log.
+  local verifier
+  verifier="$(admin_verifier)"
+  as_pg psql -h "$PG_RUN" -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -q -v ON_ERROR_STOP=1 <<EOF
+SELECT 'CREATE ROLE $ADMIN_ROLE LOGIN CREATEROLE CREATEDB PASSWORD ''$verifier'''
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$ADMIN_ROLE') \gexec
 SELECT 'CREATE DATABASE $DATABASE OWNER $ADMIN_ROLE'
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$DATABASE') \gexec
@@ -116,6 +131,13 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$DATABASE') \gexec
 -- start a checkpoint, so that benchmarks measure each phase from the same point.
 GRANT pg_signal_backend, pg_checkpoint TO $ADMIN_ROLE;
 EOF
+}
+
+admin_verifier() {
+  local python="$ROOT/.venv/bin/python"
+  [ -x "$python" ] || die "the virtualenv is missing: run make setup"
+  "$python" -c 'import sys; from ledger.roles import scram_verifier; print(scram_verifier(sys.argv[1]))' \
+    "$ADMIN_PASSWORD"
 }
 
 pg_stop() {
@@ -208,9 +230,10 @@ case "${1:-}" in
   up) pg_up; kafka_start; kafka_wait; status ;;
   down) kafka_stop TERM; pg_stop fast; status ;;
   status) status ;;
+  clean) kafka_stop TERM; pg_stop fast; rm -rf "$PG_DIR" "$KAFKA_DIR/data"; status ;;
   pg-stop) if [ "${2:-}" = --immediate ]; then pg_stop immediate; else pg_stop fast; fi ;;
   pg-start) pg_up ;;
   kafka-kill) kafka_stop KILL ;;
   kafka-start) kafka_start; kafka_wait ;;
-  *) echo "usage: $0 install|up|down|status|pg-stop [--immediate]|pg-start|kafka-kill|kafka-start" >&2; exit 2 ;;
+  *) echo "usage: $0 install|up|down|status|clean|pg-stop [--immediate]|pg-start|kafka-kill|kafka-start" >&2; exit 2 ;;
 esac

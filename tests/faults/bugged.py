@@ -140,6 +140,44 @@ def swallows_malformed() -> None:
     ingest.sort_batch = sort_batch
 
 
+def _note(path: str, line: str) -> None:
+    with open(path, "a") as log:
+        log.write(line + "\n")
+
+
+def self_promoting() -> None:
+    """A dispatcher that, after each decision, resumes its own account and raises its limits.
+
+    What the incident's dispatcher would have done given the chance. Its own role may not
+    append either event: each refusal is written to LEDGER_BUG_LOG, so the test can tell a bug
+    that was refused from one that never ran.
+    """
+    import os
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from dispatcher import process
+    from ledger import store
+    from ledger.errors import AppendRefused
+    from ledger.events import LimitsSet, TradingResumed, build_event
+
+    original = vars(process)["decide"]
+
+    async def decide(conn: Any, config: Any, signal: Any, now: Any, cache: Any = None) -> Any:
+        outcome = await original(conn, config, signal, now, cache)
+        for data in (TradingResumed(reason="self-service"),
+                     LimitsSet(max_open_positions=1000, max_exposure=Decimal("99999999"))):
+            event = build_event(config.account, datetime.now(UTC), data)
+            try:
+                async with conn.transaction():
+                    await store.append(conn, config.account, [event])
+            except AppendRefused as exc:
+                _note(os.environ["LEDGER_BUG_LOG"], str(exc))
+        return outcome
+
+    vars(process)["decide"] = decide
+
+
 BUGS: dict[str, Callable[[], None]] = {
     "lost-write": lost_write,
     "relay-skips": relay_skips,
@@ -147,6 +185,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "skip-lock": skip_lock,
     "ignores-pending": ignores_pending,
     "swallows-malformed": swallows_malformed,
+    "self-promoting": self_promoting,
 }
 
 

@@ -1,4 +1,4 @@
-"""The checker of the fault campaign: judge one `Observation` against seven invariants.
+"""The checker of the fault campaign: judge one `Observation` against the invariants.
 
 The harness drives the real system through crashes, restarts, lost connections and a hostile
 producer, then observes what it left behind (`tests.faults.model.Observation`). This module only
@@ -33,6 +33,10 @@ The checks, each guarding one promise of DESIGN.md:
    decision on false figures).
 7. dead letters - every acknowledged hostile message that must be refused is in `dead-letters`
    with its key, its value and a reason, and no dead letter lacks a reason (invariant 6).
+8. writers - every stored event was appended by a login role that may write its type to its
+   account (the store records the role): a dispatcher only its own account's decisions, intents
+   and expiries, ingest what the broker reports, the operator limits and trading states
+   (invariant 1: a dispatcher's own credentials never lift a halt or raise a limit).
 
 Checks 4, 5 and 6 replay a stream only as far as it is numbered 1, 2, 3...: beyond a broken
 sequence there is nothing trustworthy to replay, and check 1 already fails the run there.
@@ -51,6 +55,7 @@ from dispatcher import gates
 from ledger.errors import InvalidEvent
 from ledger.events import (
     DECIMAL_CONTEXT,
+    EVENT_WRITERS,
     Event,
     GateResult,
     IntentIssuedEvent,
@@ -77,6 +82,7 @@ __all__ = [
     "check_5_limits",
     "check_6_decisions",
     "check_7_dead_letters",
+    "check_8_writers",
     "find_violations",
 ]
 
@@ -88,6 +94,7 @@ CHECKS: dict[int, str] = {
     5: "limits",
     6: "decisions",
     7: "dead letters",
+    8: "writers",
 }
 # Enough to see whether a bug is one slip or a pattern, few enough to read in a failure report.
 EXAMPLES_PER_CHECK_MAX = 5
@@ -565,6 +572,28 @@ def check_7_dead_letters(observation: Observation) -> list[Violation]:
     return found
 
 
+# --- Check 8: writers ----------------------------------------------------------------------------
+
+
+def check_8_writers(observation: Observation) -> list[Violation]:
+    """Return every stored event appended by a role that may not write its type to its account."""
+    found: list[Violation] = []
+    for account in _accounts(observation):
+        writers = observation.writers.get(account, {})
+        for event in _stream(observation, account):
+            assert event.sequence is not None
+            role = writers.get(event.sequence)
+            kind, own = observation.role_kinds.get(role or "", (None, None))
+            rightful = EVENT_WRITERS[event.type]
+            if kind == rightful and (kind != "dispatcher" or own == account):
+                continue
+            what = f"{kind} of account {own}" if kind == "dispatcher" else (kind or "no job")
+            found.append(_violation(8, account, (
+                f"{event.type} at sequence {event.sequence} was appended by role {role} "
+                f"({what}); only the {rightful} of the account may append it")))
+    return found
+
+
 # --- Entry points ---------------------------------------------------------------------------------
 
 _CHECK_FUNCTIONS: tuple[Callable[[Observation], list[Violation]], ...] = (
@@ -575,6 +604,7 @@ _CHECK_FUNCTIONS: tuple[Callable[[Observation], list[Violation]], ...] = (
     check_5_limits,
     check_6_decisions,
     check_7_dead_letters,
+    check_8_writers,
 )
 assert len(_CHECK_FUNCTIONS) == len(CHECKS)
 
@@ -591,7 +621,7 @@ def find_violations(observation: Observation,
 
 
 def check(observation: Observation) -> None:
-    """Return None if the observation satisfies all seven checks.
+    """Return None if the observation satisfies every check.
 
     Raises:
         AssertionError: `seed=S: check N (name): <first counter-example>`, followed by how many

@@ -32,7 +32,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from ledger import commands, failpoints, kafka, store
+from ledger import commands, failpoints, kafka, roles, store
 from ledger.db import connect
 from ledger.events import (
     Event,
@@ -49,6 +49,7 @@ from ledger.events import (
     encode_event,
     with_ledger_fields,
 )
+from ledger.logins import job_dsn
 from ledger.runtime import OPERATING_ERRORS
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
@@ -286,13 +287,14 @@ class Schedule:
         operation.completed_at = time.monotonic()
 
     async def append(self, account: str, data: EventData) -> None:
-        """Append one event straight to the store, as the operator's commands do."""
+        """Append one event straight to the store as the operator role, as its commands do."""
         event = build_event(account, self.now(), data)
         operation = Operation(kind="append", account=account, event_ids=(event.event_id,),
                               invoked_at=time.monotonic())
         self.history.append(operation)
         try:
-            conn = await asyncio.wait_for(connect(self.settings.database_url), timeout=5)
+            conn = await asyncio.wait_for(connect(job_dsn(self.settings, roles.Job.operator)),
+                                          timeout=5)
         except CLIENT_ERRORS as exc:
             operation.outcome, operation.detail = "failed", f"connect: {type(exc).__name__}"
             return
@@ -674,11 +676,19 @@ async def observe(schedule: Schedule) -> Observation:
     try:
         events: dict[str, list[Event]] = {}
         projection = {}
+        writers: dict[str, dict[int, str]] = {}
         for account in schedule.accounts:
             events[account] = await store.read_stream(conn, account, batch_size=1_000_000)
             projection[account] = await tables.load_state(conn, account)
+            writers[account] = {int(row[0]): row[1] for row in await conn.fetch(
+                "SELECT sequence, recorded_by FROM events WHERE account = $1", account)}
     finally:
         await conn.close()
+    names = roles.roles_for(schedule.settings)
+    role_kinds: dict[str, tuple[str, str | None]] = {
+        names.job(roles.Job.ingest): ("broker", None),
+        names.job(roles.Job.operator): ("operator", None),
+        **{names.account(account): ("dispatcher", account) for account in schedule.accounts}}
     cluster = schedule.cluster
     assert cluster.ledger_events is not None
     assert cluster.dead_letters is not None
@@ -688,5 +698,6 @@ async def observe(schedule: Schedule) -> Observation:
         projection=projection,
         ledger_events=[r for r in cluster.ledger_events.records if r.key in keys],
         dead_letters=list(cluster.dead_letters.records),
-        history=list(schedule.history), hostile=list(schedule.hostile))
+        history=list(schedule.history), hostile=list(schedule.hostile), writers=writers,
+        role_kinds=role_kinds)
 

@@ -89,3 +89,8 @@ class Observation:
     dead_letters: list[Record]
     history: list[Operation]
     hostile: list[Hostile] = field(default_factory=list)
+    # Who appended each stored event: account -> sequence -> login role (events.recorded_by).
+    writers: dict[str, dict[int, str]] = field(default_factory=dict)
+    # What each login role of the run is: role -> ("dispatcher", its account), ("broker", None)
+    # or ("operator", None). A role not named here may append nothing.
+    role_kinds: dict[str, tuple[str, str | None]] = field(default_factory=dict)

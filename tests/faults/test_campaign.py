@@ -1,4 +1,4 @@
-"""Goal: the whole system keeps the seven invariants of DESIGN.md while things break.
+"""Goal: the whole system keeps the invariants of docs/design.md while things break.
 
 Method: for each seed, one schedule on the shared cluster (tests/faults/harness.py): three fresh
 accounts with a dispatcher each, bursts of signals, a simulated broker filling, rejecting or
@@ -32,7 +32,7 @@ _totals: Counter[str] = Counter()
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("seed", campaign_seeds())
-async def test_schedule_keeps_the_seven_invariants(cluster: Cluster, seed: int) -> None:
+async def test_schedule_keeps_the_invariants(cluster: Cluster, seed: int) -> None:
     before = Counter(cluster.faults.injected)
     observation = await run_schedule(cluster, seed)
     violations = find_violations(observation)

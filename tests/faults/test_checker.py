@@ -26,6 +26,7 @@ import pytest
 
 from dispatcher import gates
 from ledger.events import (
+    EVENT_WRITERS,
     Event,
     EventData,
     IntentExpired,
@@ -320,6 +321,31 @@ def told(store: Mapping[str, Sequence[Event]]) -> list[Operation]:
     return operations
 
 
+BROKER_ROLE, OPERATOR_ROLE = "ns__ingest", "ns__operator"
+
+
+def account_role(account: str) -> str:
+    return f"ns_{account}"
+
+
+ROLE_KINDS: dict[str, tuple[str, str | None]] = {
+    BROKER_ROLE: ("broker", None), OPERATOR_ROLE: ("operator", None),
+    **{account_role(a): ("dispatcher", a) for a in [*ACCOUNTS, DELTA]},
+}
+
+
+def rightful_writers(store: Mapping[str, Sequence[Event]]) -> dict[str, dict[int, str]]:
+    """Each event appended by the role whose job it is, as the database allows."""
+    def role(account: str, event: Event) -> str:
+        writer = EVENT_WRITERS[event.type]
+        if writer == "dispatcher":
+            return account_role(account)
+        return BROKER_ROLE if writer == "broker" else OPERATOR_ROLE
+
+    return {account: {e.sequence or 0: role(account, e) for e in events}
+            for account, events in store.items()}
+
+
 def observe(store: Mapping[str, Sequence[Event]]) -> Observation:
     """What a correct system around this store would have left behind."""
     hostile = hostile_messages(store)
@@ -332,6 +358,8 @@ def observe(store: Mapping[str, Sequence[Event]]) -> Observation:
         dead_letters=dead_lettered(hostile),
         history=told(store),
         hostile=hostile,
+        writers=rightful_writers(store),
+        role_kinds=dict(ROLE_KINDS),
     )
 
 
@@ -676,6 +704,41 @@ def test_check_7_when_dead_letter_has_no_reason_names_it(
     clean.dead_letters[0] = dataclasses.replace(letter, headers=headers)
 
     caught(clean, 7, f"{DEAD_LETTERS}[0]@{letter.offset}", "no dlq.reason")
+
+
+# --- Check 8: writers ----------------------------------------------------------------------------
+
+
+def _sequence_of(observation: Observation, account: str, event_type: str) -> int:
+    event = next(e for e in observation.store[account] if e.type == event_type)
+    assert event.sequence is not None
+    return event.sequence
+
+
+@pytest.mark.parametrize("event_type", ["TradingResumed", "LimitsSet", "TradingHalted"])
+def test_check_8_when_a_dispatcher_appended_a_control_event_names_role_and_type(
+        clean: Observation, event_type: str) -> None:
+    sequence = _sequence_of(clean, ALPHA, event_type)
+    clean.writers[ALPHA][sequence] = account_role(ALPHA)
+
+    caught(clean, 8, f"{event_type} at sequence {sequence}", account_role(ALPHA),
+           "only the operator", alone=True)
+
+
+def test_check_8_when_a_dispatcher_decided_for_another_account_names_both(
+        clean: Observation) -> None:
+    sequence = _sequence_of(clean, BETA, "IntentIssued")
+    clean.writers[BETA][sequence] = account_role(ALPHA)
+
+    caught(clean, 8, f"IntentIssued at sequence {sequence}", f"dispatcher of account {ALPHA}",
+           alone=True)
+
+
+def test_check_8_when_the_writer_is_unknown_says_so(clean: Observation) -> None:
+    sequence = _sequence_of(clean, BETA, "LimitsSet")
+    del clean.writers[BETA][sequence]
+
+    caught(clean, 8, f"LimitsSet at sequence {sequence}", "role None (no job)", alone=True)
 
 
 # --- Entry points ---------------------------------------------------------------------------------

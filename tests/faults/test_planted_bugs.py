@@ -37,6 +37,38 @@ PLANTED = [
 
 
 @pytest.mark.timeout(300)
+async def test_self_promoting_dispatcher_is_refused_by_the_database(
+        make_database: Callable[[], Awaitable[Settings]],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A dispatcher that resumes its own account and raises its limits after every decision.
+
+    The database refuses each attempt (so check 8, which would catch such an event, stays
+    quiet), and the refusals prove the bug ran. tests/faults/test_checker.py shows check 8
+    catching the same events had they been stored.
+    """
+    log_dir = tmp_path_factory.mktemp("self-promoting")
+    refusals = log_dir / "refusals.log"
+    cluster = await start_cluster(make_database, log_dir, f"planted-self{id(log_dir) % 10_000}.",
+                                  {"dispatcher": "self-promoting"})
+    cluster.env["LEDGER_BUG_LOG"] = str(refusals)
+    try:
+        observation = await run_schedule(cluster, SEED, plan=[], manual_dispatch=False,
+                                         settle_timeout_s=SETTLE_S)
+    finally:
+        await cluster.stop()
+    lines = refusals.read_text().splitlines() if refusals.exists() else []
+    assert any("may not append TradingResumed" in line for line in lines), lines[:3]
+    assert any("may not append LimitsSet" in line for line in lines), lines[:3]
+    assert 8 not in {violation.check for violation in find_violations(observation)}
+    for account, events in observation.store.items():
+        for event in events:
+            if event.type in ("TradingResumed", "LimitsSet"):
+                assert event.sequence is not None
+                role = observation.writers[account][event.sequence]
+                assert observation.role_kinds[role] == ("operator", None), (account, role)
+
+
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize(("bug", "roles", "plan", "replay_files", "expected"), PLANTED,
                          ids=[row[0] for row in PLANTED])
 async def test_planted_bug_is_caught_by_its_check(
