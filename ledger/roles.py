@@ -276,7 +276,7 @@ async def ensure_account_role(conn: asyncpg.Connection, roles: Roles, account: s
     await conn.execute(f"GRANT {_quote_identifier(roles.dispatchers)} TO "
                        f"{_quote_identifier(role)}")
     await conn.execute(
-        "INSERT INTO account_roles (role, account) VALUES ($1, $2) "
+        "INSERT INTO login_roles (role, kind, account) VALUES ($1, 'dispatcher', $2) "
         "ON CONFLICT (role) DO NOTHING", role, account)
     if password is not None:
         await ensure_login(conn, role, password, rotate=rotate)
