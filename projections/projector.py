@@ -44,6 +44,8 @@ CONSUMER_GROUP = "ledger-projector"
 BATCH_RECORDS_MAX = 2000
 POLL_TIMEOUT_MS = 200
 RETRY_PAUSE_S = 2.0
+# Events one catch-up from the store applies to one account at a time (a transaction each).
+CATCH_UP_EVENTS_MAX = 10_000
 # States kept between batches, so a busy account is not re-read from its rows every batch; each
 # is used only while its sequence equals the locked row's applied_sequence.
 CACHED_ACCOUNTS_MAX = 10_000
@@ -118,6 +120,28 @@ class Projector:
         metrics.EVENTS_PROJECTED.inc(after.sequence - before.sequence)
         self._remember(after)
         return beyond + refused
+
+    async def catch_up(self, pool: asyncpg.Pool, account: str, head: int) -> int:
+        """Apply an account's events up to `head` straight from the store; return how many.
+
+        Kafka only carries the news: when it brings none (the last messages were consumed but
+        the projection's commit was lost in a database crash, or the relay is down), the
+        projection still reaches the head.
+        """
+        async with pool.acquire() as conn, conn.transaction():
+            before = await self._locked_state(conn, account)
+            last = min(head, before.sequence + CATCH_UP_EVENTS_MAX)
+            if last <= before.sequence:
+                return 0
+            events = [e async for e in store.iterate_stream(conn, account, before.sequence, last)]
+            after = fold(events, before)
+            await tables.save_state(conn, before, after)
+        applied = after.sequence - before.sequence
+        self.counters.filled_from_store += applied
+        self.counters.applied += applied
+        metrics.EVENTS_PROJECTED.inc(applied)
+        self._remember(after)
+        return applied
 
     async def _locked_state(self, conn: Conn, account: str) -> AccountState:
         applied = await tables.applied_sequence(conn, account, lock=True)
@@ -205,20 +229,35 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
     return broker
 
 
-LAG_REPORT_INTERVAL_S = 2.0
+WATCH_INTERVAL_S = 2.0
 
 
-async def _report_lag(pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-    """Keep the projection-lag gauge current (head minus applied, per account)."""
-    while not await wait_or_stop(stop, LAG_REPORT_INTERVAL_S):
+async def _watch(pool: asyncpg.Pool, projector: Projector, stop: asyncio.Event) -> None:
+    """Keep the lag gauge current, and catch up from the store any account that stalled.
+
+    An account behind its head whose applied sequence did not move since the last look gets
+    its tail from the store: whatever Kafka did or did not deliver, the projection converges.
+    """
+    stalled_at: dict[str, int] = {}
+    while not await wait_or_stop(stop, WATCH_INTERVAL_S):
         try:
             rows = await pool.fetch(
-                "SELECT s.account, s.head - coalesce(p.applied_sequence, 0) AS lag "
+                "SELECT s.account, s.head, coalesce(p.applied_sequence, 0) AS applied "
                 "FROM streams s LEFT JOIN projection_accounts p USING (account)")
-        except OPERATING_ERRORS:
-            continue
-        for row in rows:
-            metrics.PROJECTION_LAG.labels(row["account"]).set(row["lag"])
+            behind = {}
+            for row in rows:
+                account, head, applied = row["account"], int(row["head"]), int(row["applied"])
+                metrics.PROJECTION_LAG.labels(account).set(head - applied)
+                if head > applied:
+                    behind[account] = applied
+                    if stalled_at.get(account) == applied:
+                        caught = await projector.catch_up(pool, account, head)
+                        log.info("projector: %s stalled at %d of %d; %d events applied from "
+                                 "the store", account, applied, head, caught)
+            stalled_at = behind
+        except OPERATING_ERRORS as exc:
+            projector.forget()
+            log.warning("projector: watch skipped: %s", type(exc).__name__)
 
 
 async def run(settings: Settings, stop: asyncio.Event,
@@ -232,7 +271,7 @@ async def run(settings: Settings, stop: asyncio.Event,
         # next batch for that account finds a gap and reads it from the store.
         pool = await create_pool(job_dsn(settings, Job.projector), synchronous_commit=False)
         broker = build_broker(settings, topics, pool, projector)
-        lag = asyncio.create_task(_report_lag(pool, stop))
+        lag = asyncio.create_task(_watch(pool, projector, stop))
         try:
             await broker.start()
             log.info("projector: consuming %s", topics.ledger_events)

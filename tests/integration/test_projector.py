@@ -291,3 +291,29 @@ async def test_rebuild_with_two_jobs_when_one_account_was_tampered_finds_and_rep
     for account in accounts:
         assert await tables.load_state(admin, account) == \
             await rebuild.fold_stream(admin, account)
+
+
+async def test_projector_when_its_last_commits_are_lost_catches_up_from_the_store_unprompted(
+    setup: tuple[Settings, Topics, str], admin: asyncpg.Connection, tmp_path: Path,
+) -> None:
+    """A database crash can take the projector's last (asynchronous) commits after Kafka offsets
+    were committed: no message will come again, and the store must still be reached."""
+    settings, topics, account = setup
+    await store.append(admin, account, history(account, random.Random(11), 40))
+    stored = await store.read_stream(admin, account)
+    await produce_raw(settings, topics.ledger_events, account,
+                      [encode_event(e) for e in stored])
+    projector = LedgerProcess(settings, tmp_path, "projector").start()
+    try:
+        await eventually(lambda: _equals(projected(admin, account), len(stored)),
+                         SETTLE_TIMEOUT_S)
+        rewound = await rebuild.fold_stream(admin, account, up_to_sequence=10)
+        async with admin.transaction():
+            await tables.replace_state(admin, rewound)
+        assert await projected(admin, account) == 10
+        await eventually(lambda: _equals(projected(admin, account), len(stored)),
+                         SETTLE_TIMEOUT_S)
+    finally:
+        projector.stop()
+
+    assert await rebuild.verify_account(admin, account) == []
