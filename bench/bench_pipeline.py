@@ -15,7 +15,6 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -26,6 +25,8 @@ from bench.common import Timer, fresh_database, report
 from ledger import commands, ingest, kafka, relay, store
 from ledger.db import connect, create_pool
 from ledger.events import Event, encode_event
+from ledger.logins import job_dsn
+from ledger.roles import Job
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 
@@ -141,14 +142,9 @@ async def _bare_consume_and_copy(settings: Settings, topics: Topics, conn: async
 
 async def _ingest_until(settings: Settings, topics: Topics, conn: asyncpg.Connection,
                         count: int) -> float:
-    pool = await create_pool(settings.database_url)
-
-    async def append(account: str, events: Sequence[Event]) -> store.AppendResult:
-        async with pool.acquire() as lent:
-            return await store.append(lent, account, events)
-
+    pool = await create_pool(job_dsn(settings, Job.ingest))
     counters = ingest.IngestCounters()
-    broker = ingest.build_broker(settings, topics, append, counters)
+    broker = ingest.build_broker(settings, topics, ingest.StoreRecorder(pool), counters)
     loop = asyncio.get_running_loop()
     with Timer() as timer:
         await broker.start()

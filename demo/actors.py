@@ -173,7 +173,8 @@ async def position_manager(settings: Settings, topics: Topics, producer: AIOKafk
                 closing.add(position.position_id)
                 close = {"account": account, "type": "PositionClosed",
                          "occurred_at": stamp(now()),
-                         "data": {"position_id": position.position_id, "price": str(price),
+                         "data": {"close_id": f"close-{position.position_id}",
+                                  "position_id": position.position_id, "price": str(price),
                                   "reason": reason}}
                 await producer.send(topics.executions, json.dumps(close).encode(),
                                     key=account.encode())

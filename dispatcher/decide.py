@@ -31,7 +31,7 @@ from ledger.events import (
     decode_event,
     with_ledger_fields,
 )
-from projections import tables
+from projections.current import state_at_head
 from projections.fold import AccountState, fold
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 FOLD_BOUND_DEFAULT = 1000
 INTENT_TTL_DEFAULT = timedelta(seconds=60)
+CLOCK_SKEW_DEFAULT = timedelta(seconds=300)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +49,8 @@ class DispatcherConfig:
     account: str
     fold_bound: int = FOLD_BOUND_DEFAULT
     intent_ttl: timedelta = INTENT_TTL_DEFAULT
+    # How far in the future a signal may say it occurred before it is refused as bad input.
+    clock_skew: timedelta = CLOCK_SKEW_DEFAULT
 
 
 @dataclass(kw_only=True)
@@ -115,24 +118,14 @@ async def current_state(
 ) -> tuple[AccountState, gates.Freshness]:
     """Return the account's state proven current at `head`, and how far behind its source was.
 
-    The source is this process's last proven state when it is within the bound of the head,
-    else the projection's rows; the tail the source has not applied is folded from the store.
     When the tail is longer than the bound the state is returned as it is, and the freshness
     gate will fail closed. The caller holds the head lock, so nothing moves meanwhile.
     """
-    cached = cache.state if cache is not None else None
-    if cached is not None and 0 <= head - cached.sequence <= config.fold_bound:
-        state = cached
-    else:
-        state = await tables.load_state(conn, config.account)
-    freshness = gates.Freshness(head=head, state_sequence=state.sequence,
+    proven = await state_at_head(conn, config.account, head, fold_bound=config.fold_bound,
+                                 cached=cache.state if cache is not None else None)
+    freshness = gates.Freshness(head=head, state_sequence=proven.source_sequence,
                                 fold_bound=config.fold_bound)
-    if 0 < freshness.lag <= config.fold_bound:
-        tail = [e async for e in store.iterate_stream(conn, config.account, state.sequence,
-                                                      head)]
-        state = fold(tail, state)
-        assert state.sequence == head, (config.account, state.sequence, head)
-    return state, freshness
+    return proven.state, freshness
 
 
 async def expire_due(conn: Conn, config: DispatcherConfig, now: datetime) -> list[str]:

@@ -11,11 +11,11 @@ error. Must not import asyncpg, aiokafka, faststream, time, os or logging.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from ledger.events import GateResult, Signal
-from projections.fold import AccountState
+from projections.fold import AccountState, trading_day
 
 # Reject codes, in order of precedence.
 PROJECTION_STALE = "projection_stale"
@@ -124,8 +124,8 @@ def _at_most(gate: str, value: Decimal, limit: Decimal | None, what: str,
 
 
 def _daily_loss(state: AccountState, now: datetime, limit: Decimal | None) -> GateResult:
-    # The fold books P&L by UTC day: the same instant in another zone is the same day here.
-    loss = -state.realized_pnl_on(now.astimezone(UTC).date())
+    # "Today" is the trading day of the decision being made (projections.fold.trading_day).
+    loss = -state.realized_pnl_on(trading_day(now))
     if limit is None:
         return GateResult(gate=DAILY_LOSS_LIMIT, passed=True, value=_figure(loss), limit=None,
                           reason="Daily loss: no limit set")

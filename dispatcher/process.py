@@ -25,7 +25,7 @@ from ledger import deadletters, failpoints, kafka, metrics
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
-from ledger.events import Signal, decode_signal
+from ledger.events import Signal, decode_signal, refuse_future
 from ledger.logins import account_dsn
 from ledger.runtime import OPERATING_ERRORS, keep_running, wait_or_stop
 from ledger.settings import Settings
@@ -61,12 +61,13 @@ class DispatcherCounters:
     dead_letters: int = 0
 
 
-def _signal_of(record: Any, account: str) -> Signal | None:
+def _signal_of(record: Any, config: DispatcherConfig, now: datetime) -> Signal | None:
     """Return the record's signal if it is this account's; None if it belongs to another.
 
     Raises:
-        InvalidEvent: the message is this account's but malformed or invalid.
+        InvalidEvent: the message is this account's but malformed, invalid, or from the future.
     """
+    account = config.account
     key = record.key.decode("utf-8", "replace") if record.key is not None else None
     if key != account:
         return None
@@ -75,6 +76,7 @@ def _signal_of(record: Any, account: str) -> Signal | None:
     signal = decode_signal(record.value)
     if signal.account != account:
         raise InvalidEvent("account", signal.account, f"does not match the key {account!r}")
+    refuse_future(signal.occurred_at, now, config.clock_skew)
     return signal
 
 
@@ -121,7 +123,7 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
 
     async def _handle(record: Any) -> None:
         try:
-            signal = _signal_of(record, config.account)
+            signal = _signal_of(record, config, clock())
         except InvalidEvent as exc:
             counters.dead_letters += 1
             metrics.DEAD_LETTERS.labels(consumer_group(config.account)).inc()

@@ -96,7 +96,8 @@ def events() -> list[dict[str, Any]]:
     for index, minutes, price, reason in CLOSES:
         at = START + timedelta(seconds=index * 70, minutes=minutes)
         history.append(_event("PositionClosed", at, {
-            "position_id": f"P-{index + 1:02d}", "price": price, "reason": reason}))
+            "close_id": f"XC-{index + 1:02d}", "position_id": f"P-{index + 1:02d}",
+            "price": price, "reason": reason}))
     return sorted(history, key=lambda e: e["occurred_at"])
 
 

@@ -14,11 +14,10 @@ from ledger import ingest
 from ledger.errors import LedgerError
 from ledger.events import Event
 from ledger.settings import Settings
-from ledger.store import AppendResult
 from ledger.topics import Topics
 
 
-async def _never_called(account: str, events: Sequence[Event]) -> AppendResult:
+async def _never_called(account: str, events: Sequence[Event]) -> ingest.Recorded:
     raise LedgerError("the AsyncAPI description's brokers are never started")
 
 

@@ -55,6 +55,12 @@ def print_audit(audits: list[AccountAudit], console: Console, *, chart: bool = T
         console.print()
 
 
+def by_time(samples: list[Sample]) -> list[Sample]:
+    """Return the samples in time order: a stream's times may run backwards (late reports,
+    back-dated imports), while a chart's axis may not."""
+    return sorted(samples, key=lambda sample: (sample.occurred_at, sample.sequence))
+
+
 def active(samples: list[Sample]) -> list[Sample]:
     """Drop the quiet lead-in (limits set hours before the first order), keeping one sample."""
     first = next((i for i, s in enumerate(samples) if s.positions or s.exposure), 0)
@@ -62,8 +68,13 @@ def active(samples: list[Sample]) -> list[Sample]:
 
 
 def terminal_chart(samples: list[Sample], width: int = CHART_WIDTH) -> list[Text]:
-    """Return two rows of block characters: positions and exposure against their limits."""
-    buckets = _buckets(active(samples), width)
+    """Return two rows of block characters: positions and exposure against their limits.
+
+    Nothing to draw (no event in the window) draws nothing.
+    """
+    if not samples:
+        return []
+    buckets = _buckets(active(by_time(samples)), width)
     rows = []
     for label, value_of, limit_of, fmt in (
         ("positions", lambda s: Decimal(s.positions),
@@ -99,10 +110,10 @@ def _buckets(samples: list[Sample], width: int) -> list[list[Sample]]:
     return filled
 
 
-def _panel(axis: Any, audit: AccountAudit, title: str, values: list[float],
-           limits: list[float | None], gates: set[str]) -> None:
-    skipped = len(audit.samples) - len(active(audit.samples))
-    times = [s.occurred_at for s in audit.samples][skipped:]
+def _panel(axis: Any, audit: AccountAudit, title: str, samples: list[Sample],
+           values: list[float], limits: list[float | None], gates: set[str]) -> None:
+    skipped = len(samples) - len(active(samples))
+    times = [s.occurred_at for s in samples][skipped:]
     values, limits = values[skipped:], limits[skipped:]
     axis.step(times, values, where="post", color="#1f77b4", label=title)
     axis.step(times, [limit if limit is not None else float("nan") for limit in limits],
@@ -127,14 +138,15 @@ def write_png(audits: list[AccountAudit], path: Path) -> None:
     figure, axes = plt.subplots(len(shown) or 1, 2, figsize=(13, 3.2 * max(1, len(shown))),
                                 squeeze=False)
     for row, audit in enumerate(shown):
-        _panel(axes[row][0], audit, "open + pending positions",
-               [float(s.positions) for s in audit.samples],
+        samples = by_time(audit.samples)
+        _panel(axes[row][0], audit, "open + pending positions", samples,
+               [float(s.positions) for s in samples],
                [float(s.max_open_positions) if s.max_open_positions is not None else None
-                for s in audit.samples], {"max_open_positions"})
-        _panel(axes[row][1], audit, "exposure ($)",
-               [float(s.exposure) for s in audit.samples],
+                for s in samples], {"max_open_positions"})
+        _panel(axes[row][1], audit, "exposure ($)", samples,
+               [float(s.exposure) for s in samples],
                [float(s.max_exposure) if s.max_exposure is not None else None
-                for s in audit.samples], {"max_exposure", "max_order_notional"})
+                for s in samples], {"max_exposure", "max_order_notional"})
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

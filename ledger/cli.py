@@ -126,26 +126,37 @@ def accounts_add(
 @limits_app.command("set")
 def limits_set(
     name: Annotated[str, typer.Argument(help="Account name.")],
-    max_positions: Annotated[int, typer.Option("--max-positions", min=0,
-                                               help="Most open positions + pending intents.")],
-    max_exposure: Annotated[str, typer.Option("--max-exposure",
-                                              help="Most open + pending notional, in dollars.")],
+    max_positions: Annotated[int | None, typer.Option(
+        "--max-positions", min=0, help="Most open positions + pending intents.")] = None,
+    max_exposure: Annotated[str | None, typer.Option(
+        "--max-exposure", help="Most open + pending notional, in dollars.")] = None,
     max_order: Annotated[str | None, typer.Option("--max-order",
                                                   help="Most notional of one order.")] = None,
     daily_loss: Annotated[str | None, typer.Option("--daily-loss",
                                                    help="Most realised loss in a day.")] = None,
+    clear: Annotated[list[str] | None, typer.Option(
+        "--clear", help="Remove an optional limit (max-order, daily-loss; or its field name). "
+        "Repeat for several.")] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Append LimitsSet: the account's limits from now on."""
-    data: dict[str, Any] = {
+    """Append LimitsSet: the limits named change, the others keep their values.
+
+    The event states every limit in force. An account's first limits need --max-positions
+    and --max-exposure.
+    """
+    given: dict[str, Any] = {
         "max_open_positions": max_positions,
         "max_exposure": max_exposure,
         "max_order_notional": max_order,
         "daily_loss_limit": daily_loss,
     }
-    sequence = _run(commands.append_command(_settings(database_url), name, "LimitsSet", data,
-                                            event_id=uuid4(), occurred_at=_now()))
-    typer.echo(f"{name}: LimitsSet at sequence {sequence}")
+    if all(value is None for value in given.values()) and not clear:
+        raise typer.BadParameter("nothing to change: name a limit to set, or --clear one")
+    sequence, in_force = _run(commands.set_limits(_settings(database_url), name, given,
+                                                  clear or [], occurred_at=_now()))
+    shown = ", ".join(f"{key}={'none' if value is None else value}"
+                      for key, value in in_force.items())
+    typer.echo(f"{name}: LimitsSet at sequence {sequence}: {shown}")
 
 
 @app.command()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 from rich.console import Console
@@ -34,8 +34,23 @@ from ledger import audit as audit_module
 from ledger import charts, ingest, jsonl, metrics, relay, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.db import connect
-from ledger.errors import ConfigError, InvalidEvent, MigrationError, UnknownAccount
-from ledger.events import Signal, decode_event, decode_signal, encode_event, validate_account_name
+from ledger.errors import (
+    ConfigError,
+    InvalidEvent,
+    MigrationError,
+    ProjectionBehind,
+    UnknownAccount,
+)
+from ledger.events import (
+    MISSING,
+    LimitsSet,
+    Signal,
+    decode_event,
+    decode_signal,
+    encode_event,
+    refuse_future,
+    validate_account_name,
+)
 from ledger.follow import follow as follow_account
 from ledger.logins import account_dsn, job_dsn
 from ledger.runtime import stop_event_on_signals
@@ -43,7 +58,8 @@ from ledger.settings import Settings
 from ledger.supervisor import Child, supervise
 from projections import projector, rebuild, tables
 from projections.breaches import AccountAudit, audit_document
-from projections.view import positions_document
+from projections.current import state_at_head
+from projections.view import limits_document, positions_document
 
 REPORT_WIDTH = 120
 
@@ -188,6 +204,57 @@ async def append_command(
     return result.appended.get(event.event_id, result.head)
 
 
+# The limits `limits set` may clear, by their field name and by their option's name.
+CLEARABLE_LIMITS = {"max-order": "max_order_notional", "daily-loss": "daily_loss_limit"}
+REQUIRED_LIMITS = ("max_open_positions", "max_exposure")
+
+
+async def set_limits(settings: Settings, account: str, given: dict[str, Any], clear: list[str],
+                     *, occurred_at: datetime) -> tuple[int, dict[str, Any]]:
+    """Append LimitsSet with the limits in force merged with those given, as the operator.
+
+    Limits not given keep their values; those in `clear` are removed. Under the account's head
+    lock, so two operators at once cannot lose each other's change. Returns the event's sequence
+    and every limit it states.
+
+    Raises:
+        InvalidEvent: a value is invalid, a limit to clear is unknown or required, or the
+            account's first limits lack max_open_positions or max_exposure.
+        UnknownAccount: the account has no stream.
+    """
+    validate_account_name(account)
+    cleared = [_clearable(name) for name in clear]
+    conn = await connect(job_dsn(settings, roles.Job.operator))
+    try:
+        async with conn.transaction():
+            head = await store.lock_head(conn, account)
+            proven = await state_at_head(conn, account, head, fold_bound=None)
+            in_force = limits_document(proven.state.limits) or {}
+            in_force.update({key: value for key, value in given.items() if value is not None})
+            in_force.update(dict.fromkeys(cleared))
+            for required in REQUIRED_LIMITS:
+                if in_force.get(required) is None:
+                    raise InvalidEvent(required, MISSING, f"was given: {account} has no limits "
+                                       "yet, so its first need --max-positions and "
+                                       "--max-exposure")
+            event = decode_event(json.dumps({
+                "event_id": str(uuid4()), "account": account, "type": "LimitsSet",
+                "occurred_at": occurred_at.isoformat(), "data": in_force}))
+            result = await store.append(conn, account, [event], expected_sequence=head)
+    finally:
+        await conn.close()
+    assert isinstance(event.data, LimitsSet)
+    return result.appended[event.event_id], json.loads(event.data.model_dump_json())
+
+
+def _clearable(name: str) -> str:
+    field_name = CLEARABLE_LIMITS.get(name, name)
+    if field_name not in CLEARABLE_LIMITS.values():
+        raise InvalidEvent("--clear", name, "is not a limit that can be removed: expected one "
+                           f"of {', '.join(sorted(CLEARABLE_LIMITS))}")
+    return field_name
+
+
 async def import_file(
     settings: Settings, path: Path, *, skip_bad: bool, create_accounts: bool
 ) -> jsonl.ImportReport:
@@ -200,7 +267,9 @@ async def import_file(
         disable=not console.is_terminal,
     ) as progress:
         checking = progress.add_task("validating", total=size)
-        report = jsonl.validate_file(path, skip_bad, _advance(progress, checking))
+        bounds = jsonl.Bounds(now=utc_now(),
+                              clock_skew=timedelta(seconds=settings.max_clock_skew_s))
+        report = jsonl.validate_file(path, skip_bad, bounds, _advance(progress, checking))
         async with admin_connection(settings) as conn:
             creator = None
             if create_accounts:
@@ -208,7 +277,7 @@ async def import_file(
                     return (await _create_account(conn, settings, name)).stream_created
             await jsonl.check_accounts(conn, report.accounts, creator)
             appending = progress.add_task("appending", total=size)
-            await jsonl.append_file(conn, path, report, _advance(progress, appending))
+            await jsonl.append_file(conn, path, report, bounds, _advance(progress, appending))
     return report
 
 
@@ -318,16 +387,30 @@ async def follow(settings: Settings, account: str, from_sequence: int, out: Bina
 
 
 async def positions(settings: Settings, account: str, as_of: datetime | None) -> dict[str, Any]:
-    """Return the positions document: from the projection, or replayed from the store at T."""
+    """Return the positions document: proven at the head, or replayed from the store as of T.
+
+    At the head: the projection plus the store's tail, read in one snapshot, so the figures
+    are the head's whatever the projector is doing; `projected_sequence` says how far the
+    projection itself was.
+
+    Raises:
+        UnknownAccount: the account has no stream.
+        ProjectionBehind: the projection is more than the fold bound behind the head.
+    """
     validate_account_name(account)
-    async with admin_connection(settings) as conn:
-        if not await store.account_exists(conn, account):
+    async with admin_connection(settings) as conn, \
+            conn.transaction(isolation="repeatable_read", readonly=True):
+        head = await conn.fetchval("SELECT head FROM streams WHERE account = $1", account)
+        if head is None:
             raise UnknownAccount(account)
         if as_of is not None:
             state = await rebuild.state_as_of(conn, account, as_of)
-        else:
-            state = await tables.load_state(conn, account)
-    return positions_document(state)
+            return positions_document(state, projected_sequence=None)
+        bound = settings.dispatcher_fold_bound
+        proven = await state_at_head(conn, account, int(head), fold_bound=bound)
+    if not proven.current:
+        raise ProjectionBehind(account, proven.lag, bound)
+    return positions_document(proven.state, projected_sequence=proven.source_sequence)
 
 
 def print_positions(document: dict[str, Any], json_output: bool) -> None:
@@ -335,15 +418,20 @@ def print_positions(document: dict[str, Any], json_output: bool) -> None:
     if json_output:
         print(json.dumps(document))
         return
-    console = Console()
+    console = wide_console()
     limits = document["limits"] or {}
+    projected = document["projected_sequence"]
+    freshness = "" if projected is None else (
+        "  (projection current)" if projected == document["as_of_sequence"] else
+        f"  (projection at {projected}: {document['as_of_sequence'] - projected} events "
+        "folded from the store)")
     console.print(
         f"[bold]{document['account']}[/bold] as of sequence {document['as_of_sequence']}"
-        f"{'  [red]HALTED[/red]' if document['halted'] else ''}\n"
+        f"{freshness}{'  [red]HALTED[/red]' if document['halted'] else ''}\n"
         f"positions {len(document['open_positions'])} + pending "
         f"{len(document['pending_intents'])} / {limits.get('max_open_positions', '-')}   "
         f"exposure ${document['open_exposure']} + ${document['pending_exposure']} = "
-        f"${document['exposure']} / ${limits.get('max_exposure', '-')}")
+        f"${document['exposure']} / ${limits.get('max_exposure', '-')}", soft_wrap=True)
     table = Table("position", "symbol", "side", "quantity", "average", "multiplier", "notional")
     for p in document["open_positions"]:
         table.add_row(p["position_id"], p["symbol"], p["side"], p["quantity"],
@@ -389,7 +477,8 @@ def dispatcher_config(settings: Settings, account: str) -> DispatcherConfig:
     """Return an account's dispatcher configuration from the settings."""
     return DispatcherConfig(account=validate_account_name(account),
                             fold_bound=settings.dispatcher_fold_bound,
-                            intent_ttl=timedelta(seconds=settings.intent_ttl_s))
+                            intent_ttl=timedelta(seconds=settings.intent_ttl_s),
+                            clock_skew=timedelta(seconds=settings.max_clock_skew_s))
 
 
 async def accounts_with_limits(conn: asyncpg.Connection) -> list[str]:
@@ -408,12 +497,14 @@ class DispatchReport:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-def read_signals(path: Path, account: str) -> list[Signal]:
+def read_signals(path: Path, config: DispatcherConfig, now: datetime) -> list[Signal]:
     """Read and validate a JSONL file of signals; all or nothing.
 
     Raises:
-        InvalidEvent: a line is malformed, invalid, or for another account (names the line).
+        InvalidEvent: a line is malformed, invalid, from the future, or for another account
+            (names the line).
     """
+    account = config.account
     signals = []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -423,6 +514,10 @@ def read_signals(path: Path, account: str) -> list[Signal]:
             if signal.account != account:
                 raise InvalidEvent("account", signal.account,
                                    f"is not the dispatched account {account!r}", line=number)
+            try:
+                refuse_future(signal.occurred_at, now, config.clock_skew)
+            except InvalidEvent as exc:
+                raise exc.at_line(number) from None
             signals.append(signal)
     return signals
 
@@ -431,7 +526,7 @@ async def dispatch_file(settings: Settings, account: str, path: Path,
                         dry_run: bool) -> DispatchReport:
     """Run the dispatcher's decision path over a file of signals, as the account's role."""
     config = dispatcher_config(settings, account)
-    signals = read_signals(path, account)
+    signals = read_signals(path, config, utc_now())
     report = DispatchReport()
     cache = StateCache()
     conn = await connect(account_dsn(settings, account))

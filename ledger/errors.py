@@ -83,6 +83,18 @@ class AppendRefused(LedgerError):
         super().__init__(reason)
 
 
+class ProjectionBehind(LedgerError):
+    """The projection is further behind the head than a reader may fold: run the projector."""
+
+    def __init__(self, account: str, lag: int, fold_bound: int) -> None:
+        self.account = account
+        self.lag = lag
+        self.fold_bound = fold_bound
+        super().__init__(
+            f"projection of {account} is {lag} events behind the head (more than the "
+            f"{fold_bound} a read may fold); run the projector or `ledger rebuild`")
+
+
 class StoreUnavailable(LedgerError):
     """PostgreSQL cannot be reached or refused the connection: retry later or fix the DSN."""
 

@@ -30,6 +30,7 @@ from pydantic import (
     PlainValidator,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails, PydanticCustomError, core_schema
@@ -91,6 +92,7 @@ __all__ = [
     "format_time",
     "natural_key",
     "notional",
+    "refuse_future",
     "types_written_by",
     "validate_account_name",
     "with_ledger_fields",
@@ -184,6 +186,13 @@ def format_decimal(number: Decimal) -> str:
     return format(number, "f")
 
 
+# The error of an option without a multiplier (see `_Traded`): raised on the model, reported
+# on its field.
+_MULTIPLIER_MISSING = "multiplier_missing"
+_MULTIPLIER_MISSING_TEXT = ("was given: required for an option (its notional is quantity x "
+                            "price x multiplier)")
+
+
 def _parse_decimal(value: object) -> Decimal:
     # bool is an int subclass; `true` as a quantity is a mistake, not 1.
     if isinstance(value, bool):
@@ -275,6 +284,22 @@ def format_time(moment: datetime) -> str:
     if moment.utcoffset() is None:
         raise ValueError(f"time {moment.isoformat()!r} has no timezone")
     return moment.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
+
+
+def refuse_future(moment: datetime, now: datetime, clock_skew: timedelta,
+                  field: str = "occurred_at") -> None:
+    """Refuse a time more than `clock_skew` after `now`: no report comes from the future.
+
+    A close stamped tomorrow would be booked on tomorrow's trading day; beyond a little clock
+    disagreement, a future time is a producer's mistake.
+
+    Raises:
+        InvalidEvent: the time is too far ahead, naming the field, the value and the bound.
+    """
+    if moment - now > clock_skew:
+        raise InvalidEvent(field, format_time(moment),
+                           f"is more than {clock_skew.total_seconds():g}s in the future "
+                           f"(it is now {format_time(now)})")
 
 
 _NO_OFFSET = timedelta(0)
@@ -390,7 +415,23 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
-class Signal(_Frozen):
+class _Traded(_Frozen):
+    """What names an instrument and a quantity: an option's multiplier must be stated.
+
+    An option contract is worth quantity x price x multiplier (100 for US equity options); a
+    default of 1 would understate its notional a hundredfold, so for `instrument: option` a
+    missing multiplier is an error, while an equity's defaults to 1.
+    """
+
+    @model_validator(mode="after")
+    def _option_states_its_multiplier(self) -> _Traded:
+        if getattr(self, "instrument", None) == "option" \
+                and "multiplier" not in self.model_fields_set:
+            raise PydanticCustomError(_MULTIPLIER_MISSING, _MULTIPLIER_MISSING_TEXT)
+        return self
+
+
+class Signal(_Traded):
     """A strategy's wish to trade, as read from the `signals` topic or a JSONL file."""
 
     signal_id: Identifier
@@ -418,7 +459,7 @@ class LimitsSet(_Frozen):
     daily_loss_limit: NonNegativeDecimal | None = None
 
 
-class OrderFilled(_Frozen):
+class OrderFilled(_Traded):
     """Data of OrderFilled: opens a position or adds to it; resolves the intent it names."""
 
     fill_id: Identifier
@@ -434,8 +475,13 @@ class OrderFilled(_Frozen):
 
 
 class PositionClosed(_Frozen):
-    """Data of PositionClosed: closes all (quantity None) or part of a position."""
+    """Data of PositionClosed: closes all (quantity None) or part of a position.
 
+    `close_id` is the broker's execution id, the close's natural key: required on `executions`
+    (ingest refuses a close without one); an imported history may lack it (see `natural_key`).
+    """
+
+    close_id: Identifier | None = None
     position_id: Identifier
     price: PositiveDecimal
     quantity: PositiveDecimal | None = None
@@ -463,7 +509,7 @@ class SignalEvaluated(_Frozen):
     as_of_sequence: Count
 
 
-class IntentIssued(_Frozen):
+class IntentIssued(_Traded):
     """Data of IntentIssued: a pending intent, counted against limits until resolved."""
 
     intent_id: Identifier
@@ -665,7 +711,7 @@ LEDGER_NAMESPACE = uuid.UUID("d15d7c0e-ce9b-4969-abce-4819d402e6a1")
 _KEY_FIELDS: dict[EventType, tuple[str, ...]] = {
     "LimitsSet": (),
     "OrderFilled": ("fill_id",),
-    "PositionClosed": ("position_id",),
+    "PositionClosed": ("close_id",),
     "SignalEvaluated": ("signal_id",),
     "IntentIssued": ("intent_id",),
     "IntentRejected": ("intent_id",),
@@ -673,15 +719,20 @@ _KEY_FIELDS: dict[EventType, tuple[str, ...]] = {
     "TradingHalted": (),
     "TradingResumed": (),
 }
-# These have no identifier of their own: a close, or a setting changing, happens at an instant.
-_KEYED_BY_TIME: frozenset[EventType] = frozenset(
-    {"PositionClosed", "LimitsSet", "TradingHalted", "TradingResumed"}
-)
+# These have no identifier of their own: a setting changing happens at an instant.
+_KEYED_BY_TIME: frozenset[EventType] = frozenset({"LimitsSet", "TradingHalted", "TradingResumed"})
 
 
 def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> str:
     if _TYPE_OF_DATA[type(data)] != event_type:
         raise ValueError(f"event_type={event_type!r} does not match data of {type(data).__name__}")
+    if isinstance(data, PositionClosed) and data.close_id is None:
+        # A close from an imported history without the broker's execution id: keyed by what
+        # it did, so that two partial closes at one instant are two closes (docs/events.md).
+        quantity = "all" if data.quantity is None else format_decimal(data.quantity)
+        return _render_key(event_type, [
+            ("position_id", data.position_id), ("occurred_at", format_time(occurred_at)),
+            ("quantity", quantity), ("price", format_decimal(data.price))])
     parts = [(name, str(getattr(data, name))) for name in _KEY_FIELDS[event_type]]
     if event_type in _KEYED_BY_TIME:
         parts.append(("occurred_at", format_time(occurred_at)))
@@ -806,7 +857,7 @@ def _value(detail: ErrorDetails, raw: bytes | str) -> object:
     error_type = detail["type"]
     if error_type == "json_invalid":
         return _excerpt(raw)
-    if error_type in ("missing", "union_tag_not_found"):
+    if error_type in ("missing", "union_tag_not_found", _MULTIPLIER_MISSING):
         return MISSING
     if error_type == "union_tag_invalid":
         return detail.get("ctx", {}).get("tag")
@@ -827,6 +878,9 @@ def _invalid(
     elif first["type"].startswith("union_tag_"):
         field = "type"
         expected = _expected(first)
+    elif first["type"] == _MULTIPLIER_MISSING:
+        field = _field_path((*first["loc"], "multiplier"), subject)
+        expected = _MULTIPLIER_MISSING_TEXT
     else:
         field = _field_path(first["loc"], subject)
         expected = _expected(first)

@@ -1,10 +1,13 @@
 """Ingest: executions from Kafka (fills, closes, intent rejections) into the store.
 
 Wired with faststream (a batch subscriber with an explicit ack policy, a dead-letter publisher, an
-AsyncAPI description). The handler validates every message of a batch, appends the valid ones per
-account (one transaction per account, idempotent by event_id and natural key, so a redelivered
-message changes nothing), sends the refused ones to `dead-letters` with a one-line reason, and
-only then lets the offsets be committed. A crash at any point redelivers the batch from the last
+AsyncAPI description). The handler validates every message of a batch against the contract (and
+refuses a close without the broker's `close_id`, or a time too far in the future), then records
+the valid ones per account in one transaction: lock the account's head, prove its state at the
+head (projection + the store's tail), refuse what contradicts it (a fill naming an open position
+of another instrument), and append the rest, idempotent by event_id and natural key, so a
+redelivered message changes nothing. The refused go to `dead-letters` with a one-line reason, and
+only then are the offsets committed. A crash at any point redelivers the batch from the last
 commit. Must not import the CLI.
 """
 
@@ -14,7 +17,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy
@@ -24,18 +28,36 @@ from ledger import deadletters, failpoints, kafka, metrics, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
-from ledger.events import Event, decode_event, types_written_by
+from ledger.events import (
+    MISSING,
+    Event,
+    PositionClosed,
+    decode_event,
+    natural_key,
+    refuse_future,
+    types_written_by,
+)
 from ledger.logins import job_dsn
 from ledger.roles import Job
 from ledger.runtime import OPERATING_ERRORS, keep_running
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
+from projections.current import state_at_head
+from projections.executions import execution_problem
+from projections.fold import AccountState, Folding
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from ledger.db import Conn
 
 CONSUMER_GROUP = "ledger-ingest"
 # One database transaction per account per batch: larger batches mean fewer commits to wait for.
 BATCH_RECORDS_MAX = 2000
 POLL_TIMEOUT_MS = 500
 RETRY_PAUSE_S = 2.0
+# Accounts whose last proven state ingest keeps between batches.
+CACHED_ACCOUNTS_MAX = 10_000
 # What a broker adapter or position manager may report (the broker's types of the registry);
 # decisions and settings come from elsewhere and are refused here.
 ACCEPTED_TYPES = frozenset(types_written_by("broker"))
@@ -61,12 +83,16 @@ class IngestCounters:
     dead_letters: int = 0
 
 
-def sort_batch(messages: Sequence[Message]) -> Sorted:
-    """Validate each message; keep the valid ones per account, in order, and refuse the rest."""
+def sort_batch(messages: Sequence[Message], *, now: datetime,
+               clock_skew: timedelta) -> Sorted:
+    """Validate each message; keep the valid ones per account, in order, and refuse the rest.
+
+    `now` and `clock_skew` bound how far in the future an event may say it occurred.
+    """
     result = Sorted()
     for message in messages:
         try:
-            event = _validate(message)
+            event = _validate(message, now, clock_skew)
         except InvalidEvent as exc:
             result.dead.append(DeadLetter(message=message, reason=str(exc)))
             continue
@@ -74,7 +100,7 @@ def sort_batch(messages: Sequence[Message]) -> Sorted:
     return result
 
 
-def _validate(message: Message) -> Event:
+def _validate(message: Message, now: datetime, clock_skew: timedelta) -> Event:
     if message.value is None:
         raise InvalidEvent("value", None, "is empty: expected an event as JSON")
     event = decode_event(message.value)
@@ -85,26 +111,104 @@ def _validate(message: Message) -> Event:
     key = message.key.decode("utf-8", "replace") if message.key is not None else None
     if key != event.account:
         raise InvalidEvent("key", key, f"does not match account {event.account!r}")
+    if isinstance(event.data, PositionClosed) and event.data.close_id is None:
+        raise InvalidEvent("data.close_id", MISSING, "was given: required on executions (the "
+                           "broker's execution id, the close's identity)")
+    refuse_future(event.occurred_at, now, clock_skew)
     return event
 
 
-class Appender(Protocol):
-    """Append one account's events atomically (the store, or a stub in unit tests)."""
+@dataclass(frozen=True, kw_only=True)
+class Recorded:
+    """What recording one account's events did: the append, and the events refused."""
 
-    async def __call__(self, account: str, events: Sequence[Event]) -> store.AppendResult: ...
+    result: store.AppendResult
+    # (index in the events given, why): contradicts the account's state at its head.
+    refused: list[tuple[int, InvalidEvent]] = field(default_factory=list)
 
 
-async def apply_batch(append: Appender, batch: Sorted,
+class Recorder(Protocol):
+    """Record one account's events atomically (the store, or a stub in unit tests)."""
+
+    async def __call__(self, account: str, events: Sequence[Event]) -> Recorded: ...
+
+
+class StoreRecorder:
+    """Record executions in the store, checked against each account's state at its head.
+
+    Keeps the last state proven per account (bounded), so a busy account folds only what
+    others appended since its last batch.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._states: dict[str, AccountState] = {}
+
+    async def __call__(self, account: str, events: Sequence[Event]) -> Recorded:
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    recorded, after = await record(conn, account, events,
+                                                   self._states.get(account))
+            except BaseException:
+                self._states.pop(account, None)
+                raise
+        if len(self._states) >= CACHED_ACCOUNTS_MAX and account not in self._states:
+            self._states.pop(next(iter(self._states)))
+        if after is None:
+            self._states.pop(account, None)
+        else:
+            self._states[account] = after
+        return recorded
+
+
+async def record(conn: Conn, account: str, events: Sequence[Event],
+                 cached: AccountState | None = None) -> tuple[Recorded, AccountState | None]:
+    """Record one account's executions in the caller's transaction; return the state after.
+
+    Under the head lock: prove the state at the head, refuse each event that contradicts it
+    (in order: an event sees those accepted before it), append the rest.
+
+    Raises:
+        UnknownAccount: the account has no stream.
+    """
+    head = await store.lock_head(conn, account)
+    proven = await state_at_head(conn, account, head, fold_bound=None, cached=cached)
+    seen = await store.stored_identities(conn, account, events)
+    draft = Folding(proven.state)
+    accepted: list[Event] = []
+    refused: list[tuple[int, InvalidEvent]] = []
+    for index, event in enumerate(events):
+        key = natural_key(event)
+        if event.event_id in seen or key in seen:
+            accepted.append(event)  # a redelivery: the store drops it
+            continue
+        problem = execution_problem(draft.positions, event)
+        if problem is not None:
+            refused.append((index, problem))
+            continue
+        seen.update((event.event_id, key))
+        accepted.append(event)
+        draft.step(event, draft.sequence + 1)
+    result = await store.append(conn, account, accepted, expected_sequence=head)
+    after = draft.freeze() if result.head == draft.sequence else None
+    return Recorded(result=result, refused=refused), after
+
+
+async def apply_batch(record_events: Recorder, batch: Sorted,
                       counters: IngestCounters) -> list[DeadLetter]:
-    """Append each account's events; return every dead letter, unknown accounts included."""
+    """Record each account's events; return every dead letter, unknown accounts included."""
     dead = list(batch.dead)
     for account, items in batch.by_account.items():
         try:
-            result = await append(account, [event for _, event in items])
+            recorded = await record_events(account, [event for _, event in items])
         except UnknownAccount as exc:
             dead.extend(DeadLetter(message=message, reason=f"account: {exc}")
                         for message, _ in items)
             continue
+        dead.extend(DeadLetter(message=items[index][0], reason=str(problem))
+                    for index, problem in recorded.refused)
+        result = recorded.result
         counters.appended += len(result.appended)
         counters.duplicates += len(result.duplicates)
         metrics.EVENTS_APPENDED.labels("ingest").inc(len(result.appended))
@@ -115,7 +219,7 @@ async def apply_batch(append: Appender, batch: Sorted,
 
 
 
-def build_broker(settings: Settings, topics: Topics, append: Appender,
+def build_broker(settings: Settings, topics: Topics, record_events: Recorder,
                  counters: IngestCounters) -> KafkaBroker:
     """Wire ingest: a batch subscriber on `executions` and a publisher of dead letters."""
     broker = KafkaBroker(settings.kafka_bootstrap, client_id="ledger-ingest", acks="all",
@@ -138,7 +242,9 @@ def build_broker(settings: Settings, topics: Topics, append: Appender,
                     "position manager, keyed by account.")
     async def on_executions(bodies: list[bytes], message: KafkaMessage) -> None:
         try:
-            dead = await apply_batch(append, sort_batch(kafka.records_of(message)), counters)
+            batch = sort_batch(kafka.records_of(message), now=datetime.now(UTC),
+                               clock_skew=timedelta(seconds=settings.max_clock_skew_s))
+            dead = await apply_batch(record_events, batch, counters)
             failpoints.hit("ingest.after_commit")
         except OPERATING_ERRORS as exc:
             log.warning("ingest: %s; the batch will be read again in %.1fs",
@@ -158,12 +264,7 @@ async def run(settings: Settings, stop: asyncio.Event,
     async def attempt(stop: asyncio.Event) -> None:
         topics = await ensure_topics(settings)
         pool = await create_pool(job_dsn(settings, Job.ingest))
-
-        async def append(account: str, events: Sequence[Event]) -> store.AppendResult:
-            async with pool.acquire() as conn:
-                return await store.append(conn, account, events)
-
-        broker = build_broker(settings, topics, append, counters)
+        broker = build_broker(settings, topics, StoreRecorder(pool), counters)
         try:
             await broker.start()
             log.info("ingest: consuming %s", topics.executions)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 from ledger import store
 from ledger.errors import InvalidEvent, UnknownAccount
-from ledger.events import Event, decode_event, encode_event
+from ledger.events import Event, decode_event, encode_event, refuse_future
 
 APPEND_BATCH_SIZE = 1000
 # Past this many, bad lines are counted but not kept, so a wholly bad file cannot exhaust memory.
@@ -51,7 +52,25 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes, int]]:
                 continue
 
 
-def validate_file(path: Path, skip_bad: bool, progress: Progress | None = None) -> ImportReport:
+@dataclass(frozen=True, kw_only=True)
+class Bounds:
+    """What a line may not exceed beyond the contract: a time after now + clock_skew."""
+
+    now: datetime
+    clock_skew: timedelta
+
+
+def _decode_line(raw: bytes, number: int, bounds: Bounds) -> Event:
+    event = decode_event(raw, line=number)
+    try:
+        refuse_future(event.occurred_at, bounds.now, bounds.clock_skew)
+    except InvalidEvent as exc:
+        raise exc.at_line(number) from None
+    return event
+
+
+def validate_file(path: Path, skip_bad: bool, bounds: Bounds,
+                  progress: Progress | None = None) -> ImportReport:
     """Validate every line of a file and collect the accounts it names.
 
     Raises:
@@ -61,7 +80,7 @@ def validate_file(path: Path, skip_bad: bool, progress: Progress | None = None) 
     for number, raw, size in _lines(path):
         report.lines += 1
         try:
-            event = decode_event(raw, line=number)
+            event = _decode_line(raw, number, bounds)
         except InvalidEvent as exc:
             if not skip_bad:
                 raise
@@ -77,6 +96,7 @@ async def append_file(
     conn: Conn,
     path: Path,
     report: ImportReport,
+    bounds: Bounds,
     progress: Progress | None = None,
 ) -> None:
     """Append the valid lines of an already validated file, batched per account."""
@@ -84,7 +104,7 @@ async def append_file(
     pending: dict[str, list[Event]] = {}
     for number, raw, size in _lines(path):
         try:
-            event = decode_event(raw, line=number)
+            event = _decode_line(raw, number, bounds)
         except InvalidEvent:
             continue
         batch = pending.setdefault(event.account, [])

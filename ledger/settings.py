@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     dispatcher_fold_bound: int = Field(default=1_000, ge=0, le=1_000_000)
     # How long an issued intent reserves its share of the limits before it expires.
     intent_ttl_s: float = Field(default=60.0, gt=0, le=86_400)
+    # How far in the future an event or a signal may say it occurred (clocks disagree a little).
+    max_clock_skew_s: float = Field(default=300.0, ge=0, le=86_400)
     # Where `ledger run ...` serves Prometheus metrics on loopback; 0 serves nothing.
     metrics_port: int = Field(default=0, ge=0, le=65_535)
     secrets_dir: Path = DEFAULT_SECRETS_DIR

@@ -202,6 +202,21 @@ def _duplicates(events: Sequence[Event], appended: dict[UUID, int]) -> list[UUID
     return duplicates
 
 
+async def stored_identities(conn: Conn, account: str, events: Sequence[Event]) -> set[object]:
+    """Return which of the events' ids and natural keys the account's stream already holds."""
+    keys = [natural_key(event) for event in events if event.type in KEYED_TYPES]
+    rows = await conn.fetch(
+        "SELECT event_id, natural_key FROM events WHERE account = $1 "
+        "AND (event_id = ANY($2::uuid[]) OR natural_key = ANY($3::text[]))",
+        account, [event.event_id for event in events], keys)
+    found: set[object] = set()
+    for row in rows:
+        found.add(row["event_id"])
+        if row["natural_key"] is not None:
+            found.add(row["natural_key"])
+    return found
+
+
 async def read_stream(
     conn: Conn,
     account: str,

@@ -15,9 +15,12 @@ What counts as a breach, after each event, with the limits in force after that e
 - `max_order_notional`: the event is an `IntentIssued` (|quantity| x limit_price x multiplier) or
   an `OrderFilled` (|quantity| x price x multiplier) whose notional is > max_order_notional.
   Consecutive such events extend one interval; the next event that is not one closes it.
-- `daily_loss_limit`: the loss realised on the audit's current UTC day is > daily_loss_limit. The
-  current day is that of the latest `occurred_at` seen so far, so a late report stamped with an
-  earlier day neither rewinds it nor closes the interval; the first event of a new UTC day does.
+- `daily_loss_limit`: the loss realised on the audit's current trading day is > daily_loss_limit.
+  The current day is the trading day (`projections.fold.trading_day`, the gates' definition of
+  "today") of the latest `occurred_at` replayed so far: the day a decision taken at that point
+  is judged by. A late report stamped with an earlier day is booked on its own day by the fold,
+  and neither rewinds the current day nor closes the interval; the first event of a new day
+  does.
 - `trading_halted`: an `IntentIssued` or `OrderFilled` applied while the account is halted opens
   the interval; it stays open while the account stays halted and closes at the event that lifts
   the halt (`TradingResumed`), so it spans the whole time the kill switch was being ignored. Its
@@ -49,7 +52,7 @@ import decimal
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
@@ -76,6 +79,7 @@ from projections.fold import (
     Folding,
     Limits,
     initial_state,
+    trading_day,
 )
 from projections.view import MONEY_ROUNDING, MONEY_STEP
 
@@ -271,7 +275,9 @@ class BreachFinder:
         self._intent_notionals: dict[str, Decimal] = {}
         self._open_exposure = _ZERO
         self._pending_exposure = _ZERO
-        self._latest_at: datetime | None = None
+        # The trading day of the latest event replayed: the day a decision taken now is judged
+        # by (a decision is stamped when it is made, after everything before it).
+        self._today: date | None = None
         self._done = False
         self._in_window = False
         self._events = 0
@@ -346,8 +352,9 @@ class BreachFinder:
             return
         if not self._in_window and (self._window_from is None or at >= self._window_from):
             self._enter_window(event, sequence)
-        if self._latest_at is None or at > self._latest_at:
-            self._latest_at = at
+        day = trading_day(at)
+        if self._today is None or day > self._today:
+            self._today = day
         position_id, intent_id = _touched(event)
         draft.step(event, sequence)
         if position_id is not None:
@@ -452,16 +459,11 @@ class BreachFinder:
             self._breaches.append(interval.breach(event, sequence))
 
     def _daily_loss_over(self, loss_max: Decimal) -> Decimal | None:
-        """Return the loss realised on the audit's current day if it is over loss_max."""
-        draft = self._draft
-        loss = -draft.realized_pnl_day
-        # loss_max >= 0, and a day other than the fold's P&L day has lost nothing: finding the
-        # day is only worth it for a loss already over the limit.
-        if loss <= loss_max:
-            return None
-        assert self._latest_at is not None
+        """Return the loss realised on the audit's current trading day if over loss_max."""
+        assert self._today is not None
         # As AccountState.realized_pnl_on(today), read from the draft without freezing it.
-        return loss if draft.pnl_day == self._latest_at.astimezone(UTC).date() else None
+        loss = -self._draft.realized_pnl_days.get(self._today, _ZERO)
+        return loss if loss > loss_max else None
 
 
 def _check_window(window_from: datetime | None, window_to: datetime | None) -> None:

@@ -19,7 +19,7 @@ import decimal
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import assert_never
@@ -54,9 +54,24 @@ __all__ = [
     "apply",
     "fold",
     "initial_state",
+    "trading_day",
 ]
 
 _ZERO = Decimal("0")
+# Daily P&L is kept for this many trading days back from the newest one booked: a late report
+# of a recent day still counts on its day, whatever was booked on the days after it.
+PNL_DAYS_KEPT = 7
+PNL_DAYS_KEPT_SPAN = timedelta(days=PNL_DAYS_KEPT)
+
+
+def trading_day(moment: datetime) -> date:
+    """Return the trading day of an instant: its UTC date.
+
+    The one definition of "today" for the daily loss limit: the fold books each realised P&L on
+    the trading day of the event that realised it, the gates ask for the trading day of the
+    decision being made, and the audit for that of each event it replays (docs/design.md).
+    """
+    return moment.astimezone(UTC).date()
 
 # --- Errors -------------------------------------------------------------------------------------
 
@@ -163,8 +178,8 @@ class AccountState:
     limits: Limits | None
     halted: bool
     halt_reason: str | None
-    pnl_day: date | None
-    realized_pnl_day: Decimal
+    # Realised P&L per trading day (`trading_day`), the PNL_DAYS_KEPT most recent days booked.
+    realized_pnl_days: Mapping[date, Decimal]
     realized_pnl_total: Decimal
     last_occurred_at: datetime | None
 
@@ -179,6 +194,9 @@ class AccountState:
             object.__setattr__(self, "positions", MappingProxyType(dict(self.positions)))
         if not isinstance(self.pending, MappingProxyType):
             object.__setattr__(self, "pending", MappingProxyType(dict(self.pending)))
+        if not isinstance(self.realized_pnl_days, MappingProxyType):
+            object.__setattr__(self, "realized_pnl_days",
+                               MappingProxyType(dict(self.realized_pnl_days)))
 
     @property
     def open_positions(self) -> int:
@@ -206,8 +224,8 @@ class AccountState:
         return self.open_exposure + self.pending_exposure
 
     def realized_pnl_on(self, day: date) -> Decimal:
-        """Return the P&L realised on a UTC day, 0 when nothing was realised that day."""
-        return self.realized_pnl_day if day == self.pnl_day else _ZERO
+        """Return the P&L realised on a trading day, 0 when nothing was realised that day."""
+        return self.realized_pnl_days.get(day, _ZERO)
 
 
 def initial_state(account: str) -> AccountState:
@@ -220,8 +238,7 @@ def initial_state(account: str) -> AccountState:
         limits=None,
         halted=False,
         halt_reason=None,
-        pnl_day=None,
-        realized_pnl_day=_ZERO,
+        realized_pnl_days=MappingProxyType({}),
         realized_pnl_total=_ZERO,
         last_occurred_at=None,
     )
@@ -246,9 +263,8 @@ class Folding:
         "last_occurred_at",
         "limits",
         "pending",
-        "pnl_day",
         "positions",
-        "realized_pnl_day",
+        "realized_pnl_days",
         "realized_pnl_total",
         "sequence",
     )
@@ -261,8 +277,7 @@ class Folding:
         self.limits = state.limits
         self.halted = state.halted
         self.halt_reason = state.halt_reason
-        self.pnl_day = state.pnl_day
-        self.realized_pnl_day = state.realized_pnl_day
+        self.realized_pnl_days = dict(state.realized_pnl_days)
         self.realized_pnl_total = state.realized_pnl_total
         self.last_occurred_at = state.last_occurred_at
 
@@ -284,8 +299,8 @@ class Folding:
         return AccountState(
             account=self.account, sequence=self.sequence, positions=dict(self.positions),
             pending=dict(self.pending), limits=self.limits, halted=self.halted,
-            halt_reason=self.halt_reason, pnl_day=self.pnl_day,
-            realized_pnl_day=self.realized_pnl_day, realized_pnl_total=self.realized_pnl_total,
+            halt_reason=self.halt_reason, realized_pnl_days=dict(self.realized_pnl_days),
+            realized_pnl_total=self.realized_pnl_total,
             last_occurred_at=self.last_occurred_at,
         )
 
@@ -299,8 +314,7 @@ class Folding:
             limits=self.limits,
             halted=self.halted,
             halt_reason=self.halt_reason,
-            pnl_day=self.pnl_day,
-            realized_pnl_day=self.realized_pnl_day,
+            realized_pnl_days=MappingProxyType(self.realized_pnl_days),
             realized_pnl_total=self.realized_pnl_total,
             last_occurred_at=self.last_occurred_at,
         )
@@ -469,17 +483,18 @@ def _apply_intent_issued(draft: Folding, event: IntentIssuedEvent) -> None:
 
 
 def _book_pnl(draft: Folding, amount: Decimal, occurred_at: datetime) -> None:
-    """Add realised P&L to the account's total and to the figure of its UTC day."""
+    """Add realised P&L to the account's total and to the figure of its trading day."""
     draft.realized_pnl_total += amount
-    day = occurred_at.astimezone(UTC).date()
-    if draft.pnl_day is None or day > draft.pnl_day:
-        draft.pnl_day = day
-        draft.realized_pnl_day = amount
-    elif day == draft.pnl_day:
-        draft.realized_pnl_day += amount
-    # else: an event stamped with an earlier day than one already booked (a late report). Its
-    # day is over and not kept; booking it would wipe today's figure and open the daily loss
-    # gate, so it counts in the total only.
+    day = trading_day(occurred_at)
+    days = draft.realized_pnl_days
+    newest = max(days, default=day)
+    if day <= newest - PNL_DAYS_KEPT_SPAN:
+        # A report of a day long over (a late import): it counts in the total only.
+        return
+    days[day] = days.get(day, _ZERO) + amount
+    if day > newest:
+        for old in [d for d in days if d <= day - PNL_DAYS_KEPT_SPAN]:
+            del days[old]
 
 
 # --- Pure leaf computations ---------------------------------------------------------------------

@@ -3,24 +3,32 @@
 `projection_accounts` holds one row per account with `applied_sequence`, the last sequence the
 rows reflect; positions and pending intents have a row each. Every write of rows happens in the
 caller's transaction together with `applied_sequence`, so the rows and the checkpoint can never
-disagree. Reading with `lock=True` takes the account row's lock (`FOR UPDATE`), which serialises
-projector instances and rebuilds on one account. Must not import Kafka clients or the CLI.
+disagree. Reading an account's state is one statement: under READ COMMITTED each statement has a
+snapshot of its own, so reading the checkpoint and the rows in separate statements could pair
+`applied_sequence` N with rows a projector committed at N+k in between, and a reader folding the
+tail after N would apply N+1..N+k twice. `applied_sequence(lock=True)` takes the account row's
+lock (`FOR UPDATE`), which serialises projector instances and rebuilds on one account. Must not
+import Kafka clients or the CLI.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ledger.events import format_decimal
 from projections.fold import AccountState, Limits, PendingIntent, Position, initial_state
 
 if TYPE_CHECKING:
     from ledger.db import Conn
 
 _ACCOUNT_COLUMNS = """applied_sequence, max_open_positions, max_exposure, max_order_notional,
-    daily_loss_limit, halted, halt_reason, pnl_day, realized_pnl_day, realized_pnl_total,
-    last_occurred_at"""
+    daily_loss_limit, halted, halt_reason, realized_pnl_days::text AS realized_pnl_days,
+    realized_pnl_total, last_occurred_at"""
 
 _POSITION_COLUMNS = (
     "position_id",
@@ -67,23 +75,23 @@ async def applied_sequence(conn: Conn, account: str, *, lock: bool) -> int:
     return int(value) if value is not None else 0
 
 
-async def load_state(conn: Conn, account: str, *, lock: bool = False) -> AccountState:
-    """Read an account's projected state from its rows (the initial state if it has none)."""
-    if lock:
-        await ensure_row(conn, account)
-    suffix = " FOR UPDATE" if lock else ""
-    row = await conn.fetchrow(
-        f"SELECT {_ACCOUNT_COLUMNS} FROM projection_accounts WHERE account = $1{suffix}", account
-    )
+_LOAD_SQL = f"""
+SELECT {_ACCOUNT_COLUMNS},
+       ARRAY(SELECT ROW({', '.join(_POSITION_COLUMNS)}) FROM projection_positions p
+             WHERE p.account = a.account) AS positions,
+       ARRAY(SELECT ROW({', '.join(_PENDING_COLUMNS)}) FROM projection_pending i
+             WHERE i.account = a.account) AS pending
+FROM projection_accounts a WHERE a.account = $1"""
+
+
+async def load_state(conn: Conn, account: str) -> AccountState:
+    """Read an account's projected state from its rows in one statement (one snapshot).
+
+    Returns the initial state when the account has no projection row yet.
+    """
+    row = await conn.fetchrow(_LOAD_SQL, account)
     if row is None:
         return initial_state(account)
-    positions = await conn.fetch(
-        f"SELECT {', '.join(_POSITION_COLUMNS)} FROM projection_positions WHERE account = $1",
-        account,
-    )
-    pending = await conn.fetch(
-        f"SELECT {', '.join(_PENDING_COLUMNS)} FROM projection_pending WHERE account = $1", account
-    )
     limits = None
     if row["max_open_positions"] is not None:
         limits = Limits(
@@ -92,19 +100,33 @@ async def load_state(conn: Conn, account: str, *, lock: bool = False) -> Account
             max_order_notional=row["max_order_notional"],
             daily_loss_limit=row["daily_loss_limit"],
         )
+    positions = [Position(**dict(zip(_POSITION_COLUMNS, p, strict=True)))
+                 for p in row["positions"]]
+    pending = [PendingIntent(**dict(zip(_PENDING_COLUMNS, i, strict=True)))
+               for i in row["pending"]]
     return AccountState(
         account=account,
         sequence=int(row["applied_sequence"]),
-        positions={p["position_id"]: Position(**dict(p)) for p in positions},
-        pending={p["intent_id"]: PendingIntent(**dict(p)) for p in pending},
+        positions={p.position_id: p for p in positions},
+        pending={i.intent_id: i for i in pending},
         limits=limits,
         halted=row["halted"],
         halt_reason=row["halt_reason"],
-        pnl_day=row["pnl_day"],
-        realized_pnl_day=row["realized_pnl_day"],
+        realized_pnl_days=_pnl_days(row["realized_pnl_days"]),
         realized_pnl_total=row["realized_pnl_total"],
         last_occurred_at=row["last_occurred_at"],
     )
+
+
+def _pnl_days(text: str) -> dict[date, Decimal]:
+    return {date.fromisoformat(day): Decimal(amount)
+            for day, amount in json.loads(text).items()}
+
+
+def _pnl_days_json(days: Mapping[date, Decimal]) -> str:
+    # Amounts as strings: JSON numbers would pass through floats somewhere on the way.
+    return json.dumps({day.isoformat(): format_decimal(amount)
+                       for day, amount in sorted(days.items())})
 
 
 async def save_state(conn: Conn, before: AccountState, after: AccountState) -> None:
@@ -152,9 +174,9 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
     limits = state.limits
     await conn.execute(
         """INSERT INTO projection_accounts (account, applied_sequence, max_open_positions,
-               max_exposure, max_order_notional, daily_loss_limit, halted, halt_reason, pnl_day,
-               realized_pnl_day, realized_pnl_total, last_occurred_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+               max_exposure, max_order_notional, daily_loss_limit, halted, halt_reason,
+               realized_pnl_days, realized_pnl_total, last_occurred_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, now())
            ON CONFLICT (account) DO UPDATE SET
                applied_sequence = excluded.applied_sequence,
                max_open_positions = excluded.max_open_positions,
@@ -162,7 +184,7 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
                max_order_notional = excluded.max_order_notional,
                daily_loss_limit = excluded.daily_loss_limit,
                halted = excluded.halted, halt_reason = excluded.halt_reason,
-               pnl_day = excluded.pnl_day, realized_pnl_day = excluded.realized_pnl_day,
+               realized_pnl_days = excluded.realized_pnl_days,
                realized_pnl_total = excluded.realized_pnl_total,
                last_occurred_at = excluded.last_occurred_at, updated_at = now()""",
         state.account,
@@ -173,8 +195,7 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
         limits.daily_loss_limit if limits else None,
         state.halted,
         state.halt_reason,
-        state.pnl_day,
-        state.realized_pnl_day,
+        _pnl_days_json(state.realized_pnl_days),
         state.realized_pnl_total,
         state.last_occurred_at,
     )
@@ -259,8 +280,7 @@ def differences(live: AccountState, rebuilt: AccountState) -> list[Difference]:
         "limits",
         "halted",
         "halt_reason",
-        "pnl_day",
-        "realized_pnl_day",
+        "realized_pnl_days",
         "realized_pnl_total",
         "last_occurred_at",
     ):

@@ -14,7 +14,7 @@ from typing import Any
 from ledger.events import DECIMAL_CONTEXT, format_decimal, format_time
 from projections.fold import AccountState, Limits, PendingIntent, Position
 
-__all__ = ["MONEY_ROUNDING", "MONEY_STEP", "positions_document"]
+__all__ = ["MONEY_ROUNDING", "MONEY_STEP", "limits_document", "positions_document"]
 
 MONEY_STEP = Decimal("0.01")
 MONEY_ROUNDING = ROUND_HALF_EVEN
@@ -35,7 +35,8 @@ def _price(price: Decimal) -> str:
     return format_decimal(padded if padded == price else price)
 
 
-def _limits_document(limits: Limits | None) -> dict[str, Any] | None:
+def limits_document(limits: Limits | None) -> dict[str, Any] | None:
+    """Return the limits as LimitsSet data states them (None when never set)."""
     if limits is None:
         return None
     return {
@@ -71,11 +72,13 @@ def _intent_document(intent: PendingIntent) -> dict[str, Any]:
     }
 
 
-def positions_document(state: AccountState, *, as_of_sequence: int | None = None) -> dict[str, Any]:
+def positions_document(state: AccountState, *, projected_sequence: int | None) -> dict[str, Any]:
     """Return the `positions --json` document of an account state, ready for json.dumps.
 
-    as_of_sequence defaults to state.sequence. Exposures are the exact sums rounded once, so
-    they may differ by a cent from the sum of the rounded notionals listed.
+    `as_of_sequence` is the state's sequence, the head it is proven at; `projected_sequence`
+    how far the projection had got when it was read (None for a replay as of a time).
+    Exposures are the exact sums rounded once, so they may differ by a cent from the sum of
+    the rounded notionals listed.
 
     Raises:
         ValueError: a time in the state is naive (the fold never builds one).
@@ -84,9 +87,11 @@ def positions_document(state: AccountState, *, as_of_sequence: int | None = None
     intents = sorted(state.pending.values(), key=lambda intent: intent.intent_id)
     return {
         "account": state.account,
-        "as_of_sequence": state.sequence if as_of_sequence is None else as_of_sequence,
+        "as_of_sequence": state.sequence,
+        "projected_sequence": projected_sequence,
         "halted": state.halted,
-        "limits": _limits_document(state.limits),
+        "trading_state": "halted" if state.halted else "active",
+        "limits": limits_document(state.limits),
         "open_positions": [_position_document(position) for position in positions],
         "pending_intents": [_intent_document(intent) for intent in intents],
         "open_exposure": _money(state.open_exposure),

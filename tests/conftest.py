@@ -145,11 +145,12 @@ def cli_env(settings: Settings) -> dict[str, str]:
 
 
 def run_cli(settings: Settings, *args: str, stdin: bytes | None = None,
-            timeout_s: float = 120) -> subprocess.CompletedProcess[bytes]:
-    """Run the installed `ledger` entry point against the test database."""
+            timeout_s: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed `ledger` entry point against the test database (`env` adds to it)."""
     return subprocess.run(
-        [str(LEDGER_BIN), *args], env=cli_env(settings), input=stdin, capture_output=True,
-        timeout=timeout_s, check=False,
+        [str(LEDGER_BIN), *args], env={**cli_env(settings), **(env or {})}, input=stdin,
+        capture_output=True, timeout=timeout_s, check=False,
     )
 
 

@@ -39,8 +39,13 @@ def limits(account: str, max_positions: int = 5, max_exposure: str = "10000", *,
 
 
 def close(account: str, position_id: str, price: str = "7.00", *,
-          occurred_at: str = MORNING) -> Event:
-    data = {"position_id": position_id, "price": price, "reason": "take_profit"}
+          occurred_at: str = MORNING, close_id: str | None = None,
+          quantity: str | None = None) -> Event:
+    """A close as the broker reports it: its execution id defaults to one per position and time."""
+    data: dict[str, Any] = {"close_id": close_id or f"C-{position_id}-{occurred_at}",
+                            "position_id": position_id, "price": price, "reason": "take_profit"}
+    if quantity is not None:
+        data["quantity"] = quantity
     return decode_event(event_json(account, "PositionClosed", data, occurred_at=occurred_at))
 
 

@@ -33,7 +33,7 @@ def lost_write() -> None:
         batch.by_account = {a: items for a, items in batch.by_account.items() if items}
         return await original(append, batch, counters)
 
-    ingest.apply_batch = apply_batch
+    vars(ingest)["apply_batch"] = apply_batch
 
 
 def relay_skips() -> None:
@@ -132,12 +132,12 @@ def swallows_malformed() -> None:
 
     original = ingest.sort_batch
 
-    def sort_batch(messages: Any) -> Any:
-        result = original(messages)
+    def sort_batch(messages: Any, **options: Any) -> Any:
+        result = original(messages, **options)
         result.dead = []
         return result
 
-    ingest.sort_batch = sort_batch
+    vars(ingest)["sort_batch"] = sort_batch
 
 
 def _note(path: str, line: str) -> None:

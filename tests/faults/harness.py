@@ -424,7 +424,7 @@ async def _position_manager(schedule: Schedule, until: float) -> None:
         position = state.positions[rng.choice(sorted(state.positions))]
         partial = rng.random() < 0.3 and position.quantity > 1
         await schedule.execution(account, PositionClosed(
-            position_id=position.position_id,
+            close_id=f"close-{uuid.uuid4().hex[:12]}", position_id=position.position_id,
             price=max(PRICE_STEP, position.average_price + PRICE_STEP * rng.randint(-10, 10)),
             quantity=Decimal(1) if partial else None,
             reason=rng.choice(["stop-loss", "take-profit"])))

@@ -105,3 +105,30 @@ def test_audit_with_two_jobs_reports_exactly_what_one_job_reports(
     accounts = [entry["account"] for entry in json.loads(two.stdout)["accounts"]]
     assert accounts == sorted(accounts)
     assert "incident" in accounts
+
+
+def test_audit_when_limits_are_set_today_and_history_imported_after_is_dated_earlier(
+    settings: Settings, tmp_path: Path, account_name: Callable[[str], str],
+) -> None:
+    """The review's crash: times that run backwards through the stream (IndexError, exit 1)."""
+    account = account_name("late")
+    assert run_cli(settings, "accounts", "add", account).returncode == 0
+    assert run_cli(settings, "limits", "set", account, "--max-positions", "1",
+                   "--max-exposure", "1000").returncode == 0
+    history = [json.dumps({
+        "account": account, "type": "OrderFilled", "occurred_at": f"2026-02-03T17:3{i}:00Z",
+        "data": {"fill_id": f"X-{i}", "position_id": f"P-{i}", "symbol": "KO",
+                 "instrument": "equity", "side": "long", "quantity": "10",
+                 "price": "60.00"}}) for i in range(3)]
+    path = tmp_path / "broker.jsonl"
+    path.write_text("\n".join(history) + "\n")
+    assert run_cli(settings, "import", str(path)).returncode == 0
+
+    text = run_cli(settings, "audit", "--account", account)
+    document = run_cli(settings, "audit", "--account", account, "--json")
+    png = run_cli(settings, "audit", "--account", account, "--plot", str(tmp_path / "a.png"))
+
+    assert (text.returncode, document.returncode, png.returncode) == (3, 3, 3), text.stderr
+    breaches = json.loads(document.stdout)["accounts"][0]["breaches"]
+    assert {b["gate"] for b in breaches} == {"max_open_positions", "max_exposure"}
+    assert (tmp_path / "a.png").stat().st_size > 0

@@ -239,7 +239,8 @@ async def test_positions_json_when_as_of_replays_the_store_up_to_that_moment(
     assert [p["position_id"] for p in live["open_positions"]] == ["P-2"]
     assert live["open_exposure"] == "1641.00"
     assert past == {
-        "account": account, "as_of_sequence": 3, "halted": False,
+        "account": account, "as_of_sequence": 3, "projected_sequence": None, "halted": False,
+        "trading_state": "active",
         "limits": {"max_open_positions": 5, "max_exposure": "10000",
                    "max_order_notional": None, "daily_loss_limit": None},
         "open_positions": [

@@ -21,9 +21,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.charts import terminal_chart
 from ledger.events import (
     Event,
     IntentIssuedEvent,
@@ -40,9 +42,10 @@ from projections.breaches import (
     Breach,
     BreachFinder,
     Gate,
+    audit_document,
     audit_events,
 )
-from projections.fold import AccountState, apply, fold, initial_state
+from projections.fold import AccountState, apply, fold, initial_state, trading_day
 from tests.factories import signal_evaluated_data
 
 ACCOUNT = "large"
@@ -246,7 +249,7 @@ def level_gates_over(state: AccountState, event: Event, latest: datetime) -> dic
             order = None
         if order is not None and order > order_max:
             over["max_order_notional"] = Over(order, order_max)
-    loss = -state.realized_pnl_on(latest.date())
+    loss = -state.realized_pnl_on(trading_day(latest))
     if limits.daily_loss_limit is not None and loss > limits.daily_loss_limit:
         over["daily_loss_limit"] = Over(loss, limits.daily_loss_limit)
     return over
@@ -408,3 +411,62 @@ def test_breaches_when_window_starts_mid_history_only_clip_intervals(
             assert len(spanning) == 1, (breach, whole.breaches)
             assert breach.last_sequence == spanning[0].last_sequence
             assert breach.peak <= spanning[0].peak
+
+
+def _restamped(events: list[Event], times: list[datetime]) -> list[Event]:
+    return [event.model_copy(update={"occurred_at": at})
+            for event, at in zip(events, times, strict=True)]
+
+
+@PROPERTY_SETTINGS
+@given(histories(), st.randoms(use_true_random=False))
+def test_audit_when_times_run_backwards_never_raises_and_finds_the_same_breaches(
+    events: list[Event], shuffler: Any,
+) -> None:
+    """Late fills and back-dated imports: occurred_at need not follow the sequence."""
+    # Arrange
+    times = [event.occurred_at for event in events]
+    shuffler.shuffle(times)
+    shuffled = _restamped(events, times)
+
+    # Act
+    in_order = audit_events(ACCOUNT, events)
+    backwards = audit_events(ACCOUNT, shuffled)
+    rows = terminal_chart(backwards.samples)
+
+    # Assert: what does not depend on the clock is what it was, and the chart draws.
+    def timeless(audit: AccountAudit) -> list[tuple[object, ...]]:
+        return [(b.gate, b.limit, b.peak, b.first_sequence, b.last_sequence)
+                for b in audit.breaches if b.gate != "daily_loss_limit"]
+
+    assert timeless(backwards) == timeless(in_order)
+    assert (backwards.peak_open_positions, backwards.peak_exposure) == (
+        in_order.peak_open_positions, in_order.peak_exposure)
+    assert len(rows) == (2 if backwards.samples else 0)
+    assert audit_document([backwards])["accounts"][0]["events"] == len(events)
+
+
+@pytest.mark.parametrize("history", [[], ["limits"], ["fill"], ["signal"]])
+def test_audit_when_an_account_has_one_event_or_none_reports_and_charts(
+        history: list[str]) -> None:
+    # Arrange
+    events = []
+    for index, kind in enumerate(history):
+        sample: dict[str, tuple[str, dict[str, Any]]] = {
+            "limits": ("LimitsSet", {"max_open_positions": 1, "max_exposure": "100"}),
+            "fill": ("OrderFilled", {"fill_id": "X-1", "position_id": "P-0", "symbol": "S",
+                                     "instrument": "equity", "side": "long", "quantity": "1",
+                                     "price": "1000"}),
+            "signal": ("SignalEvaluated", signal_evaluated_data(ACCOUNT, 1, START,
+                                                                 allowed=False)),
+        }
+        event_type, data = sample[kind]
+        events.append(stored(event_type, data, START, index + 1))
+
+    # Act
+    result = audit_events(ACCOUNT, events)
+
+    # Assert: no limits ever set is no breach, not a crash.
+    assert result.breaches == []
+    assert result.events == len(events)
+    assert len(terminal_chart(result.samples)) in (0, 2)

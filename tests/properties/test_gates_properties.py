@@ -47,6 +47,7 @@ from projections.fold import AccountState, Limits, PendingIntent, Position, fold
 ACCOUNT = "large"
 YESTERDAY = datetime(2026, 2, 2, 14, 30, tzinfo=UTC)
 TODAY = datetime(2026, 2, 3, 14, 30, tzinfo=UTC)
+TOMORROW = datetime(2026, 2, 4, 14, 30, tzinfo=UTC)
 NOW = datetime(2026, 2, 3, 20, 0, tzinfo=UTC)
 EXPIRES_AT = NOW + timedelta(minutes=5)
 RECORDED_AT = NOW
@@ -319,9 +320,9 @@ def constructed_states(draw: st.DrawFn,
             issued_sequence=len(positions) + index + 1,
         )
     halted = draw(st.integers(0, 9)) == ONE_IN_10
-    pnl_day = draw(st.sampled_from([None, YESTERDAY.date(), TODAY.date()]))
-    realized_pnl_day = (Decimal("0") if pnl_day is None
-                        else draw(spread_cents(-DAILY_LOSS_CENTS_MAX, DAILY_LOSS_CENTS_MAX)))
+    pnl_days = {day: draw(spread_cents(-DAILY_LOSS_CENTS_MAX, DAILY_LOSS_CENTS_MAX))
+                for day in draw(st.sets(st.sampled_from([YESTERDAY.date(), TODAY.date(),
+                                                         TOMORROW.date()])))}
     return AccountState(
         account=ACCOUNT,
         sequence=len(positions) + len(pending) + draw(st.integers(0, 100)),
@@ -330,9 +331,8 @@ def constructed_states(draw: st.DrawFn,
         limits=draw(limits),
         halted=halted,
         halt_reason="manual stop" if halted else None,
-        pnl_day=pnl_day,
-        realized_pnl_day=realized_pnl_day,
-        realized_pnl_total=realized_pnl_day,
+        realized_pnl_days=pnl_days,
+        realized_pnl_total=sum(pnl_days.values(), Decimal("0")),
         last_occurred_at=TODAY,
     )
 

@@ -72,7 +72,8 @@ DATA_BY_TYPE: dict[str, dict[str, Any]] = {
         "price": "6.00",
         "multiplier": "100",
     },
-    "PositionClosed": {"position_id": "P-1", "price": "7.25", "reason": "take-profit"},
+    "PositionClosed": {"close_id": "C-1", "position_id": "P-1", "price": "7.25",
+                       "reason": "take-profit"},
     "SignalEvaluated": {
         "signal_id": "S-1",
         "signal": SIGNAL,
@@ -179,9 +180,9 @@ def test_decode_event_when_order_filled_keeps_decimal_digits() -> None:
     assert event.data.fees is None
 
 
-def test_decode_event_when_multiplier_absent_defaults_to_one() -> None:
+def test_decode_event_when_an_equity_has_no_multiplier_defaults_to_one() -> None:
     # Arrange
-    document = event_json("OrderFilled")
+    document = with_data(instrument="equity")
     del document["data"]["multiplier"]
 
     # Act
@@ -190,6 +191,37 @@ def test_decode_event_when_multiplier_absent_defaults_to_one() -> None:
     # Assert
     assert isinstance(event, OrderFilledEvent)
     assert event.data.multiplier == Decimal("1")
+
+
+@pytest.mark.parametrize("event_type", ["OrderFilled", "IntentIssued"])
+def test_decode_event_when_an_option_has_no_multiplier_names_the_field(event_type: str) -> None:
+    # Arrange: 3 puts at $6.00 are $1,800, not $18.
+    document = event_json(event_type)
+    document["data"]["instrument"] = "option"
+    del document["data"]["multiplier"]
+
+    # Act
+    error = decode_error(document, line=3)
+
+    # Assert
+    assert str(error) == ("line 3: data.multiplier: nothing was given: required for an option "
+                          "(its notional is quantity x price x multiplier)")
+    assert (error.field, error.line) == ("data.multiplier", 3)
+
+
+def test_decode_signal_when_an_option_has_no_multiplier_names_the_field() -> None:
+    # Arrange
+    raw = json.dumps({"signal_id": "S-1", "account": "large",
+                      "occurred_at": "2026-02-03T17:29:04Z", "symbol": "QCOM 260320P00150000",
+                      "instrument": "option", "side": "long", "quantity": "3",
+                      "limit_price": "6.00"})
+
+    # Act
+    with pytest.raises(InvalidEvent) as caught:
+        decode_signal(raw)
+
+    # Assert
+    assert str(caught.value).startswith("multiplier: nothing was given: required for an option")
 
 
 def test_decode_event_when_quantity_is_integer_accepts_it() -> None:
@@ -565,16 +597,20 @@ def test_decode_event_when_account_differs_derives_different_id() -> None:
     assert first.event_id != second.event_id
 
 
-def test_decode_event_when_close_has_no_id_derives_from_position_and_time() -> None:
-    # Arrange
-    base = event_json("PositionClosed")
+def test_decode_event_when_close_has_no_id_derives_from_position_time_quantity_and_price(
+) -> None:
+    # Arrange: two partial closes of one position in one instant are two closes.
+    base = with_data("PositionClosed", close_id=None, quantity="2")
     same_instant_in_other_zone = event_json(
-        "PositionClosed", occurred_at="2026-02-03T18:29:04+01:00"
-    )
-    later = event_json("PositionClosed", occurred_at="2026-02-03T17:29:05Z")
-    other_position = with_data("PositionClosed", position_id="P-2")
-    other_price = with_data("PositionClosed", price="9.99")
-    documents = [base, same_instant_in_other_zone, later, other_position, other_price]
+        "PositionClosed", occurred_at="2026-02-03T18:29:04+01:00")
+    same_instant_in_other_zone["data"].update(close_id=None, quantity="2")
+    later = with_data("PositionClosed", close_id=None, quantity="2")
+    later["occurred_at"] = "2026-02-03T17:29:05Z"
+    other_position = with_data("PositionClosed", close_id=None, quantity="2", position_id="P-2")
+    other_price = with_data("PositionClosed", close_id=None, quantity="2", price="9.99")
+    other_quantity = with_data("PositionClosed", close_id=None, quantity="3")
+    documents = [base, same_instant_in_other_zone, later, other_position, other_price,
+                 other_quantity]
     for document in documents:
         del document["event_id"]
 
@@ -583,20 +619,34 @@ def test_decode_event_when_close_has_no_id_derives_from_position_and_time() -> N
 
     # Assert
     assert ids[0] == ids[1]
-    assert ids[0] != ids[2]
-    assert ids[0] != ids[3]
-    assert ids[0] == ids[4]
+    assert len(set(ids[1:])) == len(ids) - 1
 
 
-def test_natural_key_when_close_names_position_and_utc_time() -> None:
+def test_natural_key_when_close_has_an_id_is_the_id_alone() -> None:
     # Arrange
-    event = decode_event(json.dumps(event_json("PositionClosed")))
+    first = decode_event(json.dumps(with_data("PositionClosed", close_id="C-9", quantity="1")))
+    again_later = event_json("PositionClosed", occurred_at="2026-02-03T18:00:00Z")
+    again_later["data"].update(close_id="C-9", quantity="1")
+    del again_later["event_id"]
+
+    # Act
+    key = natural_key(first)
+
+    # Assert
+    assert key == 'PositionClosed:close_id="C-9"'
+    assert natural_key(decode_event(json.dumps(again_later))) == key
+
+
+def test_natural_key_when_close_has_no_id_names_position_utc_time_quantity_and_price() -> None:
+    # Arrange
+    event = decode_event(json.dumps(with_data("PositionClosed", close_id=None)))
 
     # Act
     key = natural_key(event)
 
     # Assert
-    assert key == 'PositionClosed:position_id="P-1",occurred_at="2026-02-03T17:29:04Z"'
+    assert key == ('PositionClosed:position_id="P-1",occurred_at="2026-02-03T17:29:04Z",'
+                   'quantity="all",price="7.25"')
 
 
 @pytest.mark.parametrize(

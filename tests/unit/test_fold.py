@@ -203,7 +203,7 @@ def test_initial_state_when_new_account_is_empty_and_at_sequence_0() -> None:
     assert state.exposure == 0
     assert state.limits is None
     assert state.halted is False
-    assert state.pnl_day is None
+    assert state.realized_pnl_days == {}
     assert state.last_occurred_at is None
 
 
@@ -368,7 +368,7 @@ def test_apply_when_fill_of_new_position_opens_it_at_fill_price() -> None:
     assert state.open_positions == 1
     assert state.open_exposure == Decimal("7200")
     assert state.realized_pnl_total == 0
-    assert state.pnl_day is None
+    assert state.realized_pnl_days == {}
 
 
 def test_apply_when_same_side_fill_adds_at_exact_average_price() -> None:
@@ -501,8 +501,7 @@ def test_apply_when_long_fully_closed_removes_position_and_realises_loss() -> No
     assert state.open_positions == 0
     assert state.open_exposure == 0
     assert state.realized_pnl_total == Decimal("-600")
-    assert state.pnl_day == date(2026, 2, 3)
-    assert state.realized_pnl_day == Decimal("-600")
+    assert state.realized_pnl_days == {date(2026, 2, 3): Decimal("-600")}
 
 
 def test_apply_when_short_partially_then_fully_closed_realises_pnl_reversed() -> None:
@@ -543,10 +542,10 @@ def test_apply_when_close_names_unknown_position_changes_only_sequence() -> None
     assert after.positions == before.positions
     assert after.pending == before.pending
     assert after.realized_pnl_total == before.realized_pnl_total
-    assert after.pnl_day is None
+    assert after.realized_pnl_days == {}
 
 
-def test_apply_when_realisations_cross_utc_midnight_resets_daily_pnl() -> None:
+def test_apply_when_realisations_cross_utc_midnight_books_each_on_its_own_day() -> None:
     # Act
     state = folded(
         fill("P-1", quantity="1", price="6.00", occurred_at="2026-02-03T20:00:00Z"),
@@ -557,13 +556,12 @@ def test_apply_when_realisations_cross_utc_midnight_resets_daily_pnl() -> None:
     )
 
     # Assert
-    assert state.pnl_day == date(2026, 2, 4)
     assert state.realized_pnl_on(date(2026, 2, 4)) == Decimal("200")
-    assert state.realized_pnl_on(date(2026, 2, 3)) == 0
+    assert state.realized_pnl_on(date(2026, 2, 3)) == Decimal("-100")
     assert state.realized_pnl_total == Decimal("100")
 
 
-def test_apply_when_realisation_is_stamped_with_an_earlier_day_counts_in_total_only() -> None:
+def test_apply_when_realisation_is_stamped_with_an_earlier_day_books_it_on_that_day() -> None:
     # Act
     state = folded(
         fill("P-1", quantity="1", price="6.00", occurred_at="2026-02-03T20:00:00Z"),
@@ -572,10 +570,51 @@ def test_apply_when_realisation_is_stamped_with_an_earlier_day_counts_in_total_o
         close("P-2", price="9.00", occurred_at="2026-02-03T21:00:00Z"),
     )
 
-    # Assert: today's loss stays visible to the daily loss gate.
-    assert state.pnl_day == date(2026, 2, 4)
+    # Assert: each day keeps its own figure; today's loss stays visible to the gate.
     assert state.realized_pnl_on(date(2026, 2, 4)) == Decimal("-100")
+    assert state.realized_pnl_on(date(2026, 2, 3)) == Decimal("300")
     assert state.realized_pnl_total == Decimal("200")
+
+
+def test_apply_when_a_profit_is_stamped_tomorrow_keeps_todays_loss() -> None:
+    # Act: the daily-loss hole of the review: $990 lost today, $0.01 stamped tomorrow.
+    state = folded(
+        fill("P-1", quantity="1", price="10.00", occurred_at="2026-02-03T20:00:00Z"),
+        fill("P-2", quantity="1", price="1.00", occurred_at="2026-02-03T20:00:00Z"),
+        close("P-1", price="0.10", occurred_at="2026-02-03T21:00:00Z"),
+        close("P-2", price="1.0001", occurred_at="2026-02-04T00:00:01Z"),
+    )
+
+    # Assert
+    assert state.realized_pnl_on(date(2026, 2, 3)) == Decimal("-990.00")
+    assert state.realized_pnl_on(date(2026, 2, 4)) == Decimal("0.0100")
+
+
+def test_apply_when_a_report_is_older_than_the_days_kept_counts_in_total_only() -> None:
+    # Act
+    state = folded(
+        fill("P-1", quantity="1", price="6.00", occurred_at="2026-02-03T20:00:00Z"),
+        fill("P-2", quantity="1", price="6.00", occurred_at="2026-02-03T20:00:00Z"),
+        close("P-1", price="5.00", occurred_at="2026-02-20T10:00:00Z"),
+        close("P-2", price="9.00", occurred_at="2026-02-03T21:00:00Z"),
+    )
+
+    # Assert
+    assert state.realized_pnl_days == {date(2026, 2, 20): Decimal("-100")}
+    assert state.realized_pnl_total == Decimal("200")
+
+
+def test_apply_when_days_go_by_keeps_only_the_last_seven() -> None:
+    # Act
+    events = [fill(f"P-{day}", quantity="1", price="6.00",
+                   occurred_at=f"2026-02-{day:02d}T10:00:00Z") for day in range(1, 11)]
+    events += [close(f"P-{day}", price="7.00", occurred_at=f"2026-02-{day:02d}T11:00:00Z")
+               for day in range(1, 11)]
+    state = folded(*events)
+
+    # Assert
+    assert sorted(state.realized_pnl_days) == [date(2026, 2, day) for day in range(4, 11)]
+    assert state.realized_pnl_total == Decimal("1000")
 
 
 # --- Intents -------------------------------------------------------------------------------------
@@ -728,8 +767,7 @@ def test_account_state_when_built_from_a_dict_is_not_changed_through_that_dict()
         limits=None,
         halted=False,
         halt_reason=None,
-        pnl_day=None,
-        realized_pnl_day=Decimal("0"),
+        realized_pnl_days={},
         realized_pnl_total=Decimal("0"),
         last_occurred_at=None,
     )

@@ -434,6 +434,24 @@ def test_evaluate_when_daily_loss_reached_blocks_with_daily_loss_limit() -> None
     assert (loss.value, loss.limit) == (Decimal("500"), Decimal("500"))
 
 
+def test_evaluate_when_a_profit_is_stamped_tomorrow_still_blocks_todays_loss() -> None:
+    # Arrange: $990 lost today; then a $0.01 profit whose report is stamped tomorrow.
+    state = folded(
+        limits(5, "10000", daily_loss_limit="500"),
+        fill("P-1", price="10.00"),
+        close("P-1", price="0.10"),
+        fill("P-2", price="1.00", multiplier="1"),
+        close("P-2", price="1.01", occurred_at="2026-02-04T00:00:01Z"),
+    )
+
+    # Act
+    decision = evaluate(state, signal(), NOW, current(state))
+
+    # Assert
+    assert decision.code == gates.DAILY_LOSS_LIMIT
+    assert gate(decision, gates.DAILY_LOSS_LIMIT).value == Decimal("990")
+
+
 def test_evaluate_when_daily_loss_below_the_limit_allows() -> None:
     # Arrange
     state = folded(
@@ -781,8 +799,7 @@ def test_evaluate_when_incident_state_built_directly_blocks() -> None:
                       max_order_notional=None, daily_loss_limit=None),
         halted=False,
         halt_reason=None,
-        pnl_day=base.pnl_day,
-        realized_pnl_day=base.realized_pnl_day,
+        realized_pnl_days=base.realized_pnl_days,
         realized_pnl_total=base.realized_pnl_total,
         last_occurred_at=NOW,
     )

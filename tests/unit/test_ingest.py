@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +36,10 @@ def execution(account: str, fill_id: str, event_type: str = "OrderFilled",
                        "occurred_at": "2026-02-03T17:29:04Z", "data": data}).encode()
 
 
+NOW = datetime(2026, 2, 3, 17, 30, tzinfo=UTC)
+SKEW = timedelta(seconds=300)
+
+
 def record(value: bytes | None, key: bytes | None, offset: int = 0) -> Any:
     return ConsumerRecord(topic="executions", partition=0, offset=offset, timestamp=0,
                           timestamp_type=0, key=key, value=value, checksum=None,
@@ -48,7 +53,7 @@ class StubStore:
         self.accounts = accounts
         self.events: dict[str, list[Event]] = {account: [] for account in accounts}
 
-    async def __call__(self, account: str, events: Sequence[Event]) -> store.AppendResult:
+    async def __call__(self, account: str, events: Sequence[Event]) -> ingest.Recorded:
         if account not in self.accounts:
             raise UnknownAccount(account)
         stored = {event.event_id for event in self.events[account]}
@@ -61,8 +66,9 @@ class StubStore:
             stored.add(event.event_id)
             self.events[account].append(event)
             appended[event.event_id] = len(self.events[account])
-        return store.AppendResult(account=account, head=len(self.events[account]),
-                                  appended=appended, duplicates=duplicates)
+        return ingest.Recorded(result=store.AppendResult(
+            account=account, head=len(self.events[account]), appended=appended,
+            duplicates=duplicates))
 
 
 def test_sort_batch_when_messages_are_bad_names_field_and_value_and_keeps_order() -> None:
@@ -76,7 +82,7 @@ def test_sort_batch_when_messages_are_bad_names_field_and_value_and_keeps_order(
         record(execution("large", "F4"), b"large", 6),
     ]
 
-    result = ingest.sort_batch(messages)
+    result = ingest.sort_batch(messages, now=NOW, clock_skew=SKEW)
 
     assert [natural_key(event) for _, event in result.by_account["large"]] == [
         'OrderFilled:fill_id="F1"', 'OrderFilled:fill_id="F4"']
@@ -119,3 +125,50 @@ async def test_broker_when_a_batch_mixes_good_bad_and_redelivered_appends_once_a
     assert sorted(body for body, _ in dead) == sorted([b"{oops", execution("ghost", "G1")])
     assert all(headers["dlq.topic"] == topics.executions for _, headers in dead)
     assert all(headers["dlq.consumer"] == ingest.CONSUMER_GROUP for _, headers in dead)
+
+
+def _document(event_type: str, data: dict[str, Any], occurred_at: str = "2026-02-03T17:29:04Z",
+              account: str = "large") -> bytes:
+    return json.dumps({"account": account, "type": event_type, "occurred_at": occurred_at,
+                       "data": data}).encode()
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (_document("OrderFilled", {"fill_id": "F1", "position_id": "P-1", "symbol": "QCOM P",
+                               "instrument": "option", "side": "long", "quantity": "3",
+                               "price": "6.00"}),
+     "data.multiplier: nothing was given: required for an option (its notional is quantity x "
+     "price x multiplier)"),
+    (_document("PositionClosed", {"position_id": "P-1", "price": "6.00"}),
+     "data.close_id: nothing was given: required on executions (the broker's execution id, "
+     "the close's identity)"),
+    (_document("OrderFilled", {"fill_id": "F1", "position_id": "P-1", "symbol": "KO",
+                               "instrument": "equity", "side": "long", "quantity": "3",
+                               "price": "60.00"}, occurred_at="2026-02-03T17:35:05Z"),
+     "occurred_at: '2026-02-03T17:35:05Z' is more than 300s in the future (it is now "
+     "2026-02-03T17:30:00Z)"),
+])
+def test_sort_batch_when_the_contract_would_understate_risk_refuses_with_one_line(
+        body: bytes, reason: str) -> None:
+    result = ingest.sort_batch([record(body, b"large")], now=NOW, clock_skew=SKEW)
+
+    assert result.by_account == {}
+    assert [letter.reason for letter in result.dead] == [reason]
+
+
+def test_sort_batch_when_an_equity_has_no_multiplier_or_a_close_has_its_id_accepts_them(
+) -> None:
+    messages = [
+        record(_document("OrderFilled", {"fill_id": "F1", "position_id": "P-1", "symbol": "KO",
+                                         "instrument": "equity", "side": "long",
+                                         "quantity": "3", "price": "60.00"}), b"large"),
+        record(_document("PositionClosed", {"close_id": "C-1", "position_id": "P-1",
+                                            "price": "61.00"},
+                         occurred_at="2026-02-03T17:34:59Z"), b"large"),
+    ]
+
+    result = ingest.sort_batch(messages, now=NOW, clock_skew=SKEW)
+
+    assert result.dead == []
+    assert [event.type for _, event in result.by_account["large"]] == ["OrderFilled",
+                                                                       "PositionClosed"]

@@ -84,8 +84,7 @@ def state_of(
         limits=limits,
         halted=halted,
         halt_reason="breach" if halted else None,
-        pnl_day=None,
-        realized_pnl_day=Decimal("0"),
+        realized_pnl_days={},
         realized_pnl_total=Decimal("0"),
         last_occurred_at=OPENED_AT,
     )
@@ -105,13 +104,15 @@ def test_positions_document_when_state_has_positions_and_intents_renders_design_
     )
 
     # Act
-    document = positions_document(state)
+    document = positions_document(state, projected_sequence=40)
 
     # Assert
     assert document == {
         "account": "large",
         "as_of_sequence": 42,
+        "projected_sequence": 40,
         "halted": False,
+        "trading_state": "active",
         "limits": {
             "max_open_positions": 5,
             "max_exposure": "10000",
@@ -154,13 +155,15 @@ def test_positions_document_when_state_has_positions_and_intents_renders_design_
 
 def test_positions_document_when_limits_never_set_renders_null_and_zero_exposure() -> None:
     # Act
-    document = positions_document(initial_state(ACCOUNT))
+    document = positions_document(initial_state(ACCOUNT), projected_sequence=0)
 
     # Assert
     assert document == {
         "account": "large",
         "as_of_sequence": 0,
+        "projected_sequence": 0,
         "halted": False,
+        "trading_state": "active",
         "limits": None,
         "open_positions": [],
         "pending_intents": [],
@@ -170,13 +173,14 @@ def test_positions_document_when_limits_never_set_renders_null_and_zero_exposure
     }
 
 
-def test_positions_document_when_as_of_sequence_given_uses_it() -> None:
+def test_positions_document_when_replayed_as_of_a_time_has_no_projected_sequence() -> None:
     # Act
-    document = positions_document(state_of([], halted=True), as_of_sequence=17)
+    document = positions_document(state_of([], halted=True), projected_sequence=None)
 
     # Assert
-    assert document["as_of_sequence"] == 17
-    assert document["halted"] is True
+    assert document["as_of_sequence"] == 42
+    assert document["projected_sequence"] is None
+    assert (document["halted"], document["trading_state"]) == (True, "halted")
 
 
 def test_positions_document_when_figures_have_sub_cent_digits_rounds_only_at_the_edge() -> None:
@@ -190,7 +194,7 @@ def test_positions_document_when_figures_have_sub_cent_digits_rounds_only_at_the
     )
 
     # Act
-    document = positions_document(state)
+    document = positions_document(state, projected_sequence=None)
 
     # Assert: half-even per figure, and the exposures are rounded sums, not sums of roundings.
     assert [row["notional"] for row in document["open_positions"]] == ["0.00", "0.00"]
@@ -212,7 +216,7 @@ def test_positions_document_when_average_has_more_than_cents_keeps_its_digits() 
     )
 
     # Act
-    document = positions_document(state)
+    document = positions_document(state, projected_sequence=None)
 
     # Assert
     prices = [row["average_price"] for row in document["open_positions"]]
@@ -243,7 +247,7 @@ def test_positions_document_when_folded_from_events_is_valid_json() -> None:
     state = fold([event], account=ACCOUNT)
 
     # Act
-    text = json.dumps(positions_document(state))
+    text = json.dumps(positions_document(state, projected_sequence=None))
 
     # Assert
     assert json.loads(text)["open_positions"][0]["notional"] == "7200.00"
