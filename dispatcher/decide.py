@@ -51,6 +51,8 @@ class DispatcherConfig:
     intent_ttl: timedelta = INTENT_TTL_DEFAULT
     # How far in the future a signal may say it occurred before it is refused as bad input.
     clock_skew: timedelta = CLOCK_SKEW_DEFAULT
+    # How old a signal may be when decided (gate signal_stale); None: not checked.
+    max_signal_age: timedelta | None = None
 
 
 @dataclass(kw_only=True)
@@ -99,7 +101,8 @@ async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: date
         if previous is not None:
             return previous
         state, freshness = await current_state(conn, config, head, cache)
-        decision = gates.evaluate(state, signal, now, freshness)
+        decision = gates.evaluate(state, signal, now, freshness,
+                                  max_signal_age=config.max_signal_age)
         events = _decision_events(config, signal, decision, head, now)
         result = await store.append(conn, config.account, events, expected_sequence=head)
         if cache is not None:

@@ -11,27 +11,29 @@ error. Must not import asyncpg, aiokafka, faststream, time, os or logging.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from ledger.events import GateResult, Signal
+from ledger.events import DECIMAL_CONTEXT, DECIMAL_DIGITS_MAX, GateResult, Signal
 from projections.fold import AccountState, trading_day
 
 # Reject codes, in order of precedence.
 PROJECTION_STALE = "projection_stale"
+SIGNAL_STALE = "signal_stale"
 TRADING_HALTED = "trading_halted"
 LIMITS_NOT_SET = "limits_not_set"
 MAX_ORDER_NOTIONAL = "max_order_notional"
 MAX_OPEN_POSITIONS = "max_open_positions"
 MAX_EXPOSURE = "max_exposure"
 DAILY_LOSS_LIMIT = "daily_loss_limit"
-GATES = (PROJECTION_STALE, TRADING_HALTED, LIMITS_NOT_SET, MAX_ORDER_NOTIONAL,
+GATES = (PROJECTION_STALE, SIGNAL_STALE, TRADING_HALTED, LIMITS_NOT_SET, MAX_ORDER_NOTIONAL,
          MAX_OPEN_POSITIONS, MAX_EXPOSURE, DAILY_LOSS_LIMIT)
 
 _CENT = Decimal("0.01")
 # Figures are compared exactly but recorded to this many places: an average like 1.41666…
 # carries 38 digits, more than an event's decimal field accepts.
-_FIGURE_STEP = Decimal("1e-10")
+_FIGURE_PLACES = 10
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,14 +67,19 @@ class Decision:
         return "; ".join(failed) if failed else "all gates passed"
 
 
-def evaluate(state: AccountState, signal: Signal, now: datetime,
-             freshness: Freshness) -> Decision:
-    """Evaluate every gate for one signal against the account's state at `now`."""
+def evaluate(state: AccountState, signal: Signal, now: datetime, freshness: Freshness, *,
+             max_signal_age: timedelta | None = None) -> Decision:
+    """Evaluate every gate for one signal against the account's state at `now`.
+
+    `max_signal_age`: a signal that occurred longer ago than this is stale (None: not checked,
+    as for dated signals replayed from a file).
+    """
     assert signal.account == state.account, (signal.account, state.account)
     results = [_freshness(freshness)]
     if not results[0].passed:
         # A state we cannot prove current has no figures worth reporting.
         return Decision(allowed=False, gates=tuple(results))
+    results.append(_signal_age(signal, now, max_signal_age))
     results.append(_halted(state))
     limits = state.limits
     if limits is None:
@@ -103,6 +110,18 @@ def _freshness(freshness: Freshness) -> GateResult:
         limit=Decimal(freshness.fold_bound),
         reason=f"Projection {lag} events behind head {freshness.head}, {relation} the fold "
                f"bound {freshness.fold_bound}")
+
+
+def _signal_age(signal: Signal, now: datetime, max_age: timedelta | None) -> GateResult:
+    # Milliseconds are what a person compares; the figure is exact to them.
+    age = Decimal(round((now - signal.occurred_at) / _MILLISECOND)) / 1000
+    if max_age is None:
+        return GateResult(gate=SIGNAL_STALE, passed=True, value=age, limit=None,
+                          reason=f"Signal {age:f} s old: age not checked")
+    limit = Decimal(round(max_age / _MILLISECOND)) / 1000
+    passed = age <= limit
+    return GateResult(gate=SIGNAL_STALE, passed=passed, value=age, limit=limit,
+                      reason=f"Signal {age:f} s old {'<=' if passed else '>'} {limit:f} s")
 
 
 def _halted(state: AccountState) -> GateResult:
@@ -137,10 +156,18 @@ def _daily_loss(state: AccountState, now: datetime, limit: Decimal | None) -> Ga
 
 
 def _figure(value: Decimal | None) -> Decimal | None:
-    """Return a figure as recorded: exact unless it has more than ten decimal places."""
-    if value is None or value.as_tuple().exponent >= -10:  # type: ignore[operator]
+    """Return a figure as recorded: exact unless it has more than ten decimal places, and never
+    more digits than an event's decimal field holds (so recording it cannot fail)."""
+    if value is None:
         return value
-    return value.quantize(_FIGURE_STEP, rounding=ROUND_HALF_EVEN)
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), value
+    # Keep the digits a field holds: fewer decimal places for a larger figure.
+    places = min(_FIGURE_PLACES, max(0, DECIMAL_DIGITS_MAX - 1 - value.adjusted()))
+    if -exponent <= places:
+        return value
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN,
+                          context=DECIMAL_CONTEXT)
 
 
 def _money(amount: Decimal) -> str:

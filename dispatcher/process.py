@@ -27,7 +27,7 @@ from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
 from ledger.events import Signal, decode_signal, refuse_future
 from ledger.logins import account_dsn
-from ledger.runtime import OPERATING_ERRORS, keep_running, wait_or_stop
+from ledger.runtime import OPERATING_ERRORS, keep_running, one_line, wait_or_stop
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 
@@ -121,14 +121,17 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
         for record in kafka.records_of(message):
             await _handle(record)
 
+    async def refuse(record: Any, reason: str) -> None:
+        counters.dead_letters += 1
+        metrics.DEAD_LETTERS.labels(consumer_group(config.account)).inc()
+        await deadletters.publish(dead_letters, [DeadLetter(message=record, reason=reason)],
+                                  consumer_group(config.account))
+
     async def _handle(record: Any) -> None:
         try:
             signal = _signal_of(record, config, clock())
         except InvalidEvent as exc:
-            counters.dead_letters += 1
-            metrics.DEAD_LETTERS.labels(consumer_group(config.account)).inc()
-            await deadletters.publish(dead_letters, [DeadLetter(message=record, reason=str(exc))],
-                                      consumer_group(config.account))
+            await refuse(record, str(exc))
             return
         if signal is None:
             return
@@ -137,12 +140,19 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
                 outcome = await decide(conn, config, signal, clock(), cache)
         except BaseException as exc:
             cache.state = None
-            if not isinstance(exc, OPERATING_ERRORS):
+            if isinstance(exc, OPERATING_ERRORS):
+                log.warning("dispatcher %s: %s; nothing emitted, the signal is read again in "
+                            "%.1fs", config.account, type(exc).__name__, RETRY_PAUSE_S)
+                await asyncio.sleep(RETRY_PAUSE_S)
                 raise
-            log.warning("dispatcher %s: %s; nothing emitted, the signal is read again in %.1fs",
-                        config.account, type(exc).__name__, RETRY_PAUSE_S)
-            await asyncio.sleep(RETRY_PAUSE_S)
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            # This signal's own fault (or a bug it alone triggers): nothing was committed for
+            # it; it goes to the dead letters and the partition moves on.
+            log.error("dispatcher %s: signal %s refused: %s", config.account, signal.signal_id,
+                      one_line(exc))
+            await refuse(record, f"decision failed, nothing emitted: {one_line(exc)}")
+            return
         failpoints.hit("dispatcher.after_decide")
         _count(counters, config.account, outcome)
 
@@ -158,6 +168,8 @@ async def expire_loop(pool: asyncpg.Pool, config: DispatcherConfig, stop: asynci
                 counters.expired += len(await expire_due(conn, config, clock()))
         except OPERATING_ERRORS as exc:
             log.warning("dispatcher %s: expiry skipped: %s", config.account, type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - expiry must outlive any one failure
+            log.error("dispatcher %s: expiry failed: %s", config.account, one_line(exc))
 
 
 async def run(settings: Settings, config: DispatcherConfig, stop: asyncio.Event,

@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -306,13 +306,18 @@ def dispatch(
     name: Annotated[str, typer.Argument(help="Account name.")],
     signals: Annotated[Path, typer.Option("--signals", exists=True, dir_okay=False,
                                           help="A JSONL file of signals, one per line.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide, then roll everything "
-                                          "back: nothing is recorded.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide each signal, then roll "
+                                          "it back: nothing is recorded.")] = False,
+    max_signal_age: Annotated[float | None, typer.Option(
+        "--max-signal-age", min=0, help="Block signals older than this many seconds at "
+        "decision time (gate signal_stale); by default a file's dated signals are not "
+        "checked.")] = None,
     json_output: JsonFlag = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the dispatcher's decision path on a file of signals, without Kafka."""
-    report = _run(commands.dispatch_file(_settings(database_url), name, signals, dry_run))
+    age = timedelta(seconds=max_signal_age) if max_signal_age is not None else None
+    report = _run(commands.dispatch_file(_settings(database_url), name, signals, dry_run, age))
     commands.print_dispatch(report, json_output)
 
 

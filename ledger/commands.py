@@ -361,7 +361,9 @@ async def run_process(settings: Settings, process: str, account: str | None = No
             raise ConfigError("--account", None, "an account name: a dispatcher serves one "
                               "account and there is no default")
         validate_account_name(account)
-        await dispatcher_process.run(settings, dispatcher_config(settings, account), stop)
+        config = dispatcher_config(settings, account,
+                                   max_signal_age=timedelta(seconds=settings.signal_max_age_s))
+        await dispatcher_process.run(settings, config, stop)
     elif process == "all":
         children = [Child(name=name, args=["run", name])
                     for name in ("ingest", "relay", "projector")]
@@ -473,12 +475,14 @@ async def rebuild_projections(settings: Settings, account: str | None, verify: b
     return found
 
 
-def dispatcher_config(settings: Settings, account: str) -> DispatcherConfig:
+def dispatcher_config(settings: Settings, account: str, *,
+                      max_signal_age: timedelta | None) -> DispatcherConfig:
     """Return an account's dispatcher configuration from the settings."""
     return DispatcherConfig(account=validate_account_name(account),
                             fold_bound=settings.dispatcher_fold_bound,
                             intent_ttl=timedelta(seconds=settings.intent_ttl_s),
-                            clock_skew=timedelta(seconds=settings.max_clock_skew_s))
+                            clock_skew=timedelta(seconds=settings.max_clock_skew_s),
+                            max_signal_age=max_signal_age)
 
 
 async def accounts_with_limits(conn: asyncpg.Connection) -> list[str]:
@@ -522,20 +526,26 @@ def read_signals(path: Path, config: DispatcherConfig, now: datetime) -> list[Si
     return signals
 
 
-async def dispatch_file(settings: Settings, account: str, path: Path,
-                        dry_run: bool) -> DispatchReport:
-    """Run the dispatcher's decision path over a file of signals, as the account's role."""
-    config = dispatcher_config(settings, account)
+async def dispatch_file(settings: Settings, account: str, path: Path, dry_run: bool,
+                        max_signal_age: timedelta | None = None) -> DispatchReport:
+    """Run the dispatcher's decision path over a file of signals, as the account's role.
+
+    Each signal is decided in a transaction of its own, as the live dispatcher does; with
+    `dry_run` each is rolled back at once, so the account's head is never held for longer than
+    one decision (ingest and the live dispatcher go on meanwhile), and every signal is judged
+    against the store as it is, not against the file's earlier signals.
+    """
+    config = dispatcher_config(settings, account, max_signal_age=max_signal_age)
     signals = read_signals(path, config, utc_now())
     report = DispatchReport()
-    cache = StateCache()
+    cache = None if dry_run else StateCache()
     conn = await connect(account_dsn(settings, account))
     try:
-        dry = conn.transaction() if dry_run else None
-        if dry is not None:
-            await dry.start()
         for signal in signals:
-            outcome = await decide(conn, config, signal, utc_now(), cache)
+            if dry_run:
+                outcome = await _decide_and_roll_back(conn, config, signal)
+            else:
+                outcome = await decide(conn, config, signal, utc_now(), cache)
             report.signals += 1
             report.outcomes.append(outcome)
             if outcome.duplicate:
@@ -545,11 +555,19 @@ async def dispatch_file(settings: Settings, account: str, path: Path,
             else:
                 code = outcome.code or "unknown"
                 report.blocked[code] = report.blocked.get(code, 0) + 1
-        if dry is not None:
-            await dry.rollback()
     finally:
         await conn.close()
     return report
+
+
+async def _decide_and_roll_back(conn: asyncpg.Connection, config: DispatcherConfig,
+                                signal: Signal) -> Outcome:
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        return await decide(conn, config, signal, utc_now())
+    finally:
+        await transaction.rollback()
 
 
 def print_dispatch(report: DispatchReport, json_output: bool) -> None:

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 REASON_LENGTH_MAX = 1000
+TRUNCATED_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +39,18 @@ def text_headers(letter: DeadLetter, consumer: str) -> list[tuple[str, str]]:
 
 
 async def publish(publisher: Any, letters: Sequence[DeadLetter], consumer: str) -> None:
-    """Publish dead letters through a faststream publisher, each acknowledged by the broker."""
+    """Publish dead letters through a faststream publisher, each acknowledged by the broker.
+
+    A message too large to send again with its headers (it came in just under the broker's
+    limit) is sent cut to TRUNCATED_BYTES, with `dlq.truncated` giving its original size: the
+    reason and the origin are what an operator needs, and a dead letter must never fail.
+    """
     for letter in letters:
-        await publisher.publish(letter.message.value, key=letter.message.key,
-                                headers=dict(text_headers(letter, consumer)))
+        headers = dict(text_headers(letter, consumer))
+        value = letter.message.value
+        try:
+            await publisher.publish(value, key=letter.message.key, headers=headers)
+        except MessageSizeTooLargeError:
+            headers["dlq.truncated"] = str(len(value or b""))
+            await publisher.publish((value or b"")[:TRUNCATED_BYTES], key=letter.message.key,
+                                    headers=headers)

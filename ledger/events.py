@@ -39,6 +39,7 @@ from ledger.errors import InvalidAccountName, InvalidEvent
 
 __all__ = [
     "ACCOUNT_PATTERN",
+    "COUNT_MAX",
     "DECIMAL_CONTEXT",
     "DECIMAL_DIGITS_MAX",
     "EVENT_ADAPTER",
@@ -65,12 +66,16 @@ __all__ = [
     "JsonDecimal",
     "LimitsSet",
     "LimitsSetEvent",
+    "Money",
+    "Multiplier",
     "NonNegativeDecimal",
     "OrderFilled",
     "OrderFilledEvent",
     "PositionClosed",
     "PositionClosedEvent",
     "PositiveDecimal",
+    "Price",
+    "Quantity",
     "Side",
     "Signal",
     "SignalEvaluated",
@@ -90,6 +95,7 @@ __all__ = [
     "encode_signal",
     "format_decimal",
     "format_time",
+    "intent_key",
     "natural_key",
     "notional",
     "refuse_future",
@@ -267,6 +273,76 @@ NonNegativeDecimal: TypeAlias = Annotated[
 ]
 
 
+# --- Bounds ---------------------------------------------------------------------------------------
+# Every number of the contract has a documented maximum (docs/events.md): below 10**digits, with
+# at most `places` decimal places as written. Within them every product and sum the ledger
+# forms (a notional is below 10**24, with at most 18 places) stays exact in the 38-digit context,
+# and every figure fits the columns and the events that record it; a value beyond them is bad
+# input, refused with one line, never an arithmetic error deep in a consumer.
+QUANTITY_DIGITS, QUANTITY_PLACES = 9, 6
+PRICE_DIGITS, PRICE_PLACES = 9, 6
+MULTIPLIER_DIGITS, MULTIPLIER_PLACES = 6, 6
+MONEY_DIGITS, MONEY_PLACES = 15, 6
+COUNT_MAX = 1_000_000
+
+
+class _Bound:
+    """An after-validator: the value is below 10**digits, with at most `places` places."""
+
+    def __init__(self, digits: int, places: int, what: str) -> None:
+        self.limit = Decimal(10) ** digits
+        self.places = places
+        self.what = what
+
+    def __call__(self, number: Decimal) -> Decimal:
+        if number >= self.limit:
+            raise PydanticCustomError(
+                "decimal_too_large", "is too large: a {what} is below {limit}",
+                {"what": self.what, "limit": format_decimal(self.limit)})
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int), number
+        if -exponent > self.places:
+            raise PydanticCustomError(
+                "decimal_too_precise", "has more than {places} decimal places",
+                {"places": self.places})
+        return number
+
+
+def _bounded_fast_path(digits: int, places: int, *, positive: bool) -> _FastPath:
+    """The native path for a bounded decimal: plain digits within the bounds, > 0 if positive."""
+    steps: list[CoreSchema] = [_TO_DECIMAL]
+    if positive:
+        steps.append(core_schema.decimal_schema(gt=Decimal(0), strict=True))
+    return _FastPath(*steps, pattern=rf"\A[0-9]{{1,{digits}}}(?:\.[0-9]{{1,{places}}})?\z",
+                     max_length=digits + places + 1)
+
+
+Quantity: TypeAlias = Annotated[
+    _CheckedDecimal,
+    AfterValidator(_require_positive),
+    AfterValidator(_Bound(QUANTITY_DIGITS, QUANTITY_PLACES, "quantity")),
+    _bounded_fast_path(QUANTITY_DIGITS, QUANTITY_PLACES, positive=True),
+]
+Price: TypeAlias = Annotated[
+    _CheckedDecimal,
+    AfterValidator(_require_positive),
+    AfterValidator(_Bound(PRICE_DIGITS, PRICE_PLACES, "price")),
+    _bounded_fast_path(PRICE_DIGITS, PRICE_PLACES, positive=True),
+]
+Multiplier: TypeAlias = Annotated[
+    _CheckedDecimal,
+    AfterValidator(_require_positive),
+    AfterValidator(_Bound(MULTIPLIER_DIGITS, MULTIPLIER_PLACES, "multiplier")),
+    _bounded_fast_path(MULTIPLIER_DIGITS, MULTIPLIER_PLACES, positive=True),
+]
+Money: TypeAlias = Annotated[
+    _CheckedDecimal,
+    AfterValidator(_require_non_negative),
+    AfterValidator(_Bound(MONEY_DIGITS, MONEY_PLACES, "money amount")),
+    _bounded_fast_path(MONEY_DIGITS, MONEY_PLACES, positive=False),
+]
+
+
 def notional(quantity: Decimal, price: Decimal, multiplier: Decimal) -> Decimal:
     """Return |quantity| x price x multiplier."""
     return abs(quantity) * price * multiplier
@@ -404,7 +480,9 @@ Identifier: TypeAlias = Annotated[
 ]
 Instrument: TypeAlias = Literal["option", "equity"]
 Side: TypeAlias = Literal["long", "short"]
-Count: TypeAlias = Annotated[int, Field(ge=0)]
+Count: TypeAlias = Annotated[int, Field(ge=0, le=COUNT_MAX)]
+# A stream position: PostgreSQL's bigint.
+SequenceNumber: TypeAlias = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 # --- Models -------------------------------------------------------------------------------------
 
@@ -440,9 +518,9 @@ class Signal(_Traded):
     symbol: Identifier
     instrument: Instrument
     side: Side
-    quantity: PositiveDecimal
-    limit_price: PositiveDecimal
-    multiplier: PositiveDecimal = Decimal("1")
+    quantity: Quantity
+    limit_price: Price
+    multiplier: Multiplier = Decimal("1")
 
     @property
     def notional(self) -> Decimal:
@@ -454,9 +532,9 @@ class LimitsSet(_Frozen):
     """Data of LimitsSet: the account's limits from this event on."""
 
     max_open_positions: Count
-    max_exposure: NonNegativeDecimal
-    max_order_notional: NonNegativeDecimal | None = None
-    daily_loss_limit: NonNegativeDecimal | None = None
+    max_exposure: Money
+    max_order_notional: Money | None = None
+    daily_loss_limit: Money | None = None
 
 
 class OrderFilled(_Traded):
@@ -467,11 +545,11 @@ class OrderFilled(_Traded):
     symbol: Identifier
     instrument: Instrument
     side: Side
-    quantity: PositiveDecimal
-    price: PositiveDecimal
-    multiplier: PositiveDecimal = Decimal("1")
+    quantity: Quantity
+    price: Price
+    multiplier: Multiplier = Decimal("1")
     intent_id: Identifier | None = None
-    fees: NonNegativeDecimal | None = None
+    fees: Money | None = None
 
 
 class PositionClosed(_Frozen):
@@ -483,8 +561,8 @@ class PositionClosed(_Frozen):
 
     close_id: Identifier | None = None
     position_id: Identifier
-    price: PositiveDecimal
-    quantity: PositiveDecimal | None = None
+    price: Price
+    quantity: Quantity | None = None
     reason: Text | None = None
 
 
@@ -506,7 +584,7 @@ class SignalEvaluated(_Frozen):
     allowed: bool
     # A tuple, so that a frozen event cannot be changed through its gates and stays hashable.
     gates: tuple[GateResult, ...] = Field(max_length=GATES_MAX)
-    as_of_sequence: Count
+    as_of_sequence: SequenceNumber
 
 
 class IntentIssued(_Traded):
@@ -518,9 +596,9 @@ class IntentIssued(_Traded):
     symbol: Identifier
     instrument: Instrument
     side: Side
-    quantity: PositiveDecimal
-    limit_price: PositiveDecimal
-    multiplier: PositiveDecimal = Decimal("1")
+    quantity: Quantity
+    limit_price: Price
+    multiplier: Multiplier = Decimal("1")
     expires_at: UtcDatetime
 
 
@@ -606,9 +684,9 @@ class _Envelope(_Frozen):
     occurred_at: UtcDatetime
     data: BaseModel
     # Assigned by the ledger; accepted on input so that an export re-imports, ignored by the store.
-    sequence: Annotated[int, Field(ge=1)] | None = None
+    sequence: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     recorded_at: UtcDatetime | None = None
-    global_position: Annotated[int, Field(ge=0)] | None = None
+    global_position: SequenceNumber | None = None
 
     LEDGER_FIELDS: ClassVar[tuple[str, ...]] = ("sequence", "recorded_at", "global_position")
 
@@ -748,6 +826,11 @@ def _render_key(event_type: str, parts: list[tuple[str, str]]) -> str:
     return event_type + ":" + ",".join(f"{name}={json.dumps(value)}" for name, value in parts)
 
 
+def intent_key(event_type: EventType, intent_id: str) -> str:
+    """Return the natural key of an event about an intent (issued, expired, rejected...)."""
+    return _render_key(event_type, [("intent_id", intent_id)])
+
+
 def decision_key(signal_id: str) -> str:
     """Return the natural key of the SignalEvaluated that decides a signal."""
     return _render_key("SignalEvaluated", [("signal_id", signal_id)])
@@ -844,6 +927,8 @@ def _expected(detail: ErrorDetails) -> str:
         return f"is not {context['expected']}"
     if error_type == "greater_than_equal":
         return f"is less than {context['ge']}"
+    if error_type == "less_than_equal":
+        return f"is too large: at most {context['le']}"
     if error_type == "greater_than":
         return f"is not greater than {context['gt']}"
     if error_type in ("string_too_long", "too_long"):
@@ -893,8 +978,9 @@ def _with_placeholder_id(raw: bytes | str) -> str | None:
     """Return the JSON with a placeholder event_id if it is an object without one, else None."""
     try:
         document = json.loads(raw)
-    except ValueError:
-        # Malformed input: let pydantic's JSON parser report it, like every other error.
+    except (ValueError, RecursionError):
+        # Malformed (or absurdly nested) input: let pydantic's JSON parser report it, like
+        # every other error.
         return None
     if not isinstance(document, dict) or "event_id" in document:
         return None

@@ -3,17 +3,19 @@
     async for event in follow(settings, "large", from_sequence=1):
         ...
 
-Every event of the account is yielded exactly once, in sequence order, with no gap at the
-hand-over from store to topic: the topic's end offsets are recorded before the store is read, so
-nothing published during the catch-up is missed, and anything seen twice is dropped by sequence.
-A message ahead of the next expected sequence (a gap: the relay republished, or a message was
-lost) is preceded by the missing events read from the store; when the topic is quiet the store is
-checked too, so a stopped relay delays nothing. Connects as the account's own role.
+Every event of the account is yielded exactly once, in sequence order, with no gap: the topic's
+end offsets are recorded before the store is read, so nothing published during the catch-up is
+missed. Kafka only wakes the follower: on every poll with news for the account, and on every
+quiet one (so a stopped relay delays nothing), the events after the last one yielded are read
+from the store. A malformed or forged message on the account's key is logged and skipped, never
+yielded and never fatal; a repeat or a gap on the topic changes nothing. Connects as the
+account's own role.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
@@ -21,12 +23,15 @@ import asyncpg
 
 from ledger import kafka, store
 from ledger.db import connect
+from ledger.errors import InvalidEvent
 from ledger.events import Event, decode_event
 from ledger.logins import account_dsn
 from ledger.settings import Settings
 from ledger.topics import ensure_topics
 
 POLL_TIMEOUT_MS = 500
+
+log = logging.getLogger("ledger.follow")
 
 
 async def follow(
@@ -51,20 +56,15 @@ async def follow(
             yield event
         while not stop.is_set():
             polled = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            events = [decode_event(m.value) for batch in polled.values() for m in batch
-                      if m.key == account.encode()]
-            if not events:
-                events = [e async for e in _from_store(conn, account, last)]
-            for event in sorted(events, key=_sequence):
-                if _sequence(event) <= last:
-                    continue
-                if _sequence(event) > last + 1:
-                    async for missing in _from_store(conn, account, last, _sequence(event) - 1):
-                        last = _sequence(missing)
-                        yield missing
-                if _sequence(event) == last + 1:
-                    last = _sequence(event)
-                    yield event
+            for message in (m for batch in polled.values() for m in batch
+                            if m.key == account.encode()):
+                _check(message, account)
+            # Kafka only brings the news (or a quiet poll says: look anyway); what is yielded
+            # is read from the store, so a malformed or forged message cannot end or mislead
+            # a follower, and a gap or a repeat on the topic changes nothing.
+            async for event in _from_store(conn, account, last):
+                last = _sequence(event)
+                yield event
     finally:
         await consumer.stop()
         await conn.close()
@@ -74,6 +74,20 @@ async def _from_store(conn: asyncpg.Connection, account: str, after: int,
                       up_to: int | None = None) -> AsyncIterator[Event]:
     async for event in store.iterate_stream(conn, account, after, up_to):
         yield event
+
+
+def _check(message: object, account: str) -> None:
+    """Warn of a message on the account's key that is not one of its events."""
+    value = getattr(message, "value", None)
+    try:
+        event = decode_event(value or b"")
+    except InvalidEvent as exc:
+        log.warning("follow %s: skipped a malformed message (offset %s): %s", account,
+                    getattr(message, "offset", "?"), exc)
+        return
+    if event.account != account:
+        log.warning("follow %s: skipped a message of account %s on its key", account,
+                    event.account)
 
 
 def _sequence(event: Event) -> int:

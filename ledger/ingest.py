@@ -24,7 +24,7 @@ from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from ledger import deadletters, failpoints, kafka, metrics, store
+from ledger import deadletters, failpoints, kafka, metrics, signal_watch, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
@@ -39,7 +39,7 @@ from ledger.events import (
 )
 from ledger.logins import job_dsn
 from ledger.roles import Job
-from ledger.runtime import OPERATING_ERRORS, keep_running
+from ledger.runtime import OPERATING_ERRORS, keep_running, one_line
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from projections.current import state_at_head
@@ -197,26 +197,53 @@ async def record(conn: Conn, account: str, events: Sequence[Event],
 
 async def apply_batch(record_events: Recorder, batch: Sorted,
                       counters: IngestCounters) -> list[DeadLetter]:
-    """Record each account's events; return every dead letter, unknown accounts included."""
+    """Record each account's events; return every dead letter, unknown accounts included.
+
+    Raises:
+        An operating error: the infrastructure failed; nothing of this batch is acknowledged.
+    """
     dead = list(batch.dead)
     for account, items in batch.by_account.items():
-        try:
-            recorded = await record_events(account, [event for _, event in items])
-        except UnknownAccount as exc:
-            dead.extend(DeadLetter(message=message, reason=f"account: {exc}")
-                        for message, _ in items)
-            continue
-        dead.extend(DeadLetter(message=items[index][0], reason=str(problem))
-                    for index, problem in recorded.refused)
-        result = recorded.result
-        counters.appended += len(result.appended)
-        counters.duplicates += len(result.duplicates)
-        metrics.EVENTS_APPENDED.labels("ingest").inc(len(result.appended))
+        for chunk, outcome in await _record_isolating(record_events, account, items):
+            if isinstance(outcome, str):
+                dead.extend(DeadLetter(message=message, reason=outcome) for message, _ in chunk)
+                continue
+            dead.extend(DeadLetter(message=chunk[index][0], reason=str(problem))
+                        for index, problem in outcome.refused)
+            counters.appended += len(outcome.result.appended)
+            counters.duplicates += len(outcome.result.duplicates)
+            metrics.EVENTS_APPENDED.labels("ingest").inc(len(outcome.result.appended))
     counters.dead_letters += len(dead)
     metrics.DEAD_LETTERS.labels(CONSUMER_GROUP).inc(len(dead))
     return dead
 
 
+
+
+Chunk: TypeAlias = list[tuple[Message, Event]]
+
+
+async def _record_isolating(record_events: Recorder, account: str,
+                            items: Chunk) -> list[tuple[Chunk, Recorded | str]]:
+    """Record an account's events; if that fails for a reason of its own, one by one.
+
+    Returns each chunk recorded with its outcome, or with the reason all of it is refused.
+    One poison message must cost its own dead letter, never its neighbours' or the partition.
+    """
+    try:
+        return [(items, await record_events(account, [event for _, event in items]))]
+    except UnknownAccount as exc:
+        return [(items, f"account: {exc}")]
+    except OPERATING_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified: this batch's own fault
+        if len(items) == 1:
+            log.error("ingest: %s: message refused: %s", account, one_line(exc))
+            return [(items, one_line(exc))]
+    outcomes: list[tuple[Chunk, Recorded | str]] = []
+    for item in items:
+        outcomes.extend(await _record_isolating(record_events, account, [item]))
+    return outcomes
 
 
 def build_broker(settings: Settings, topics: Topics, record_events: Recorder,
@@ -265,11 +292,20 @@ async def run(settings: Settings, stop: asyncio.Event,
         topics = await ensure_topics(settings)
         pool = await create_pool(job_dsn(settings, Job.ingest))
         broker = build_broker(settings, topics, StoreRecorder(pool), counters)
+        watch: asyncio.Task[None] | None = None
         try:
             await broker.start()
-            log.info("ingest: consuming %s", topics.executions)
-            await stop.wait()
+            watch = asyncio.create_task(signal_watch.run_watch(settings, topics, pool, stop))
+            log.info("ingest: consuming %s, watching %s", topics.executions, topics.signals)
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({watch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if watch.done():
+                watch.result()  # an operating error: this attempt ends and starts again
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             await broker.stop()
             await pool.close()
 

@@ -15,6 +15,12 @@ EVENTS_PUBLISHED = Counter("ledger_events_published_total",
                            "Events the relay published to ledger-events.")
 EVENTS_PROJECTED = Counter("ledger_events_projected_total",
                            "Events the projector applied to the projection tables.")
+INTENTS_WITHHELD = Counter("ledger_intents_withheld_total",
+                           "Intents the relay kept off order-intents: dead when published "
+                           "(expired, released, or the account halted).")
+SIGNALS_UNDECIDED = Counter("ledger_signals_undecided_total",
+                            "Signals no dispatcher decided within the grace period, dead-lettered "
+                            "by the signal watch, by account.", ["account"])
 DECISIONS = Counter("ledger_decisions_total",
                     "Dispatcher decisions, by account, outcome and first failed gate.",
                     ["account", "outcome", "gate"])

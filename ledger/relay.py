@@ -1,13 +1,16 @@
 """The relay: publishes committed events per account, in sequence order, to `ledger-events`.
 
 The store is the outbox: the relay reads what is committed after each account's published
-sequence, sends it (key = account; headers account, sequence, event_id, type; `IntentIssued`
-also to `order-intents`), waits until the broker acknowledged every message, and only then moves
-the account's published sequence. A crash in between republishes; consumers dedupe by
-(account, sequence). Readers track (account, sequence), never a global serial, so an event that
-commits late is never skipped. One relay publishes at a time (a session advisory lock); a second
-one waits as a standby. It wakes on NOTIFY and polls as a fallback, so a lost notification only
-delays.
+sequence, sends it (key = account; headers account, sequence, event_id, type), waits until the
+broker acknowledged every message, and only then moves the account's published sequence.
+`IntentIssued` also goes to `order-intents`, with an `expires_at` header, but only while it is
+live when published: not past its expiry, not released by the store (expired, rejected), and its
+account not halted at that moment. A relay that was down longer than the TTL therefore sends the
+router no backlog of dead orders; every event still goes to `ledger-events`. A crash in between
+republishes; consumers dedupe by (account, sequence). Readers track (account, sequence), never a
+global serial, so an event that commits late is never skipped. One relay publishes at a time (a
+session advisory lock); a second one waits as a standby. It wakes on NOTIFY and polls as a
+fallback, so a lost notification only delays.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from ledger import failpoints, kafka, metrics
 from ledger.db import connect
+from ledger.events import EventType, IntentIssued, decode_event, format_time, intent_key
 from ledger.logins import job_dsn
 from ledger.roles import Job
 from ledger.runtime import keep_running, wait_or_stop
@@ -50,6 +55,17 @@ FROM events WHERE account = $1 AND sequence > $2 AND sequence <= $3
 ORDER BY sequence LIMIT $4
 """
 
+# Which of these intents the store has already released, and the account's latest trading state.
+_RELEASED_SQL = """
+SELECT natural_key FROM events WHERE account = $1 AND natural_key = ANY($2::text[])
+"""
+_HALTED_SQL = """
+SELECT type = 'TradingHalted' FROM events
+WHERE account = $1 AND type IN ('TradingHalted', 'TradingResumed')
+ORDER BY sequence DESC LIMIT 1
+"""
+_RELEASING_TYPES: tuple[EventType, ...] = ("IntentExpired", "IntentRejected")
+
 _MARK_SQL = """
 INSERT INTO relay_positions (account, published_sequence) VALUES ($1, $2)
 ON CONFLICT (account) DO UPDATE SET published_sequence = excluded.published_sequence,
@@ -62,6 +78,8 @@ WHERE relay_positions.published_sequence < excluded.published_sequence
 class RelayCounters:
     published: int = 0
     cycles: int = 0
+    # Intents kept off `order-intents`: dead when published (expired, released, halted).
+    withheld: int = 0
 
 
 async def publish_pending(conn: asyncpg.Connection, producer: AIOKafkaProducer,
@@ -72,7 +90,7 @@ async def publish_pending(conn: asyncpg.Connection, producer: AIOKafkaProducer,
         published, head = int(row["published"]), int(row["head"])
         while published < head:
             count, published = await _publish_page(conn, producer, topics, row["account"],
-                                                   published, head)
+                                                   published, head, counters)
             sent += count
     counters.published += sent
     counters.cycles += 1
@@ -81,10 +99,13 @@ async def publish_pending(conn: asyncpg.Connection, producer: AIOKafkaProducer,
 
 
 async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, topics: Topics,
-                        account: str, published: int, head: int) -> tuple[int, int]:
+                        account: str, published: int, head: int,
+                        counters: RelayCounters) -> tuple[int, int]:
     rows = await conn.fetch(_PAGE_SQL, account, published, head, PUBLISH_BATCH_SIZE)
     assert rows, f"stream {account} has head {head} but no event after {published}"
     failpoints.hit("relay.before_send")
+    intents = [row for row in rows if row["type"] == "IntentIssued"]
+    live = await _live_intents(conn, account, intents, datetime.now(UTC)) if intents else {}
     key = account.encode()
     futures = []
     for expected, row in enumerate(rows, start=published + 1):
@@ -95,14 +116,39 @@ async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, to
                    ("event_id", str(row["event_id"]).encode()), ("type", row["type"].encode())]
         futures.append(await producer.send(topics.ledger_events, value=body, key=key,
                                            headers=headers))
-        if row["type"] == "IntentIssued":
-            futures.append(await producer.send(topics.order_intents, value=body, key=key,
-                                               headers=headers))
+        expires_at = live.get(row["sequence"])
+        if expires_at is not None:
+            futures.append(await producer.send(
+                topics.order_intents, value=body, key=key,
+                headers=[*headers, ("expires_at", expires_at.encode())]))
+    counters.withheld += len(intents) - len(live)
+    metrics.INTENTS_WITHHELD.inc(len(intents) - len(live))
     await asyncio.gather(*futures)
     failpoints.hit("relay.after_send")
     last = int(rows[-1]["sequence"])
     await conn.execute(_MARK_SQL, account, last)
     return len(rows), last
+
+
+async def _live_intents(conn: asyncpg.Connection, account: str, intents: list[asyncpg.Record],
+                        now: datetime) -> dict[int, str]:
+    """Return, by sequence, the `expires_at` of each intent still live: the router may act on it.
+
+    Dead: its expiry has passed, the store holds its expiry or rejection, or the account is
+    halted now.
+    """
+    if await conn.fetchval(_HALTED_SQL, account):
+        return {}
+    issued = {int(row["sequence"]): decode_event(row["body"]) for row in intents}
+    data = {sequence: event.data for sequence, event in issued.items()
+            if isinstance(event.data, IntentIssued)}
+    assert len(data) == len(issued), issued
+    releases = {sequence: {intent_key(kind, intent.intent_id) for kind in _RELEASING_TYPES}
+                for sequence, intent in data.items()}
+    keys = [key for keys_of_intent in releases.values() for key in keys_of_intent]
+    released = {row[0] for row in await conn.fetch(_RELEASED_SQL, account, keys)}
+    return {sequence: format_time(intent.expires_at) for sequence, intent in data.items()
+            if intent.expires_at > now and not releases[sequence] & released}
 
 
 async def run(settings: Settings, stop: asyncio.Event,

@@ -1,9 +1,13 @@
 """What every long-running process shares: stop on SIGTERM/SIGINT, retry on operating errors.
 
 Crash-only: a process keeps no state that lives only in memory, so a restart after a failure runs
-the same path as a normal start-up. Operating errors (database or broker unreachable) end the
-current attempt, are logged as one line, and the attempt starts again after a bounded backoff;
-programmer errors are not caught here.
+the same path as a normal start-up. Every error is one of two kinds:
+
+- operating errors (`OPERATING_ERRORS`: the database or the broker unreachable, restarting,
+  overloaded, a transaction to retry): the infrastructure's; the work is retried after a bounded
+  backoff and nothing is committed meanwhile;
+- anything else raised while handling one message: that message's; a consumer dead-letters the
+  message with `one_line(exc)` as the reason and goes on. It never loops on it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from ledger.errors import StoreUnavailable
+from ledger.errors import LedgerError, StoreUnavailable
 
 # Decoding a batch allocates a few objects per field of every event, none of them in cycles;
 # with the default threshold (700) the collector ran every few events and walked the whole heap
@@ -32,11 +36,24 @@ OPERATING_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
+    # 57xxx: shutting down, starting up, a statement cancelled by the server.
+    asyncpg.exceptions.OperatorInterventionError,
+    # 40xxx: serialisation failures and deadlocks, to be retried by definition.
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.LockNotAvailableError,
     KafkaError,
     StoreUnavailable,
 )
+REASON_LENGTH_MAX = 500
+
+
+def one_line(exc: BaseException) -> str:
+    """Return an error as one line: a ledger error's own message, else its class and text."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not isinstance(exc, LedgerError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:REASON_LENGTH_MAX]
 
 log = logging.getLogger("ledger")
 

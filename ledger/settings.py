@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     dispatcher_fold_bound: int = Field(default=1_000, ge=0, le=1_000_000)
     # How long an issued intent reserves its share of the limits before it expires.
     intent_ttl_s: float = Field(default=60.0, gt=0, le=86_400)
+    # How old a signal may be when a running dispatcher decides it (gate signal_stale).
+    signal_max_age_s: float = Field(default=10.0, gt=0, le=86_400)
+    # How long a signal may wait for its dispatcher's decision before the watch dead-letters it.
+    signal_grace_s: float = Field(default=30.0, gt=0, le=86_400)
     # How far in the future an event or a signal may say it occurred (clocks disagree a little).
     max_clock_skew_s: float = Field(default=300.0, ge=0, le=86_400)
     # Where `ledger run ...` serves Prometheus metrics on loopback; 0 serves nothing.

@@ -28,7 +28,7 @@ from ledger.errors import InvalidEvent
 from ledger.events import Event, decode_event
 from ledger.logins import job_dsn
 from ledger.roles import Job
-from ledger.runtime import OPERATING_ERRORS, keep_running, wait_or_stop
+from ledger.runtime import OPERATING_ERRORS, keep_running, one_line, wait_or_stop
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from projections import tables
@@ -92,11 +92,24 @@ class Projector:
 
     async def _apply_in_transaction(self, pool: asyncpg.Pool, account: str,
                                     items: list[tuple[Any, Event]]) -> list[DeadLetter]:
-        async with pool.acquire() as conn:
-            async with conn.transaction():
-                refused = await self._apply_account(conn, account, items)
-            failpoints.hit("projector.mid_batch")
-            return refused
+        try:
+            async with pool.acquire() as conn:
+                async with conn.transaction():
+                    refused = await self._apply_account(conn, account, items)
+                failpoints.hit("projector.mid_batch")
+                return refused
+        except OPERATING_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified: this account's own fault
+            # An event of this account that cannot be applied (say, a stored event no model
+            # decodes): its projection stays where it is, and the dispatcher, which must then
+            # fold a growing tail, fails closed; the messages go to the dead letters and the
+            # other accounts of the batch, and the partition, go on.
+            self.cache.pop(account, None)
+            log.error("projector: %s cannot be projected past sequence %d: %s", account,
+                      min(_seq(e) for _, e in items) - 1, one_line(exc))
+            reason = f"account {account} cannot be projected: {one_line(exc)}"
+            return [DeadLetter(message=record, reason=reason) for record, _ in items]
 
     async def _apply_account(self, conn: Conn, account: str,
                              items: list[tuple[Any, Event]]) -> list[DeadLetter]:
@@ -232,6 +245,23 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
 WATCH_INTERVAL_S = 2.0
 
 
+async def _catch_up(pool: asyncpg.Pool, projector: Projector, account: str, applied: int,
+                    head: int, stuck: set[tuple[str, int]]) -> None:
+    try:
+        caught = await projector.catch_up(pool, account, head)
+    except OPERATING_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one account must not stop the others
+        projector.cache.pop(account, None)
+        if (account, applied) not in stuck:
+            stuck.add((account, applied))
+            log.error("projector: %s cannot be projected past sequence %d: %s", account,
+                      applied, one_line(exc))
+        return
+    log.info("projector: %s stalled at %d of %d; %d events applied from the store",
+             account, applied, head, caught)
+
+
 async def _watch(pool: asyncpg.Pool, projector: Projector, stop: asyncio.Event) -> None:
     """Keep the lag gauge current, and catch up from the store any account that stalled.
 
@@ -239,6 +269,8 @@ async def _watch(pool: asyncpg.Pool, projector: Projector, stop: asyncio.Event) 
     its tail from the store: whatever Kafka did or did not deliver, the projection converges.
     """
     stalled_at: dict[str, int] = {}
+    # Accounts that cannot be projected past a sequence, so that each is reported once.
+    stuck: set[tuple[str, int]] = set()
     while not await wait_or_stop(stop, WATCH_INTERVAL_S):
         try:
             rows = await pool.fetch(
@@ -251,13 +283,14 @@ async def _watch(pool: asyncpg.Pool, projector: Projector, stop: asyncio.Event) 
                 if head > applied:
                     behind[account] = applied
                     if stalled_at.get(account) == applied:
-                        caught = await projector.catch_up(pool, account, head)
-                        log.info("projector: %s stalled at %d of %d; %d events applied from "
-                                 "the store", account, applied, head, caught)
+                        await _catch_up(pool, projector, account, applied, head, stuck)
             stalled_at = behind
         except OPERATING_ERRORS as exc:
             projector.forget()
             log.warning("projector: watch skipped: %s", type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - the watch must outlive any one account
+            projector.forget()
+            log.error("projector: watch failed: %s", one_line(exc))
 
 
 async def run(settings: Settings, stop: asyncio.Event,

@@ -120,10 +120,11 @@ def ignores_pending() -> None:
 
     original = gates.evaluate
 
-    def evaluate(state: Any, signal: Any, now: Any, freshness: Any) -> Any:
-        return original(dataclasses.replace(state, pending={}), signal, now, freshness)
+    def evaluate(state: Any, signal: Any, now: Any, freshness: Any, **policy: Any) -> Any:
+        return original(dataclasses.replace(state, pending={}), signal, now, freshness,
+                        **policy)
 
-    gates.evaluate = evaluate
+    vars(gates)["evaluate"] = evaluate
 
 
 def swallows_malformed() -> None:

@@ -50,6 +50,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from dispatcher import gates
 from ledger.errors import InvalidEvent
@@ -456,7 +457,8 @@ def _decision_problem(before: AccountState, event: SignalEvaluatedEvent,
     if isinstance(freshness, str):
         return f"{what}: {freshness}"
     with decimal.localcontext(DECIMAL_CONTEXT):
-        truth = gates.evaluate(before, data.signal, event.occurred_at, freshness)
+        truth = gates.evaluate(before, data.signal, event.occurred_at, freshness,
+                               max_signal_age=_recorded_max_age(data))
     mismatch = _gate_mismatch(data.gates, truth.gates)
     if mismatch is not None:
         return f"{what} {mismatch} (state at sequence {head})"
@@ -480,6 +482,18 @@ def _recorded_freshness(data: SignalEvaluated, head: int) -> gates.Freshness | s
         return (f"projection_stale recorded lag {lag} and fold bound {bound}: expected whole "
                 "numbers")
     return gates.Freshness(head=head, state_sequence=head - int(lag), fold_bound=int(bound))
+
+
+def _recorded_max_age(data: SignalEvaluated) -> timedelta | None:
+    """Return the signal age limit the dispatcher applied, from its recorded gate.
+
+    A policy of the dispatcher (a live one checks, a file replay need not), not of the account:
+    taken as recorded, while the age itself is recomputed from the signal and the decision.
+    """
+    recorded = next((g for g in data.gates if g.gate == gates.SIGNAL_STALE), None)
+    if recorded is None or recorded.limit is None:
+        return None
+    return timedelta(seconds=float(recorded.limit))
 
 
 def _whole(number: decimal.Decimal) -> bool:

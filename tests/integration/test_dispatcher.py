@@ -23,7 +23,7 @@ import pytest
 from dispatcher.decide import DispatcherConfig, decide, expire_due
 from ledger import commands, kafka, store
 from ledger.db import connect
-from ledger.events import Event, decode_signal
+from ledger.events import Event, SignalEvaluated, decode_signal
 from ledger.logins import account_dsn
 from ledger.settings import Settings
 from ledger.topics import ensure_topics
@@ -39,10 +39,11 @@ pytestmark = [pytest.mark.pg]
 SETTLE_TIMEOUT_S = 90.0
 
 
-def signal_line(account: str, signal_id: str, quantity: str = "3", price: str = "6.00") -> str:
+def signal_line(account: str, signal_id: str, quantity: str = "3", price: str = "6.00", *,
+                occurred_at: str = "2026-02-03T17:29:04Z") -> str:
     """A $1,800 put signal by default (3 x 6.00 x 100)."""
     return json.dumps({"signal_id": signal_id, "account": account,
-                       "occurred_at": "2026-02-03T17:29:04Z", "symbol": "MSFT 260220P00400000",
+                       "occurred_at": occurred_at, "symbol": "MSFT 260220P00400000",
                        "instrument": "option", "side": "long", "quantity": quantity,
                        "limit_price": price, "multiplier": "100"})
 
@@ -237,9 +238,11 @@ async def test_run_dispatcher_when_replicas_consume_a_burst_decides_each_signal_
     await producer.start()
     try:
         messages: list[tuple[bytes, bytes]] = [
-            (account.encode(), signal_line(account, f"K-{i}").encode()) for i in range(100)]
+            (account.encode(), signal_line(account, f"K-{i}", occurred_at=now()).encode())
+            for i in range(100)]
         messages.insert(50, (account.encode(), b'{"signal_id": "broken"'))
-        messages.insert(60, (other.encode(), signal_line(other, "O-1").encode()))
+        messages.insert(60, (other.encode(), signal_line(other, "O-1", occurred_at=now())
+                             .encode()))
         messages += messages[:10]  # redelivered
         for key, value in messages:
             await producer.send(topics.signals, value=value, key=key)
@@ -274,14 +277,15 @@ async def test_run_dispatcher_when_postgres_is_down_emits_nothing_then_decides_a
     await producer.start()
     fresh: asyncpg.Connection | None = None
     try:
-        await producer.send_and_wait(topics.signals, signal_line(account, "BEFORE").encode(),
+        await producer.send_and_wait(topics.signals,
+                                     signal_line(account, "BEFORE", occurred_at=now()).encode(),
                                      key=account.encode())
         await eventually(lambda: _decisions(admin, account, 1), SETTLE_TIMEOUT_S)
         postgres_stop_immediate()
         for index in range(3):
-            await producer.send_and_wait(topics.signals,
-                                         signal_line(account, f"DOWN-{index}").encode(),
-                                         key=account.encode())
+            await producer.send_and_wait(
+                topics.signals, signal_line(account, f"DOWN-{index}", occurred_at=now()).encode(),
+                key=account.encode())
         await asyncio.sleep(2)  # the dispatcher retries against a database that is not there
         postgres_start()
         fresh = await connect(test_settings.database_url)
@@ -299,6 +303,49 @@ async def test_run_dispatcher_when_postgres_is_down_emits_nothing_then_decides_a
     assert sorted(decided[1:]) == ["DOWN-0", "DOWN-1", "DOWN-2"]
     assert_never_over_limits(account, events)
     assert "nothing emitted" in dispatcher.log()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+async def test_run_dispatcher_after_an_outage_blocks_the_backlog_as_signal_stale(
+    settings: Settings, admin: asyncpg.Connection, tmp_path: Path, topic_prefix: str,
+    account_name: Callable[[str], str],
+) -> None:
+    """Signals sent while no dispatcher ran are not traded at their stale prices later."""
+    test_settings = with_topics(settings, topic_prefix)
+    topics = await ensure_topics(test_settings)
+    account = await new_account(test_settings, admin, account_name("stale"))
+    producer = kafka.producer(test_settings, client_id="test-strategy")
+    await producer.start()
+    try:
+        for index in range(3):
+            await producer.send_and_wait(
+                topics.signals, signal_line(account, f"OLD-{index}", occurred_at=now()).encode(),
+                key=account.encode())
+    finally:
+        await producer.stop()
+    await asyncio.sleep(1.5)  # the outage: the backlog ages past the dispatcher's limit of 1 s
+    dispatcher = LedgerProcess(test_settings, tmp_path, "dispatcher", "--account", account,
+                               env={"LEDGER_SIGNAL_MAX_AGE_S": "1"}).start()
+    try:
+        await eventually(lambda: _decisions(admin, account, 3), SETTLE_TIMEOUT_S)
+    finally:
+        dispatcher.stop()
+
+    decisions = [e.data for e in await stream(admin, account)
+                 if isinstance(e.data, SignalEvaluated)]
+    assert [d.allowed for d in decisions] == [False] * 3
+    for decision in decisions:
+        stale = next(g for g in decision.gates if g.gate == "signal_stale")
+        assert stale.passed is False
+        assert stale.limit == 1
+        assert stale.value is not None
+        assert stale.value > 1
+
+
+def now() -> str:
+    """The time a strategy stamps a signal it sends now."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def _decisions(conn: asyncpg.Connection, account: str, count: int) -> bool:

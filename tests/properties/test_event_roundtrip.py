@@ -79,8 +79,10 @@ def decimals(minimum: str, maximum: str) -> st.SearchStrategy[Decimal]:
     )
 
 
-positive = decimals("0.000001", "1000000000").filter(lambda number: number > 0)
-non_negative = decimals("0", "1000000000")
+# Up to each bound of the contract (docs/events.md), the largest value included.
+positive = decimals("0.000001", "999999999.999999").filter(lambda number: number > 0)
+multipliers = decimals("0.000001", "999999.999999").filter(lambda number: number > 0)
+non_negative = decimals("0", "999999999999999.999999")
 signed = decimals("-1000000000", "1000000000")
 
 signals = st.builds(
@@ -93,7 +95,7 @@ signals = st.builds(
     side=sides,
     quantity=positive,
     limit_price=positive,
-    multiplier=positive,
+    multiplier=multipliers,
 )
 gate_results = st.builds(
     GateResult,
@@ -106,7 +108,7 @@ gate_results = st.builds(
 payloads: st.SearchStrategy[EventData] = st.one_of(
     st.builds(
         LimitsSet,
-        max_open_positions=st.integers(min_value=0, max_value=1000),
+        max_open_positions=st.integers(min_value=0, max_value=1_000_000),
         max_exposure=non_negative,
         max_order_notional=st.none() | non_negative,
         daily_loss_limit=st.none() | non_negative,
@@ -120,12 +122,13 @@ payloads: st.SearchStrategy[EventData] = st.one_of(
         side=sides,
         quantity=positive,
         price=positive,
-        multiplier=positive,
+        multiplier=multipliers,
         intent_id=st.none() | identifiers,
         fees=st.none() | non_negative,
     ),
     st.builds(
         PositionClosed,
+        close_id=st.none() | identifiers,
         position_id=identifiers,
         price=positive,
         quantity=st.none() | positive,
@@ -149,7 +152,7 @@ payloads: st.SearchStrategy[EventData] = st.one_of(
         side=sides,
         quantity=positive,
         limit_price=positive,
-        multiplier=positive,
+        multiplier=multipliers,
         expires_at=times,
     ),
     st.builds(IntentRejected, intent_id=identifiers, reason=texts),

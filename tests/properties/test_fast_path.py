@@ -25,8 +25,12 @@ from ledger.events import (
     AccountName,
     Identifier,
     JsonDecimal,
+    Money,
+    Multiplier,
     NonNegativeDecimal,
     PositiveDecimal,
+    Price,
+    Quantity,
     Text,
     UtcDatetime,
 )
@@ -60,11 +64,17 @@ def _assert_same(alias: Any, document: str) -> None:
     assert _outcome(fast, document) == _outcome(checked, document), document
 
 
-DECIMAL_TYPES = [JsonDecimal, PositiveDecimal, NonNegativeDecimal]
+DECIMAL_TYPES = [JsonDecimal, PositiveDecimal, NonNegativeDecimal, Quantity, Price, Multiplier,
+                 Money]
 
 decimal_texts = st.one_of(
     st.from_regex(r"\A-?0*[0-9]{0,40}(\.[0-9]{0,40})?\Z"),
     st.from_regex(r"\A[+-]?[0-9]{1,5}([eE][+-]?[0-9]{1,3})?\Z"),
+    # Around every bound: digits below 10**n and places up to 6 on either side of them.
+    st.from_regex(r"\A0*[0-9]{5,16}(\.[0-9]{4,8})?\Z"),
+    st.sampled_from(["999999999.999999", "1000000000", "999999.999999", "1000000",
+                     "999999999999999.999999", "1000000000000000", "1.0000000", "0.000001",
+                     "0.0000001", "0000000001", "00000000000001.5"]),
     st.sampled_from(["0", "-0", "0.0", "00.00", "-0.000", ".5", "5.", "1_000", " 1", "1 ",
                      "NaN", "Infinity", "-", "", "١٢", "9" * DECIMAL_DIGITS_MAX,
                      "9" * (DECIMAL_DIGITS_MAX + 1), "-" + "9" * DECIMAL_DIGITS_MAX,

@@ -579,8 +579,8 @@ def test_evaluate_when_limits_never_set_blocks_with_limits_not_set() -> None:
     assert decision.allowed is False
     assert decision.code == gates.LIMITS_NOT_SET
     assert "Limits never set" in decision.reason
-    assert gate_codes(decision) == [gates.PROJECTION_STALE, gates.TRADING_HALTED,
-                                    gates.LIMITS_NOT_SET]
+    assert gate_codes(decision) == [gates.PROJECTION_STALE, gates.SIGNAL_STALE,
+                                    gates.TRADING_HALTED, gates.LIMITS_NOT_SET]
 
 
 def test_evaluate_when_new_account_has_no_events_blocks_with_limits_not_set() -> None:
@@ -663,7 +663,8 @@ def test_evaluate_when_fold_bound_is_0_and_lag_is_1_blocks() -> None:
 def test_evaluate_when_gates_listed_are_in_the_documented_order_of_precedence() -> None:
     # Assert
     assert gates.GATES == (
-        "projection_stale", "trading_halted", "limits_not_set", "max_order_notional",
+        "projection_stale", "signal_stale", "trading_halted", "limits_not_set",
+        "max_order_notional",
         "max_open_positions", "max_exposure", "daily_loss_limit",
     )
 
@@ -825,3 +826,46 @@ def test_evaluate_when_signal_is_of_another_account_raises_assertion_error() -> 
     # Act / Assert
     with pytest.raises(AssertionError):
         evaluate(state, signal(account="small"), NOW, current(state))
+
+
+# --- Stale signals --------------------------------------------------------------------------------
+
+
+def test_evaluate_when_signal_is_older_than_the_limit_blocks_with_signal_stale() -> None:
+    # Arrange: the signal occurred at 17:44:00, the decision is at 17:45:00.
+    state = folded(limits(5, "10000"))
+
+    # Act
+    decision = evaluate(state, signal(), NOW, current(state),
+                        max_signal_age=timedelta(seconds=10))
+
+    # Assert
+    assert decision.code == gates.SIGNAL_STALE
+    stale = gate(decision, gates.SIGNAL_STALE)
+    assert (stale.value, stale.limit) == (Decimal("60"), Decimal("10"))
+    assert stale.reason == "Signal 60 s old > 10 s"
+
+
+def test_evaluate_when_signal_is_within_the_limit_passes_signal_stale() -> None:
+    # Arrange
+    state = folded(limits(5, "10000"))
+
+    # Act
+    decision = evaluate(state, signal(), NOW - timedelta(seconds=50.5), current(state),
+                        max_signal_age=timedelta(seconds=10))
+
+    # Assert
+    assert decision.allowed is True
+    assert gate(decision, gates.SIGNAL_STALE).value == Decimal("9.5")
+
+
+def test_evaluate_when_no_age_limit_records_the_age_and_passes() -> None:
+    # Arrange
+    state = folded(limits(5, "10000"))
+
+    # Act
+    decision = evaluate(state, signal(), NOW, current(state))
+
+    # Assert
+    stale = gate(decision, gates.SIGNAL_STALE)
+    assert (stale.passed, stale.value, stale.limit) == (True, Decimal("60"), None)
