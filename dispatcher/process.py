@@ -25,10 +25,11 @@ from ledger import deadletters, failpoints, kafka, metrics
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
-from ledger.events import Signal, decode_signal, refuse_future
+from ledger.events import Signal
 from ledger.logins import account_dsn
 from ledger.runtime import OPERATING_ERRORS, keep_running, one_line, wait_or_stop
 from ledger.settings import Settings
+from ledger.signals import key_account, read_signal
 from ledger.topics import Topics, ensure_topics
 
 if TYPE_CHECKING:
@@ -62,22 +63,20 @@ class DispatcherCounters:
 
 
 def _signal_of(record: Any, config: DispatcherConfig, now: datetime) -> Signal | None:
-    """Return the record's signal if it is this account's; None if it belongs to another.
+    """Return the record's signal if it is this account's and valid; None otherwise.
 
-    Raises:
-        InvalidEvent: the message is this account's but malformed, invalid, or from the future.
+    Another account's message is not this dispatcher's; an invalid one of its own account is
+    dead-lettered by the signal watch (ledger/signal_watch.py), which sees every key, so that it
+    is explained exactly once whether this dispatcher runs or not.
     """
-    account = config.account
-    key = record.key.decode("utf-8", "replace") if record.key is not None else None
-    if key != account:
+    if key_account(record.key) != config.account:
         return None
-    if record.value is None:
-        raise InvalidEvent("value", None, "is empty: expected a signal as JSON")
-    signal = decode_signal(record.value)
-    if signal.account != account:
-        raise InvalidEvent("account", signal.account, f"does not match the key {account!r}")
-    refuse_future(signal.occurred_at, now, config.clock_skew)
-    return signal
+    try:
+        return read_signal(record.key, record.value, now, config.clock_skew)
+    except InvalidEvent as exc:
+        log.info("dispatcher %s: skipped an invalid signal (the signal watch dead-letters "
+                 "it): %s", config.account, exc)
+        return None
 
 
 def _count(counters: DispatcherCounters, account: str, outcome: Outcome) -> None:
@@ -128,11 +127,7 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
                                   consumer_group(config.account))
 
     async def _handle(record: Any) -> None:
-        try:
-            signal = _signal_of(record, config, clock())
-        except InvalidEvent as exc:
-            await refuse(record, str(exc))
-            return
+        signal = _signal_of(record, config, clock())
         if signal is None:
             return
         try:

@@ -49,6 +49,12 @@ def print_audit(audits: list[AccountAudit], console: Console, *, chart: bool = T
                               _when(breach.opened_at), _when(breach.closed_at),
                               f"#{breach.first_sequence}")
             console.print(table)
+        if audit.discrepancies:
+            table = Table("discrepancy", "sequence", "at", "intent", "fill")
+            for found in audit.discrepancies:
+                table.add_row(found.kind, f"#{found.sequence}", _when(found.occurred_at),
+                              found.intent_id, found.fill_id)
+            console.print(table)
         if chart and audit.samples:
             for line in terminal_chart(audit.samples):
                 console.print(line)

@@ -5,11 +5,12 @@ account without a running dispatcher (or without a stream at all) would otherwis
 without a trace. The watch, run beside ingest, reads `signals` in a consumer group of its own:
 
 - a signal keyed to an account that has no stream goes to `dead-letters` at once;
+- an invalid one (malformed, out of bounds, another account than its key, from the future) goes
+  there at once too, with the field at fault; its account's dispatcher skips it, so it is
+  explained exactly once whether that dispatcher runs or not;
 - a valid signal is pending until the store holds its decision (`SignalEvaluated`); one still
   undecided `LEDGER_SIGNAL_GRACE_S` after it was produced goes to `dead-letters` with the reason
-  ("no dispatcher decided it"), and `ledger_signals_undecided_total{account}` counts it;
-- a malformed signal of a known account is left to that account's dispatcher, which
-  dead-letters it with the field at fault.
+  ("no dispatcher decided it"), and `ledger_signals_undecided_total{account}` counts it.
 
 Offsets are committed up to the oldest message still pending, so a restart re-reads exactly what
 was not settled (a dead letter may then be sent twice; never none). A decision that comes after
@@ -32,9 +33,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ledger import deadletters, kafka, metrics
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
-from ledger.events import decision_key, decode_signal
+from ledger.events import decision_key
 from ledger.runtime import OPERATING_ERRORS, one_line, wait_or_stop
 from ledger.settings import Settings
+from ledger.signals import key_account, read_signal
 from ledger.topics import Topics
 
 CONSUMER_GROUP = "ledger-signal-watch"
@@ -81,6 +83,7 @@ class SignalWatch:
 
     pool: asyncpg.Pool
     grace: timedelta
+    clock_skew: timedelta
     publisher: Any
     clock: Clock = field(default=lambda: datetime.now(UTC))
     counters: WatchCounters = field(default_factory=WatchCounters)
@@ -89,23 +92,25 @@ class SignalWatch:
 
     async def take(self, records: list[Any]) -> None:
         """Note new signals; dead-letter at once those keyed to an account without a stream."""
-        unknown: list[DeadLetter] = []
+        refused: list[DeadLetter] = []
+        now = self.clock()
         for record in records:
             partition = TopicPartition(record.topic, record.partition)
             queue = self.pending.setdefault(partition, {})
-            account = record.key.decode("utf-8", "replace") if record.key else ""
-            if not await self._exists(account):
-                unknown.append(DeadLetter(message=record, reason=(
+            account = key_account(record.key)
+            if account is None or not await self._exists(account):
+                refused.append(DeadLetter(message=record, reason=(
                     f"key: {account!r} is not an account: no dispatcher can decide this signal")))
                 continue
             try:
-                signal = decode_signal(record.value or b"")
-            except InvalidEvent:
-                continue  # its account's dispatcher dead-letters it, naming the field
+                signal = read_signal(record.key, record.value, now, self.clock_skew)
+            except InvalidEvent as exc:
+                refused.append(DeadLetter(message=record, reason=str(exc)))
+                continue
             produced = datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
             queue[record.offset] = _Pending(record=record, account=account,
                                             signal_id=signal.signal_id, produced_at=produced)
-        await self._dead_letter(unknown)
+        await self._dead_letter(refused)
         if sum(len(queue) for queue in self.pending.values()) > PENDING_MAX:
             await self.settle(force=True)
 
@@ -177,6 +182,7 @@ async def run_watch(settings: Settings, topics: Topics, pool: asyncpg.Pool,
                                                 client_id=CONSUMER_GROUP)
     producer = kafka.producer(settings, client_id=CONSUMER_GROUP)
     watch = SignalWatch(pool=pool, grace=timedelta(seconds=settings.signal_grace_s),
+                        clock_skew=timedelta(seconds=settings.max_clock_skew_s),
                         publisher=_ProducerPublisher(producer, topics.dead_letters),
                         counters=counters or WatchCounters())
     await producer.start()

@@ -51,7 +51,7 @@ from __future__ import annotations
 import decimal
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal, Protocol, TypeAlias
@@ -90,6 +90,7 @@ __all__ = [
     "AccountAudit",
     "Breach",
     "BreachFinder",
+    "Discrepancy",
     "Gate",
     "Sample",
     "audit_document",
@@ -122,6 +123,8 @@ _COUNT_GATES: Final[frozenset[Gate]] = frozenset({"max_open_positions", "trading
 SAMPLES_MAX = 5000
 # Thinning halves the samples; below this there is nothing sensible left to halve.
 SAMPLES_MAX_MIN = 4
+# Expired intents the audit remembers, to recognise a fill that comes after its intent expired.
+EXPIRED_KEPT_MAX = 100_000
 
 _ZERO = Decimal("0")
 _ORDER_TYPES: Final[frozenset[type]] = frozenset({OrderFilledEvent, IntentIssuedEvent})
@@ -179,6 +182,24 @@ class AccountAudit:
     # In order of opening; of two opening at one event, in the order of GATES.
     breaches: list[Breach]
     samples: list[Sample]
+    # What the broker reported that the ledger had not reserved room for, in sequence order.
+    discrepancies: list[Discrepancy] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Discrepancy:
+    """An execution that contradicts the ledger's reservations: kept, and reported.
+
+    `fill_after_expiry`: a fill for an intent that had expired (its reservation was released,
+    or its expiry had passed): the broker's truth, recorded, but the room it takes was never
+    reserved at the time, so it may have put the account over its limits.
+    """
+
+    kind: str
+    sequence: int
+    occurred_at: datetime
+    intent_id: str
+    fill_id: str
 
 
 # --- Finder -------------------------------------------------------------------------------------
@@ -287,6 +308,9 @@ class BreachFinder:
         # Intervals opened or closed so far: tells which events open or close one.
         self._changes = 0
         self._breaches: list[Breach] = []
+        self._discrepancies: list[Discrepancy] = []
+        # Intents released by expiry, oldest first (a dict keeps the order).
+        self._expired: dict[str, None] = {}
         self._sampler = _Sampler(samples_max)
 
     @property
@@ -335,6 +359,7 @@ class BreachFinder:
             peak_exposure=self._peak_exposure,
             breaches=breaches,
             samples=self._sampler.snapshot(),
+            discrepancies=list(self._discrepancies),
         )
 
     # --- One event ------------------------------------------------------------------------------
@@ -356,7 +381,11 @@ class BreachFinder:
         if self._today is None or day > self._today:
             self._today = day
         position_id, intent_id = _touched(event)
+        if type(event) is OrderFilledEvent and event.data.intent_id is not None:
+            self._check_fill(event, event.data.intent_id, sequence)
         draft.step(event, sequence)
+        if type(event) is IntentExpiredEvent:
+            self._remember_expired(event.data.intent_id)
         if position_id is not None:
             self._open_exposure = _synced(
                 self._position_notionals, position_id, draft.positions.get(position_id)
@@ -380,6 +409,21 @@ class BreachFinder:
         # An event that opened or closed an interval keeps a sample of its own.
         pinned = self._changes != changes
         self._sampler.add(sequence, at, positions, exposure, draft.limits, draft.halted, pinned)
+
+    def _check_fill(self, event: OrderFilledEvent, intent_id: str, sequence: int) -> None:
+        pending = self._draft.pending.get(intent_id)
+        late = (intent_id in self._expired if pending is None
+                else pending.expires_at < event.occurred_at)
+        if late and self._in_window:
+            self._discrepancies.append(Discrepancy(
+                kind="fill_after_expiry", sequence=sequence, occurred_at=event.occurred_at,
+                intent_id=intent_id, fill_id=event.data.fill_id))
+
+    def _remember_expired(self, intent_id: str) -> None:
+        # Bounded: a fill comes minutes after its intent, not after thousands of expiries.
+        if len(self._expired) >= EXPIRED_KEPT_MAX:
+            self._expired.pop(next(iter(self._expired)))
+        self._expired[intent_id] = None
 
     def _enter_window(self, event: Event, sequence: int) -> None:
         self._in_window = True
@@ -702,10 +746,17 @@ def audit_document(audits: Sequence[AccountAudit]) -> dict[str, Any]:
                 "peak_open_positions": audit.peak_open_positions,
                 "peak_exposure": _money(audit.peak_exposure),
                 "breaches": [_breach_document(breach) for breach in audit.breaches],
+                "discrepancies": [_discrepancy_document(d) for d in audit.discrepancies],
             }
             for audit in audits
         ]
     }
+
+
+def _discrepancy_document(discrepancy: Discrepancy) -> dict[str, Any]:
+    return {"kind": discrepancy.kind, "sequence": discrepancy.sequence,
+            "at": format_time(discrepancy.occurred_at), "intent_id": discrepancy.intent_id,
+            "fill_id": discrepancy.fill_id}
 
 
 def _breach_document(breach: Breach) -> dict[str, Any]:

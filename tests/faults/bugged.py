@@ -141,6 +141,16 @@ def swallows_malformed() -> None:
     vars(ingest)["sort_batch"] = sort_batch
 
 
+def relay_sends_dead_orders() -> None:
+    """The relay routes every intent it publishes, dead or alive (the review's finding)."""
+    from ledger import relay
+
+    async def all_live(conn: Any, account: str, intents: Any, now: Any) -> Any:
+        return {int(row["sequence"]): "unchecked" for row in intents}
+
+    vars(relay)["_live_intents"] = all_live
+
+
 def _note(path: str, line: str) -> None:
     with open(path, "a") as log:
         log.write(line + "\n")
@@ -187,6 +197,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "ignores-pending": ignores_pending,
     "swallows-malformed": swallows_malformed,
     "self-promoting": self_promoting,
+    "relay-sends-dead-orders": relay_sends_dead_orders,
 }
 
 

@@ -37,6 +37,10 @@ The checks, each guarding one promise of DESIGN.md:
    account (the store records the role): a dispatcher only its own account's decisions, intents
    and expiries, ingest what the broker reports, the operator limits and trading states
    (invariant 1: a dispatcher's own credentials never lift a halt or raise a limit).
+9. live orders - every intent on `order-intents` was live when published: sent before its
+   expiry, not after the store had expired or rejected it, and not while its account was halted
+   (docs/events.md). Times compare the producer's send time with the store's `recorded_at`,
+   with LIVENESS_TOLERANCE for the instant between the relay's look and its send.
 
 Checks 4, 5 and 6 replay a stream only as far as it is numbered 1, 2, 3...: beyond a broken
 sequence there is nothing trustworthy to replay, and check 1 already fails the run there.
@@ -50,7 +54,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from dispatcher import gates
 from ledger.errors import InvalidEvent
@@ -59,7 +63,9 @@ from ledger.events import (
     EVENT_WRITERS,
     Event,
     GateResult,
+    IntentExpired,
     IntentIssuedEvent,
+    IntentRejected,
     SignalEvaluated,
     SignalEvaluatedEvent,
     decode_event,
@@ -84,6 +90,7 @@ __all__ = [
     "check_6_decisions",
     "check_7_dead_letters",
     "check_8_writers",
+    "check_9_live_orders",
     "find_violations",
 ]
 
@@ -96,6 +103,7 @@ CHECKS: dict[int, str] = {
     6: "decisions",
     7: "dead letters",
     8: "writers",
+    9: "live orders",
 }
 # Enough to see whether a bug is one slip or a pattern, few enough to read in a failure report.
 EXAMPLES_PER_CHECK_MAX = 5
@@ -608,6 +616,48 @@ def check_8_writers(observation: Observation) -> list[Violation]:
     return found
 
 
+# --- Check 9: live orders ------------------------------------------------------------------------
+
+LIVENESS_TOLERANCE = timedelta(seconds=1)
+
+
+def check_9_live_orders(observation: Observation) -> list[Violation]:
+    """Return every order sent to the router that was dead when it was sent."""
+    found: list[Violation] = []
+    for record in observation.order_intents:
+        decoded = _decoded(record)
+        if isinstance(decoded, str) or not isinstance(decoded, IntentIssuedEvent):
+            continue  # forged or foreign: check 3's and 7's business
+        account = decoded.account
+        if account not in observation.accounts:
+            continue
+        sent = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+        problem = _dead_when_sent(_stream(observation, account), decoded, sent)
+        if problem is not None:
+            found.append(_violation(9, account, (
+                f"intent {decoded.data.intent_id} was sent to the router at "
+                f"{sent.isoformat()} ({record.topic}[{record.partition}]@{record.offset}) "
+                f"{problem}")))
+    return found
+
+
+def _dead_when_sent(events: Sequence[Event], intent: IntentIssuedEvent,
+                    sent: datetime) -> str | None:
+    if sent > intent.data.expires_at + LIVENESS_TOLERANCE:
+        return f"after it expired at {intent.data.expires_at.isoformat()}"
+    known = sent - LIVENESS_TOLERANCE
+    halted = False
+    for event in events:
+        if event.recorded_at is None or event.recorded_at > known:
+            continue
+        if isinstance(event.data, IntentExpired | IntentRejected) \
+                and event.data.intent_id == intent.data.intent_id:
+            return f"after the store recorded its {event.type} (sequence {event.sequence})"
+        if event.type in ("TradingHalted", "TradingResumed"):
+            halted = event.type == "TradingHalted"
+    return "while its account was halted" if halted else None
+
+
 # --- Entry points ---------------------------------------------------------------------------------
 
 _CHECK_FUNCTIONS: tuple[Callable[[Observation], list[Violation]], ...] = (
@@ -619,6 +669,7 @@ _CHECK_FUNCTIONS: tuple[Callable[[Observation], list[Violation]], ...] = (
     check_6_decisions,
     check_7_dead_letters,
     check_8_writers,
+    check_9_live_orders,
 )
 assert len(_CHECK_FUNCTIONS) == len(CHECKS)
 

@@ -80,6 +80,8 @@ FAULT_WEIGHTS: dict[str, int] = {
     "kafka-restart": 1,
     "rebalance": 2,
     "hostile": 3,
+    # The relay down longer than the intents' TTL: what it finds expired must not be routed.
+    "relay-pause": 1,
 }
 
 
@@ -157,7 +159,8 @@ def _record(message: object) -> Record:
     return Record(topic=message.topic, partition=message.partition,  # type: ignore[attr-defined]
                   offset=message.offset, key=message.key,  # type: ignore[attr-defined]
                   value=message.value,  # type: ignore[attr-defined]
-                  headers=tuple(message.headers or ()))  # type: ignore[attr-defined]
+                  headers=tuple(message.headers or ()),  # type: ignore[attr-defined]
+                  timestamp_ms=message.timestamp)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -186,6 +189,7 @@ class Cluster:
         self.topics: Topics | None = None
         self.ledger_events: Tap | None = None
         self.dead_letters: Tap | None = None
+        self.order_intents: Tap | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.faults = FaultLog()
 
@@ -209,8 +213,9 @@ class Cluster:
             self.process(role, role)
         self.ledger_events = Tap(self.settings, self.topics.ledger_events)
         self.dead_letters = Tap(self.settings, self.topics.dead_letters)
-        await self.ledger_events.start()
-        await self.dead_letters.start()
+        self.order_intents = Tap(self.settings, self.topics.order_intents)
+        for tap in (self.ledger_events, self.dead_letters, self.order_intents):
+            await tap.start()
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def stop(self) -> None:
@@ -218,7 +223,7 @@ class Cluster:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self.processes.values()))
-        for tap in (self.ledger_events, self.dead_letters):
+        for tap in (self.ledger_events, self.dead_letters, self.order_intents):
             if tap is not None:
                 await tap.stop()
 
@@ -515,6 +520,7 @@ async def _hostile(schedule: Schedule) -> None:
         (topics.signals, account, b"not a signal at all", "dead-letter", "malformed-signal"),
         (topics.ledger_events, account, encode_event(forged), "dead-letter", "future-sequence"),
     ]
+    messages += _poison(schedule, account, topics)
     for key, value in rng.sample(schedule.executions_sent, min(3, len(schedule.executions_sent))):
         # A producer retrying what was already acknowledged: stored once, whatever happens.
         messages.append((topics.executions, key, value, "harmless", "duplicate-execution"))
@@ -540,6 +546,35 @@ async def _hostile(schedule: Schedule) -> None:
             hostile = Hostile(topic=topic, key=key.encode(), value=value, expect=expect,  # type: ignore[arg-type]
                               kind=kind, acknowledged=True)
         schedule.hostile.append(hostile)
+
+
+def _poison(schedule: Schedule, account: str,
+            topics: Topics) -> list[tuple[str, str, bytes, str, str]]:
+    """Values beyond the contract's bounds and shapes no parser should choke on."""
+    at = schedule.now().isoformat().replace("+00:00", "Z")
+    signal = {"signal_id": f"poison-{uuid.uuid4().hex[:8]}", "account": account,
+              "occurred_at": at, "symbol": "SPY", "instrument": "equity", "side": "long",
+              "quantity": "1000000000000000000", "limit_price": "1000000000000000000"}
+    data: dict[str, object] = {
+        "fill_id": f"poison-{uuid.uuid4().hex[:8]}", "position_id": "P-poison", "symbol": "SPY",
+        "instrument": "equity", "side": "long", "quantity": True, "price": "1.00"}
+    fill = {"account": account, "type": "OrderFilled", "occurred_at": at, "data": data}
+    huge = {**fill, "data": {**data, "quantity": "1", "symbol": "S" * 300_000}}
+    limits = {"event_id": str(uuid.uuid4()), "account": account, "type": "LimitsSet",
+              "occurred_at": at, "sequence": 1_000_000 + schedule.rng.randint(0, 1000),
+              "data": {"max_open_positions": 3_000_000_000, "max_exposure": "10"}}
+    deep = b"[" * 50_000 + b"]" * 50_000
+    return [
+        (topics.signals, account, json.dumps(signal).encode(), "dead-letter", "1e18-signal"),
+        (topics.executions, account, json.dumps(fill).encode(), "dead-letter", "wrong-type"),
+        (topics.executions, account, json.dumps(huge).encode(), "dead-letter", "huge-string"),
+        (topics.executions, account, json.dumps({**fill, "type": "Bogus"}).encode(),
+         "dead-letter", "unknown-type"),
+        (topics.executions, account, deep, "dead-letter", "deep-nesting"),
+        (topics.signals, account, deep, "dead-letter", "deep-nesting"),
+        (topics.ledger_events, account, json.dumps(limits).encode(), "dead-letter",
+         "3e9-limits"),
+    ]
 
 
 # --- Faults -------------------------------------------------------------------------------------
@@ -583,6 +618,12 @@ async def _fault(schedule: Schedule, kind: str, rng: random.Random) -> None:
         del cluster.processes[replica.name]
     elif kind == "hostile":
         await _hostile(schedule)
+    elif kind == "relay-pause":
+        relay = cluster.processes["relay"]
+        relay.wanted = False
+        await asyncio.to_thread(relay.kill)
+        await asyncio.sleep(INTENT_TTL_S * 3)
+        relay.wanted = True
     else:
         raise ValueError(kind)
 
@@ -692,12 +733,14 @@ async def observe(schedule: Schedule) -> Observation:
     cluster = schedule.cluster
     assert cluster.ledger_events is not None
     assert cluster.dead_letters is not None
+    assert cluster.order_intents is not None
     keys = {account.encode() for account in schedule.accounts}
     return Observation(
         seed=schedule.seed, accounts=list(schedule.accounts), store=events,
         projection=projection,
         ledger_events=[r for r in cluster.ledger_events.records if r.key in keys],
         dead_letters=list(cluster.dead_letters.records),
+        order_intents=[r for r in cluster.order_intents.records if r.key in keys],
         history=list(schedule.history), hostile=list(schedule.hostile), writers=writers,
         role_kinds=role_kinds)
 

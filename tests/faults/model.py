@@ -49,6 +49,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    # When the producer sent it (Kafka's CreateTime), milliseconds since the epoch.
+    timestamp_ms: int = 0
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
@@ -91,6 +93,8 @@ class Observation:
     hostile: list[Hostile] = field(default_factory=list)
     # Who appended each stored event: account -> sequence -> login role (events.recorded_by).
     writers: dict[str, dict[int, str]] = field(default_factory=dict)
+    # `order-intents`, read from the beginning: what the router was asked to do.
+    order_intents: list[Record] = field(default_factory=list)
     # What each login role of the run is: role -> ("dispatcher", its account), ("broker", None)
     # or ("operator", None). A role not named here may append nothing.
     role_kinds: dict[str, tuple[str, str | None]] = field(default_factory=dict)

@@ -33,6 +33,7 @@ from ledger.events import (
     IntentIssued,
     IntentIssuedEvent,
     IntentRejected,
+    IntentRejectedEvent,
     LimitsSet,
     OrderFilled,
     PositionClosed,
@@ -40,6 +41,7 @@ from ledger.events import (
     SignalEvaluated,
     SignalEvaluatedEvent,
     TradingHalted,
+    TradingHaltedEvent,
     TradingResumed,
     build_event,
     encode_event,
@@ -346,6 +348,31 @@ def rightful_writers(store: Mapping[str, Sequence[Event]]) -> dict[str, dict[int
             for account, events in store.items()}
 
 
+ROUTING_DELAY = timedelta(milliseconds=10)
+
+
+def routed(store: Mapping[str, Sequence[Event]]) -> list[Record]:
+    """What a correct relay sent the router: each intent just after it was recorded, unless its
+    account was halted then (in this store nothing expires an intent before it is sent)."""
+    records: list[Record] = []
+    for events in store.values():
+        halted = False
+        for event in events:
+            if event.type in ("TradingHalted", "TradingResumed"):
+                halted = event.type == "TradingHalted"
+            if isinstance(event, IntentIssuedEvent) and not halted:
+                assert event.recorded_at is not None
+                records.append(order_record(event, event.recorded_at + ROUTING_DELAY,
+                                            len(records)))
+    return records
+
+
+def order_record(event: Event, sent: datetime, offset: int) -> Record:
+    return Record(topic="order-intents", partition=PARTITIONS[event.account], offset=offset,
+                  key=event.account.encode(), value=encode_event(event),
+                  headers=relay_headers(event), timestamp_ms=int(sent.timestamp() * 1000))
+
+
 def observe(store: Mapping[str, Sequence[Event]]) -> Observation:
     """What a correct system around this store would have left behind."""
     hostile = hostile_messages(store)
@@ -360,6 +387,7 @@ def observe(store: Mapping[str, Sequence[Event]]) -> Observation:
         hostile=hostile,
         writers=rightful_writers(store),
         role_kinds=dict(ROLE_KINDS),
+        order_intents=routed(store),
     )
 
 
@@ -739,6 +767,46 @@ def test_check_8_when_the_writer_is_unknown_says_so(clean: Observation) -> None:
     del clean.writers[BETA][sequence]
 
     caught(clean, 8, f"LimitsSet at sequence {sequence}", "role None (no job)", alone=True)
+
+
+# --- Check 9: live orders ------------------------------------------------------------------------
+
+
+def _event(observation: Observation, account: str, kind: type, **data: str) -> Event:
+    return next(e for e in observation.store[account] if isinstance(e, kind)
+                and all(getattr(e.data, name) == value for name, value in data.items()))
+
+
+def test_check_9_when_an_order_is_sent_after_its_expiry_names_the_intent(
+        clean: Observation) -> None:
+    issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A6"))
+    assert isinstance(issued.data, IntentIssued)
+    clean.order_intents.append(order_record(issued, issued.data.expires_at + 5 * STEP, 99))
+
+    caught(clean, 9, intent_id("S-A6"), "after it expired", alone=True)
+
+
+def test_check_9_when_an_order_is_sent_after_the_store_rejected_it_names_the_event(
+        clean: Observation) -> None:
+    issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A2"))
+    rejected = _event(clean, ALPHA, IntentRejectedEvent, intent_id=intent_id("S-A2"))
+    assert rejected.recorded_at is not None
+    clean.order_intents.append(order_record(issued, rejected.recorded_at + 2 * STEP, 99))
+
+    caught(clean, 9, intent_id("S-A2"), "recorded its IntentRejected", alone=True)
+
+
+def test_check_9_when_an_order_is_sent_while_the_account_is_halted_says_so(
+        clean: Observation) -> None:
+    halt = _event(clean, ALPHA, TradingHaltedEvent)
+    issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A1"))
+    assert halt.recorded_at is not None
+    # Still unexpired when sent: only the halt makes it dead.
+    long_lived = issued.model_copy(update={"data": issued.data.model_copy(
+        update={"expires_at": halt.recorded_at + INTENT_TTL})})
+    clean.order_intents.append(order_record(long_lived, halt.recorded_at + 2 * STEP, 99))
+
+    caught(clean, 9, intent_id("S-A1"), "while its account was halted", alone=True)
 
 
 # --- Entry points ---------------------------------------------------------------------------------

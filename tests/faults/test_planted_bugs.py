@@ -33,6 +33,7 @@ PLANTED = [
     ("ignores-pending", ["dispatcher"], [], False, 5),
     ("skip-lock", ["dispatcher", "dispatch"], [], True, 6),
     ("swallows-malformed", ["ingest"], [(1.0, "hostile")], False, 7),
+    ("relay-sends-dead-orders", ["relay"], [(0.5, "relay-pause")], False, 9),
 ]
 
 

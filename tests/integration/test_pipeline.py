@@ -73,6 +73,32 @@ async def read_topic(settings: Settings, topic: str, count_min: int,
     return messages
 
 
+async def read_to_end(settings: Settings, topic: str,
+                      timeout_s: float = SETTLE_TIMEOUT_S) -> list[Any]:
+    """Read a topic from its beginning up to its end as it is now: every message so far."""
+    consumer: AIOKafkaConsumer = kafka.consumer(settings, topic, group_id=None,
+                                                client_id="test-reader")
+    await consumer.start()
+    messages: list[Any] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not consumer.assignment() and loop.time() < deadline:
+            await consumer.getmany(timeout_ms=100)
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        for partition in consumer.assignment():
+            consumer.seek(partition, 0)
+        while loop.time() < deadline:
+            behind = [await consumer.position(p) < end for p, end in ends.items()]
+            if not any(behind):
+                break
+            polled = await consumer.getmany(timeout_ms=200)
+            messages.extend(m for batch in polled.values() for m in batch)
+    finally:
+        await consumer.stop()
+    return messages
+
+
 async def stored(admin: asyncpg.Connection, account: str) -> list[tuple[int, str]]:
     rows = await admin.fetch(
         "SELECT sequence, data->>'fill_id' FROM events WHERE account = $1 ORDER BY sequence",

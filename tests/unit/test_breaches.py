@@ -122,6 +122,7 @@ def issue(
     quantity: str = "1",
     limit_price: str = "1.00",
     position_id: str | None = None,
+    expires_at: str = "2026-02-06T00:00:00Z",
 ) -> Event:
     data = {
         "intent_id": intent_id,
@@ -133,7 +134,7 @@ def issue(
         "quantity": quantity,
         "limit_price": limit_price,
         "multiplier": "100",
-        "expires_at": "2026-02-06T00:00:00Z",
+        "expires_at": expires_at,
     }
     return unstored("IntentIssued", data, at)
 
@@ -632,6 +633,7 @@ def test_audit_when_account_stays_within_limits_finds_no_breach() -> None:
                 "peak_open_positions": 5,
                 "peak_exposure": "10000.00",
                 "breaches": [],
+                "discrepancies": [],
             }
         ]
     }
@@ -752,6 +754,7 @@ def test_audit_document_when_incident_replayed_equals_design_shape() -> None:
                         "first_sequence": 7,
                     },
                 ],
+                "discrepancies": [],
             }
         ]
     }
@@ -799,6 +802,7 @@ def test_audit_document_when_intervals_closed_lists_them_with_to_in_order_of_ope
                         "first_sequence": 5,
                     },
                 ],
+                "discrepancies": [],
             }
         ]
     }
@@ -1116,3 +1120,32 @@ def test_audit_samples_when_twelve_thousand_events_stay_within_samples_max() -> 
     assert result.samples[-1].sequence == 12001
     assert max(sample.positions for sample in result.samples) == 4
     assert max(sample.exposure for sample in result.samples) == Decimal("600")
+
+
+# --- Discrepancies --------------------------------------------------------------------------------
+
+
+def test_audit_when_a_fill_comes_after_its_intent_expired_reports_fill_after_expiry() -> None:
+    # Arrange: the intent expires at 17:06 (released by IntentExpired), its fill comes at 17:07;
+    # another fill comes for a pending intent past its expiry, before any IntentExpired.
+    events = stream(
+        limits(5, BIG, at=stamp("17:00:00")),
+        issue("I-1", at=stamp("17:01:00")),
+        unstored("IntentExpired", {"intent_id": "I-1", "reason": "ttl"}, stamp("17:06:00")),
+        fill("P-1", at=stamp("17:07:00"), intent_id="I-1"),
+        issue("I-2", at=stamp("17:08:00"), expires_at=stamp("17:10:00")),
+        fill("P-2", at=stamp("17:20:00"), intent_id="I-2"),
+        issue("I-3", at=stamp("17:21:00")),
+        fill("P-3", at=stamp("17:22:00"), intent_id="I-3"),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert [(d.kind, d.sequence, d.intent_id) for d in result.discrepancies] == [
+        ("fill_after_expiry", 4, "I-1"), ("fill_after_expiry", 6, "I-2")]
+    document = audit_document([result])["accounts"][0]["discrepancies"]
+    assert document[0] == {"kind": "fill_after_expiry", "sequence": 4,
+                           "at": "2026-02-03T17:07:00Z", "intent_id": "I-1",
+                           "fill_id": document[0]["fill_id"]}

@@ -15,10 +15,11 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 
-from ledger import ingest, store
+from ledger import deadletters, ingest, store
 from ledger.errors import UnknownAccount
 from ledger.events import Event, natural_key
 from ledger.settings import load_settings
@@ -172,3 +173,80 @@ def test_sort_batch_when_an_equity_has_no_multiplier_or_a_close_has_its_id_accep
     assert result.dead == []
     assert [event.type for _, event in result.by_account["large"]] == ["OrderFilled",
                                                                        "PositionClosed"]
+
+
+class _SizeLimitedPublisher:
+    """A publisher that refuses values over a size, as a broker refuses a too large message."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sent: list[tuple[bytes, dict[str, str]]] = []
+
+    async def publish(self, value: bytes, *, key: bytes, headers: dict[str, str]) -> None:
+        if len(value) > self.limit:
+            raise MessageSizeTooLargeError()
+        self.sent.append((value, headers))
+
+
+@pytest.mark.asyncio
+async def test_dead_letter_when_too_large_to_send_again_is_cut_and_says_so() -> None:
+    huge = b"x" * (deadletters.TRUNCATED_BYTES * 4)
+    publisher = _SizeLimitedPublisher(limit=deadletters.TRUNCATED_BYTES * 2)
+
+    await deadletters.publish(publisher, [deadletters.DeadLetter(
+        message=record(huge, b"large"), reason="symbol: too long")], "ledger-ingest")
+
+    ((value, headers),) = publisher.sent
+    assert value == huge[:deadletters.TRUNCATED_BYTES]
+    assert headers["dlq.truncated"] == str(len(huge))
+    assert headers["dlq.reason"] == "symbol: too long"
+
+
+class _PoisonedStore(StubStore):
+    """A store that fails on one fill id with an error of that event's own (not the network's)."""
+
+    def __init__(self, accounts: set[str], poisoned: str) -> None:
+        super().__init__(accounts)
+        self.poisoned = poisoned
+
+    async def __call__(self, account: str, events: Sequence[Event]) -> ingest.Recorded:
+        if any(getattr(e.data, "fill_id", None) == self.poisoned for e in events):
+            raise ValueError(f"cannot record {self.poisoned}")
+        return await super().__call__(account, events)
+
+
+@pytest.mark.asyncio
+async def test_broker_when_one_event_fails_to_record_dead_letters_it_alone_and_goes_on() -> None:
+    settings = load_settings()
+    topics = Topics.from_settings(settings)
+    stub = _PoisonedStore({"large"}, poisoned="F2")
+    counters = ingest.IngestCounters()
+    broker = ingest.build_broker(settings, topics, stub, counters)
+    dead: list[tuple[bytes, dict[str, str]]] = []
+
+    @broker.subscriber(topics.dead_letters)
+    async def capture(body: object, message: KafkaMessage) -> None:
+        dead.append((message.body, dict(message.headers)))
+
+    async with TestKafkaBroker(broker) as test_broker:
+        for fill_id in ("F1", "F2", "F3"):
+            await test_broker.publish(execution("large", fill_id), topics.executions,
+                                      key=b"large")
+
+    assert [natural_key(event) for event in stub.events["large"]] == [
+        'OrderFilled:fill_id="F1"', 'OrderFilled:fill_id="F3"']
+    assert [(body, headers["dlq.reason"]) for body, headers in dead] == [
+        (execution("large", "F2"), "ValueError: cannot record F2")]
+
+
+@pytest.mark.asyncio
+async def test_apply_batch_when_one_event_of_a_batch_fails_records_its_neighbours() -> None:
+    stub = _PoisonedStore({"large"}, poisoned="F2")
+    batch = ingest.sort_batch([record(execution("large", f"F{i}"), b"large", i)
+                               for i in (1, 2, 3)], now=NOW, clock_skew=SKEW)
+
+    dead = await ingest.apply_batch(stub, batch, ingest.IngestCounters())
+
+    assert [letter.message.offset for letter in dead] == [2]
+    assert [natural_key(event) for event in stub.events["large"]] == [
+        'OrderFilled:fill_id="F1"', 'OrderFilled:fill_id="F3"']
