@@ -5,7 +5,8 @@ sequence, sends it (key = account; headers account, sequence, event_id, type), w
 broker acknowledged every message, and only then moves the account's published sequence.
 `IntentIssued` also goes to `order-intents`, with an `expires_at` header, but only while it is
 live when published: not past its expiry, not released by the store (expired, rejected), and its
-account not halted at that moment. A relay that was down longer than the TTL therefore sends the
+account not halted, all read in one snapshot; it carries that snapshot's stream head
+(`checked_head`) and is stamped with the database clock of the check. A relay that was down longer than the TTL therefore sends the
 router no backlog of dead orders; every event still goes to `ledger-events`. A crash in between
 republishes; consumers dedupe by (account, sequence). Readers track (account, sequence), never a
 global serial, so an event that commits late is never skipped. One relay publishes at a time (a
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -55,14 +56,16 @@ FROM events WHERE account = $1 AND sequence > $2 AND sequence <= $3
 ORDER BY sequence LIMIT $4
 """
 
-# Which of these intents the store has already released, and the account's latest trading state.
-_RELEASED_SQL = """
-SELECT natural_key FROM events WHERE account = $1 AND natural_key = ANY($2::text[])
-"""
-_HALTED_SQL = """
-SELECT type = 'TradingHalted' FROM events
-WHERE account = $1 AND type IN ('TradingHalted', 'TradingResumed')
-ORDER BY sequence DESC LIMIT 1
+# One statement, so one snapshot: the stream head, the account's latest trading state and which of
+# these intents the store has already released are read together, with the clock at the check.
+_LIVENESS_SQL = """
+SELECT s.head, statement_timestamp() AS checked_at,
+       coalesce((SELECT e.type = 'TradingHalted' FROM events e
+                 WHERE e.account = $1 AND e.type IN ('TradingHalted', 'TradingResumed')
+                 ORDER BY e.sequence DESC LIMIT 1), false) AS halted,
+       ARRAY(SELECT e.natural_key FROM events e
+             WHERE e.account = $1 AND e.natural_key = ANY($2::text[])) AS released
+FROM streams s WHERE s.account = $1
 """
 _RELEASING_TYPES: tuple[EventType, ...] = ("IntentExpired", "IntentRejected")
 
@@ -105,7 +108,8 @@ async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, to
     assert rows, f"stream {account} has head {head} but no event after {published}"
     failpoints.hit("relay.before_send")
     intents = [row for row in rows if row["type"] == "IntentIssued"]
-    live = await _live_intents(conn, account, intents, datetime.now(UTC)) if intents else {}
+    liveness = await _live_intents(conn, account, intents) if intents else None
+    live = liveness.live if liveness is not None else {}
     key = account.encode()
     futures = []
     for expected, row in enumerate(rows, start=published + 1):
@@ -117,10 +121,14 @@ async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, to
         futures.append(await producer.send(topics.ledger_events, value=body, key=key,
                                            headers=headers))
         expires_at = live.get(row["sequence"])
-        if expires_at is not None:
+        if expires_at is not None and liveness is not None:
+            # Stamped with the moment it was proven live and the head that proof read, so the
+            # router (and an auditor) can tell "live when checked" from "live when delivered".
             futures.append(await producer.send(
                 topics.order_intents, value=body, key=key,
-                headers=[*headers, ("expires_at", expires_at.encode())]))
+                timestamp_ms=liveness.checked_at_ms,
+                headers=[*headers, ("expires_at", expires_at.encode()),
+                         ("checked_head", str(liveness.head).encode())]))
     counters.withheld += len(intents) - len(live)
     metrics.INTENTS_WITHHELD.inc(len(intents) - len(live))
     await asyncio.gather(*futures)
@@ -130,15 +138,25 @@ async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, to
     return len(rows), last
 
 
-async def _live_intents(conn: asyncpg.Connection, account: str, intents: list[asyncpg.Record],
-                        now: datetime) -> dict[int, str]:
-    """Return, by sequence, the `expires_at` of each intent still live: the router may act on it.
+@dataclass(frozen=True)
+class Liveness:
+    """Which intents of a page may reach the router, and the snapshot that decided it."""
+
+    # The account's stream head in the snapshot: every event up to it was taken into account.
+    head: int
+    # The database clock when the check ran, in milliseconds since the epoch.
+    checked_at_ms: int
+    # By sequence, the `expires_at` of each live intent.
+    live: dict[int, str]
+
+
+async def _live_intents(conn: asyncpg.Connection, account: str,
+                        intents: list[asyncpg.Record]) -> Liveness:
+    """Return which intents are still live: the router may act on them.
 
     Dead: its expiry has passed, the store holds its expiry or rejection, or the account is
-    halted now.
+    halted in the same snapshot.
     """
-    if await conn.fetchval(_HALTED_SQL, account):
-        return {}
     issued = {int(row["sequence"]): decode_event(row["body"]) for row in intents}
     data = {sequence: event.data for sequence, event in issued.items()
             if isinstance(event.data, IntentIssued)}
@@ -146,9 +164,15 @@ async def _live_intents(conn: asyncpg.Connection, account: str, intents: list[as
     releases = {sequence: {intent_key(kind, intent.intent_id) for kind in _RELEASING_TYPES}
                 for sequence, intent in data.items()}
     keys = [key for keys_of_intent in releases.values() for key in keys_of_intent]
-    released = {row[0] for row in await conn.fetch(_RELEASED_SQL, account, keys)}
-    return {sequence: format_time(intent.expires_at) for sequence, intent in data.items()
-            if intent.expires_at > now and not releases[sequence] & released}
+    row = await conn.fetchrow(_LIVENESS_SQL, account, keys)
+    assert row is not None, f"stream {account} vanished while it was published"
+    checked_at: datetime = row["checked_at"]
+    released = set(row["released"])
+    live = {} if row["halted"] else {
+        sequence: format_time(intent.expires_at) for sequence, intent in data.items()
+        if intent.expires_at > checked_at and not releases[sequence] & released}
+    return Liveness(head=int(row["head"]), checked_at_ms=int(checked_at.timestamp() * 1000),
+                    live=live)
 
 
 async def run(settings: Settings, stop: asyncio.Event,

@@ -145,8 +145,12 @@ def relay_sends_dead_orders() -> None:
     """The relay routes every intent it publishes, dead or alive (the review's finding)."""
     from ledger import relay
 
-    async def all_live(conn: Any, account: str, intents: Any, now: Any) -> Any:
-        return {int(row["sequence"]): "unchecked" for row in intents}
+    original = relay._live_intents
+
+    async def all_live(conn: Any, account: str, intents: Any) -> Any:
+        checked = await original(conn, account, intents)
+        return dataclasses.replace(checked, live={
+            int(row["sequence"]): "unchecked" for row in intents})
 
     vars(relay)["_live_intents"] = all_live
 

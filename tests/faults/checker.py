@@ -618,11 +618,18 @@ def check_8_writers(observation: Observation) -> list[Violation]:
 
 # --- Check 9: live orders ------------------------------------------------------------------------
 
+# Between two clocks of one machine: the dispatcher's, which sets `expires_at`, and the database's,
+# which stamps the order when the relay proves it live.
 LIVENESS_TOLERANCE = timedelta(seconds=1)
 
 
 def check_9_live_orders(observation: Observation) -> list[Violation]:
-    """Return every order sent to the router that was dead when it was sent."""
+    """Return every order sent to the router that was dead when the relay proved it live.
+
+    The relay stamps each order with the database clock of its liveness check (the record's
+    timestamp) and the stream head that check read (header `checked_head`). Dead: past its expiry
+    at that moment, or, among the events up to that head, expired, rejected or its account halted.
+    """
     found: list[Violation] = []
     for record in observation.order_intents:
         decoded = _decoded(record)
@@ -632,7 +639,8 @@ def check_9_live_orders(observation: Observation) -> list[Violation]:
         if account not in observation.accounts:
             continue
         sent = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
-        problem = _dead_when_sent(_stream(observation, account), decoded, sent)
+        problem = _dead_when_sent(_stream(observation, account), decoded, sent,
+                                  record.header("checked_head"))
         if problem is not None:
             found.append(_violation(9, account, (
                 f"intent {decoded.data.intent_id} was sent to the router at "
@@ -641,21 +649,28 @@ def check_9_live_orders(observation: Observation) -> list[Violation]:
     return found
 
 
-def _dead_when_sent(events: Sequence[Event], intent: IntentIssuedEvent,
-                    sent: datetime) -> str | None:
+def _dead_when_sent(events: Sequence[Event], intent: IntentIssuedEvent, sent: datetime,
+                    checked_head: str | None) -> str | None:
     if sent > intent.data.expires_at + LIVENESS_TOLERANCE:
         return f"after it expired at {intent.data.expires_at.isoformat()}"
-    known = sent - LIVENESS_TOLERANCE
+    if checked_head is None or not checked_head.isdigit():
+        return ("without the stream head its liveness was checked at "
+                f"(checked_head {checked_head!r})")
+    head = int(checked_head)
+    assert intent.sequence is not None
+    if head < intent.sequence:
+        return f"checked at head {head}, before the intent itself (sequence {intent.sequence})"
     halted = False
     for event in events:
-        if event.recorded_at is None or event.recorded_at > known:
-            continue
+        assert event.sequence is not None
+        if event.sequence > head:
+            break
         if isinstance(event.data, IntentExpired | IntentRejected) \
                 and event.data.intent_id == intent.data.intent_id:
             return f"after the store recorded its {event.type} (sequence {event.sequence})"
         if event.type in ("TradingHalted", "TradingResumed"):
             halted = event.type == "TradingHalted"
-    return "while its account was halted" if halted else None
+    return f"while its account was halted (checked at head {head})" if halted else None
 
 
 # --- Entry points ---------------------------------------------------------------------------------

@@ -43,12 +43,14 @@ from ledger.events import (
     TradingHalted,
     TradingHaltedEvent,
     TradingResumed,
+    TradingResumedEvent,
     build_event,
+    decode_event,
     encode_event,
     with_ledger_fields,
 )
 from projections.fold import AccountState, Limits, fold, initial_state
-from tests.faults.checker import CHECKS, Violation, check, find_violations
+from tests.faults.checker import CHECKS, Violation, check, check_9_live_orders, find_violations
 from tests.faults.model import Hostile, Observation, Operation, Outcome, Record
 
 SEED = 7
@@ -362,15 +364,22 @@ def routed(store: Mapping[str, Sequence[Event]]) -> list[Record]:
                 halted = event.type == "TradingHalted"
             if isinstance(event, IntentIssuedEvent) and not halted:
                 assert event.recorded_at is not None
-                records.append(order_record(event, event.recorded_at + ROUTING_DELAY,
-                                            len(records)))
+                sent = event.recorded_at + ROUTING_DELAY
+                records.append(order_record(event, sent, len(records), head_at(events, sent)))
     return records
 
 
-def order_record(event: Event, sent: datetime, offset: int) -> Record:
+def head_at(events: Sequence[Event], moment: datetime) -> int:
+    """The stream head a check at that moment read: the last event recorded by then."""
+    return max((e.sequence or 0 for e in events
+                if e.recorded_at is not None and e.recorded_at <= moment), default=0)
+
+
+def order_record(event: Event, sent: datetime, offset: int, head: int | None) -> Record:
+    checked = () if head is None else (("checked_head", str(head).encode()),)
     return Record(topic="order-intents", partition=PARTITIONS[event.account], offset=offset,
                   key=event.account.encode(), value=encode_event(event),
-                  headers=relay_headers(event), timestamp_ms=int(sent.timestamp() * 1000))
+                  headers=relay_headers(event) + checked, timestamp_ms=int(sent.timestamp() * 1000))
 
 
 def observe(store: Mapping[str, Sequence[Event]]) -> Observation:
@@ -781,7 +790,8 @@ def test_check_9_when_an_order_is_sent_after_its_expiry_names_the_intent(
         clean: Observation) -> None:
     issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A6"))
     assert isinstance(issued.data, IntentIssued)
-    clean.order_intents.append(order_record(issued, issued.data.expires_at + 5 * STEP, 99))
+    clean.order_intents.append(order_record(issued, issued.data.expires_at + 5 * STEP, 99,
+                                            issued.sequence))
 
     caught(clean, 9, intent_id("S-A6"), "after it expired", alone=True)
 
@@ -791,7 +801,8 @@ def test_check_9_when_an_order_is_sent_after_the_store_rejected_it_names_the_eve
     issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A2"))
     rejected = _event(clean, ALPHA, IntentRejectedEvent, intent_id=intent_id("S-A2"))
     assert rejected.recorded_at is not None
-    clean.order_intents.append(order_record(issued, rejected.recorded_at + 2 * STEP, 99))
+    clean.order_intents.append(order_record(issued, rejected.recorded_at + 2 * STEP, 99,
+                                            rejected.sequence))
 
     caught(clean, 9, intent_id("S-A2"), "recorded its IntentRejected", alone=True)
 
@@ -804,9 +815,62 @@ def test_check_9_when_an_order_is_sent_while_the_account_is_halted_says_so(
     # Still unexpired when sent: only the halt makes it dead.
     long_lived = issued.model_copy(update={"data": issued.data.model_copy(
         update={"expires_at": halt.recorded_at + INTENT_TTL})})
-    clean.order_intents.append(order_record(long_lived, halt.recorded_at + 2 * STEP, 99))
+    clean.order_intents.append(order_record(long_lived, halt.recorded_at + 2 * STEP, 99,
+                                            halt.sequence))
 
     caught(clean, 9, intent_id("S-A1"), "while its account was halted", alone=True)
+
+
+def test_check_9_an_order_proven_live_just_after_a_resume_is_clean(clean: Observation) -> None:
+    # The relay reads a stream in order: the resume before the intent is known to the check even
+    # when it was recorded a moment earlier (the clocks' tolerance must not hide it).
+    resume = _event(clean, ALPHA, TradingResumedEvent)
+    issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A6"))
+    assert resume.recorded_at is not None
+    clean.order_intents = [record for record in clean.order_intents
+                           if _decoded_id(record) != issued.event_id]
+    clean.order_intents.append(order_record(
+        issued, resume.recorded_at + timedelta(milliseconds=200), 99, issued.sequence))
+
+    assert check_9_live_orders(clean) == []
+
+
+def test_check_9_a_halt_committed_after_the_check_is_a_race_not_a_violation(
+        clean: Observation) -> None:
+    halt = _event(clean, ALPHA, TradingHaltedEvent)
+    issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A1"))
+    assert halt.recorded_at is not None
+    assert halt.sequence is not None
+    long_lived = issued.model_copy(update={"data": issued.data.model_copy(
+        update={"expires_at": halt.recorded_at + INTENT_TTL})})
+    # The halt's transaction began before the check but committed after it: not in its snapshot.
+    clean.order_intents.append(order_record(long_lived, halt.recorded_at + 2 * STEP, 99,
+                                            halt.sequence - 1))
+
+    assert check_9_live_orders(clean) == []
+
+
+def test_check_9_an_order_without_the_head_it_was_checked_at_is_caught(
+        clean: Observation) -> None:
+    issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A6"))
+    assert issued.recorded_at is not None
+    clean.order_intents.append(order_record(issued, issued.recorded_at + STEP, 99, None))
+
+    caught(clean, 9, intent_id("S-A6"), "without the stream head", alone=True)
+
+
+def test_check_9_an_order_checked_before_its_own_intent_is_caught(clean: Observation) -> None:
+    issued = _event(clean, ALPHA, IntentIssuedEvent, intent_id=intent_id("S-A6"))
+    assert issued.recorded_at is not None
+    assert issued.sequence is not None
+    clean.order_intents.append(order_record(issued, issued.recorded_at + STEP, 99,
+                                            issued.sequence - 1))
+
+    caught(clean, 9, intent_id("S-A6"), "before the intent itself", alone=True)
+
+
+def _decoded_id(record: Record) -> object:
+    return decode_event(record.value).event_id if record.value is not None else None
 
 
 # --- Entry points ---------------------------------------------------------------------------------
