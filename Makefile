@@ -28,7 +28,8 @@ demo: up
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy ledger projections dispatcher stack tests bench examples demo
+	$(VENV)/bin/mypy ledger projections dispatcher services console stack tests bench examples demo
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaProducer
 
 from ledger import kafka
 from ledger.events import Event, IntentIssued, decode_event
-from ledger.follow import follow
 from ledger.settings import Settings
 from ledger.topics import Topics
 from projections.fold import fold, initial_state
+from services.follow import follow
 
 CENT = Decimal("0.01")
 SYMBOLS = {

@@ -66,7 +66,7 @@ def _signal_of(record: Any, config: DispatcherConfig, now: datetime) -> Signal |
     """Return the record's signal if it is this account's and valid; None otherwise.
 
     Another account's message is not this dispatcher's; an invalid one of its own account is
-    dead-lettered by the signal watch (ledger/signal_watch.py), which sees every key, so that it
+    dead-lettered by the signal watch (services/signal_watch.py), which sees every key, so that it
     is explained exactly once whether this dispatcher runs or not.
     """
     if key_account(record.key) != config.account:

@@ -17,9 +17,9 @@ from datetime import datetime
 from itertools import takewhile
 from typing import TYPE_CHECKING
 
-from ledger import store, workers
+from ledger import store
 from ledger.db import connect
-from projections import tables
+from projections import replay, tables
 from projections.fold import AccountState, fold, initial_state
 
 if TYPE_CHECKING:
@@ -132,6 +132,6 @@ async def rebuild_many(dsn: str, targets: list[tuple[str, int]], *, verify: bool
         if progress is not None:
             progress(sum(heads[account] for account in chunk))
 
-    await workers.run_chunks(functools.partial(_work_chunk, dsn, verify), targets, jobs, done)
+    await replay.run_chunks(functools.partial(_work_chunk, dsn, verify), targets, jobs, done)
     return sorted(found, key=lambda difference: (difference.account, difference.table,
                                                  difference.key))

@@ -32,7 +32,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from ledger import commands, failpoints, kafka, roles, store
+from console import commands
+from ledger import failpoints, kafka, roles, store
 from ledger.db import connect
 from ledger.events import (
     Event,

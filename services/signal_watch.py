@@ -45,7 +45,7 @@ CHECK_INTERVAL_S = 1.0
 # Pending signals kept at once; beyond this the oldest are settled early.
 PENDING_MAX = 100_000
 
-log = logging.getLogger("ledger.signal_watch")
+log = logging.getLogger("services.signal_watch")
 
 Clock = Callable[[], datetime]
 

@@ -18,11 +18,13 @@ from uuid import uuid4
 
 import typer
 
-from ledger import commands, roles, workers
-from ledger.asyncapi import describe as describe_asyncapi
+from console import commands
+from console.asyncapi import describe as describe_asyncapi
+from ledger import roles
 from ledger.errors import LedgerError
 from ledger.runtime import configure_logging, tune_gc
 from ledger.settings import Settings, load_settings
+from projections import replay
 from projections.breaches import has_breach
 
 T = TypeVar("T")
@@ -282,10 +284,10 @@ def rebuild(
     verify: Annotated[bool, typer.Option("--verify", help="Compare the live projection with a "
                                          "rebuild instead of writing; exit 3 on a difference.")]
     = False,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, max=workers.JOBS_MAX,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=replay.JOBS_MAX,
                                       help="Worker processes, each rebuilding whole accounts "
                                            "(default: one per core).")]
-    = min(os.cpu_count() or 1, workers.JOBS_MAX),
+    = min(os.cpu_count() or 1, replay.JOBS_MAX),
     database_url: DatabaseUrl = None,
 ) -> None:
     """Rebuild projections from the store, one short transaction per account."""
@@ -332,10 +334,10 @@ def audit(
     json_output: JsonFlag = False,
     plot: Annotated[Path | None, typer.Option("--plot", dir_okay=False,
                                               help="Write a PNG chart here.")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, max=workers.JOBS_MAX,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=replay.JOBS_MAX,
                                       help="Worker processes, each replaying whole accounts "
                                            "(default: one per core).")]
-    = min(os.cpu_count() or 1, workers.JOBS_MAX),
+    = min(os.cpu_count() or 1, replay.JOBS_MAX),
     database_url: DatabaseUrl = None,
 ) -> None:
     """Replay history, report every limit breach, draw exposure and positions against limits.

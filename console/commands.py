@@ -27,11 +27,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from console import charts
+from console.supervisor import Child, supervise
 from dispatcher import process as dispatcher_process
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide
 from dispatcher.process import utc_now
-from ledger import audit as audit_module
-from ledger import charts, ingest, jsonl, metrics, relay, roles, secrets, store
+from ledger import jsonl, metrics, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.db import connect
 from ledger.errors import (
@@ -51,15 +52,16 @@ from ledger.events import (
     refuse_future,
     validate_account_name,
 )
-from ledger.follow import follow as follow_account
 from ledger.logins import account_dsn, job_dsn
 from ledger.runtime import stop_event_on_signals
 from ledger.settings import Settings
-from ledger.supervisor import Child, supervise
 from projections import projector, rebuild, tables
 from projections.breaches import AccountAudit, audit_document
 from projections.current import state_at_head
 from projections.view import limits_document, positions_document
+from services import audit as audit_module
+from services import ingest, relay
+from services.follow import follow as follow_account
 
 REPORT_WIDTH = 120
 

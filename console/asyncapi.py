@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 from faststream.specification import AsyncAPI
 
-from ledger import ingest
 from ledger.errors import LedgerError
 from ledger.events import Event
 from ledger.settings import Settings
 from ledger.topics import Topics
+from services import ingest
 
 
 async def _never_called(account: str, events: Sequence[Event]) -> ingest.Recorded:

@@ -1,16 +1,16 @@
 """The relay: publishes committed events per account, in sequence order, to `ledger-events`.
 
-The store is the outbox: the relay reads what is committed after each account's published
-sequence, sends it (key = account; headers account, sequence, event_id, type), waits until the
-broker acknowledged every message, and only then moves the account's published sequence.
-`IntentIssued` also goes to `order-intents`, with an `expires_at` header, but only while it is
-live when published: not past its expiry, not released by the store (expired, rejected), and its
-account not halted, all read in one snapshot; it carries that snapshot's stream head
-(`checked_head`) and is stamped with the database clock of the check. A relay that was down longer than the TTL therefore sends the
-router no backlog of dead orders; every event still goes to `ledger-events`. A crash in between
-republishes; consumers dedupe by (account, sequence). Readers track (account, sequence), never a
-global serial, so an event that commits late is never skipped. One relay publishes at a time (a
-session advisory lock); a second one waits as a standby. It wakes on NOTIFY and polls as a
+The store is the outbox: the relay reads what is committed after each account's published sequence,
+sends it (key = account; headers account, sequence, event_id, type), waits until the broker
+acknowledged every message, and only then moves the account's published sequence. `IntentIssued`
+also goes to `order-intents`, with an `expires_at` header, but only while it is live when
+published: not past its expiry, not released by the store (expired, rejected), and its account not
+halted, all read in one snapshot; it carries that snapshot's stream head (`checked_head`) and is
+stamped with the database clock of the check. A relay that was down longer than the TTL therefore
+sends the router no backlog of dead orders; every event still goes to `ledger-events`. A crash in
+between republishes; consumers dedupe by (account, sequence). Readers track (account, sequence),
+never a global serial, so an event that commits late is never skipped. One relay publishes at a
+time (a session advisory lock); a second one waits as a standby. It wakes on NOTIFY and polls as a
 fallback, so a lost notification only delays.
 """
 
@@ -41,7 +41,7 @@ STANDBY_INTERVAL_S = 2.0
 RELAY_LOCK_KEY = 0x1ED6E6
 NOTIFY_CHANNEL = "ledger_appended"
 
-log = logging.getLogger("ledger.relay")
+log = logging.getLogger("services.relay")
 
 _BEHIND_SQL = """
 SELECT s.account, s.head, coalesce(r.published_sequence, 0) AS published

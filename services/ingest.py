@@ -24,7 +24,7 @@ from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from ledger import deadletters, failpoints, kafka, metrics, signal_watch, store
+from ledger import deadletters, failpoints, kafka, metrics, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
@@ -45,6 +45,7 @@ from ledger.topics import Topics, ensure_topics
 from projections.current import state_at_head
 from projections.executions import execution_problem
 from projections.fold import AccountState, Folding
+from services import signal_watch
 
 if TYPE_CHECKING:
     import asyncpg
@@ -62,7 +63,7 @@ CACHED_ACCOUNTS_MAX = 10_000
 # decisions and settings come from elsewhere and are refused here.
 ACCEPTED_TYPES = frozenset(types_written_by("broker"))
 
-log = logging.getLogger("ledger.ingest")
+log = logging.getLogger("services.ingest")
 
 # aiokafka ships no type information: records are untyped here.
 Message: TypeAlias = ConsumerRecord
