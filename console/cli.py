@@ -1,6 +1,6 @@
 """The `ledger` command line: parse arguments, build settings, wire objects; no ledger logic.
 
-Exit codes (DESIGN.md): 0 success; 1 error, one line on stderr and never a traceback; 2 usage;
+Exit codes (docs/design.md): 0 success; 1 error, one line on stderr and never a traceback; 2 usage;
 3 when `audit` finds a breach or `rebuild --verify` finds a difference.
 """
 

@@ -332,7 +332,7 @@ async def status(settings: Settings) -> list[StatusRow]:
 
 
 def print_status(rows: list[StatusRow], json_output: bool) -> None:
-    """Print status as the DESIGN.md JSON document or as a table."""
+    """Print status as the docs/design.md JSON document or as a table."""
     if json_output:
         document = {"accounts": [
             {"account": r.account, "head": r.head, "published": r.published,
@@ -627,7 +627,7 @@ def wide_console() -> Console:
 
 
 def print_audit(audits: list[AccountAudit], json_output: bool, plot: Path | None) -> None:
-    """Print the audit as the DESIGN.md JSON document, or as tables and a terminal chart."""
+    """Print the audit as the docs/design.md JSON document, or as tables and a terminal chart."""
     if plot is not None:
         charts.write_png(audits, plot)
     if json_output:

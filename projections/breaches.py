@@ -3,7 +3,7 @@
 This module owns what the audit finds: `BreachFinder`, which replays one account's stored events
 (in sequence order) through `projections.fold` and records every interval in which a limit in
 force was exceeded; the records it returns (`Breach`, `Sample`, `AccountAudit`); and the
-`audit --json` document of DESIGN.md (`audit_document`), whose one rounding step (money to cents,
+`audit --json` document of docs/design.md (`audit_document`), whose one rounding step (money to cents,
 half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must not import
 asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
 `ledger.events`, `projections.fold` and `projections.view`.
@@ -737,7 +737,7 @@ def has_breach(audits: Iterable[AccountAudit]) -> bool:
 
 
 def audit_document(audits: Sequence[AccountAudit]) -> dict[str, Any]:
-    """Return the `audit --json` document of DESIGN.md, ready for json.dumps."""
+    """Return the `audit --json` document of docs/design.md, ready for json.dumps."""
     return {
         "accounts": [
             {
@@ -767,7 +767,7 @@ def _breach_document(breach: Breach) -> dict[str, Any]:
         "peak": figure(breach.peak),
         "from": format_time(breach.opened_at),
     }
-    # DESIGN.md: an absent `to` means the interval is still open.
+    # docs/design.md: an absent `to` means the interval is still open.
     if breach.closed_at is not None:
         document["to"] = format_time(breach.closed_at)
     document["first_sequence"] = breach.first_sequence

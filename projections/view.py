@@ -1,4 +1,4 @@
-"""Rendering of an account state as the `positions --json` document of DESIGN.md.
+"""Rendering of an account state as the `positions --json` document of docs/design.md.
 
 This module owns that document's shape and its one rounding step: money figures are quantized to
 cents here, at the edge, and nowhere in the fold. It is pure: it must not import asyncpg,

@@ -7,7 +7,7 @@ judged again offline, and every finding names its first concrete counter-example
 figures) rather than a bare "mismatch". Only the observation's `accounts` are judged; events and
 records of other accounts are ignored, since other runs may share the topics.
 
-The checks, each guarding one promise of DESIGN.md:
+The checks, each guarding one promise of docs/design.md:
 
 1. sequences - each stream is 1..n with no gap, event ids are unique across accounts, natural
    keys (fill ids, signal decisions...) unique per account: exactly-once in effect (invariant 4)
@@ -29,7 +29,7 @@ The checks, each guarding one promise of DESIGN.md:
 6. decisions - every SignalEvaluated was decided on the head (as_of_sequence = sequence - 1),
    recorded the true figures (the gates re-run on the state the store gives at that head agree
    with the recorded decision gate for gate), never allowed anything while halted, and intents
-   come exactly from allowed decisions (invariants 2 and 3: the incident of DESIGN.md was a
+   come exactly from allowed decisions (invariants 2 and 3: the incident of docs/design.md was a
    decision on false figures).
 7. dead letters - every acknowledged hostile message that must be refused is in `dead-letters`
    with its key, its value and a reason, and no dead letter lacks a reason (invariant 6).

@@ -1,4 +1,4 @@
-"""The command-line conventions of DESIGN.md, run through the installed entry point.
+"""The command-line conventions of docs/design.md, run through the installed entry point.
 
 Method: run `.venv/bin/ledger` as a subprocess and check exit codes (0, 1, 2), that errors are one
 line on stderr without a traceback, and the KEY=VALUE output of `ledger config`.
