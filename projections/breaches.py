@@ -4,9 +4,8 @@ This module owns what the audit finds: `BreachFinder`, which replays one account
 (in sequence order) through `projections.fold` and records every interval in which a limit in
 force was exceeded; the records it returns (`Breach`, `Sample`, `AccountAudit`); and the
 `audit --json` document of docs/design.md (`audit_document`), whose one rounding step (money to
-cents,
-half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must not import
-asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
+cents, half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must
+not import asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
 `ledger.events`, `projections.fold` and `projections.view`.
 
 What counts as a breach, after each event, with the limits in force after that event:
