@@ -25,15 +25,9 @@ if TYPE_CHECKING:
     from ledger.db import Conn
 
 from ledger.errors import AppendRefused, ConcurrencyConflict, InvalidEvent, UnknownAccount
-from ledger.events import Event, decode_event, natural_key
+from ledger.events import KEYED_TYPES, Event, decode_event, natural_key
 
 READ_BATCH_SIZE = 1000
-# Types whose natural key is a real identity (broker fill, signal, intent, a close at an instant).
-# Settings such as LimitsSet have no such key: two of them at one instant are two events.
-KEYED_TYPES = frozenset(
-    {"OrderFilled", "PositionClosed", "SignalEvaluated", "IntentIssued", "IntentRejected",
-     "IntentExpired"}
-)
 # SQLSTATEs raised by ledger_append and ledger_lock_head (migrations/0011_least_privilege.sql).
 _UNKNOWN_ACCOUNT = "LG001"
 _WRONG_EXPECTED_SEQUENCE = "LG002"
