@@ -226,26 +226,44 @@ async def read_stream(
     return [decode_event(row[0]) for row in rows]
 
 
+async def pages(
+    conn: Conn,
+    account: str,
+    after_sequence: int = 0,
+    up_to_sequence: int | None = None,
+) -> AsyncIterator[list[Event]]:
+    """Yield one account's events after a sequence (up to another), a page at a time.
+
+    The one paging loop of the project: replay, rebuild, verify, as-of, audit and the tails read
+    through it, so none holds a whole stream in memory.
+    """
+    position = after_sequence
+    while up_to_sequence is None or position < up_to_sequence:
+        page = await read_stream(conn, account, position)
+        full = len(page) == READ_BATCH_SIZE
+        if up_to_sequence is not None:
+            page = [event for event in page
+                    if event.sequence is not None and event.sequence <= up_to_sequence]
+        if not page:
+            return
+        yield page
+        if not full:
+            return
+        last = page[-1].sequence
+        assert last is not None
+        position = last
+
+
 async def iterate_stream(
     conn: Conn,
     account: str,
     after_sequence: int = 0,
     up_to_sequence: int | None = None,
 ) -> AsyncIterator[Event]:
-    """Yield one account's events after a sequence, page by page, never holding the whole stream."""
-    position = after_sequence
-    while True:
-        page = await read_stream(conn, account, position)
+    """Yield one account's events after a sequence (up to another), one by one."""
+    async for page in pages(conn, account, after_sequence, up_to_sequence):
         for event in page:
-            assert event.sequence is not None
-            if up_to_sequence is not None and event.sequence > up_to_sequence:
-                return
             yield event
-        if len(page) < READ_BATCH_SIZE:
-            return
-        last = page[-1].sequence
-        assert last is not None
-        position = last
 
 
 async def read_heads(conn: Conn) -> dict[str, int]:

@@ -32,18 +32,11 @@ async def audit_account(conn: Conn, account: str, *, window_from: datetime | Non
                         progress: Progress | None = None) -> AccountAudit:
     """Replay one account's stream through the breach finder."""
     finder = BreachFinder(account, window_from=window_from, window_to=window_to)
-    after = 0
-    while not finder.done:
-        page = await store.read_stream(conn, account, after)
-        if not page:
-            break
+    async for page in store.pages(conn, account):
         finder.feed_many(page)
         if progress is not None:
             progress(len(page))
-        last = page[-1].sequence
-        assert last is not None
-        after = last
-        if len(page) < store.READ_BATCH_SIZE:
+        if finder.done:
             break
     return finder.finish()
 
