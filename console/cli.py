@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -21,6 +21,7 @@ import typer
 from console import commands
 from console.asyncapi import describe as describe_asyncapi
 from ledger import roles
+from ledger.clock import utc_now
 from ledger.errors import LedgerError
 from ledger.runtime import configure_logging, tune_gc
 from ledger.settings import Settings, load_settings
@@ -62,10 +63,6 @@ def _run(coro: Awaitable[T]) -> T:
 
     tune_gc()
     return asyncio.run(wrapper())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @app.command()
@@ -155,7 +152,7 @@ def limits_set(
     if all(value is None for value in given.values()) and not clear:
         raise typer.BadParameter("nothing to change: name a limit to set, or --clear one")
     sequence, in_force = _run(commands.set_limits(_settings(database_url), name, given,
-                                                  clear or [], occurred_at=_now()))
+                                                  clear or [], occurred_at=utc_now()))
     shown = ", ".join(f"{key}={'none' if value is None else value}"
                       for key, value in in_force.items())
     typer.echo(f"{name}: LimitsSet at sequence {sequence}: {shown}")
@@ -170,7 +167,7 @@ def halt(
     """Append TradingHalted: the account's kill switch; dispatchers emit nothing until resume."""
     sequence = _run(commands.append_command(_settings(database_url), name, "TradingHalted",
                                             {"reason": reason}, event_id=uuid4(),
-                                            occurred_at=_now()))
+                                            occurred_at=utc_now()))
     typer.echo(f"{name}: TradingHalted at sequence {sequence}")
 
 
@@ -183,7 +180,7 @@ def resume(
     """Append TradingResumed: lift the kill switch."""
     sequence = _run(commands.append_command(_settings(database_url), name, "TradingResumed",
                                             {"reason": reason}, event_id=uuid4(),
-                                            occurred_at=_now()))
+                                            occurred_at=utc_now()))
     typer.echo(f"{name}: TradingResumed at sequence {sequence}")
 
 

@@ -31,9 +31,9 @@ from console import charts
 from console.supervisor import Child, supervise
 from dispatcher import process as dispatcher_process
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide
-from dispatcher.process import utc_now
 from ledger import jsonl, metrics, roles, secrets, store
 from ledger import migrate as migrations
+from ledger.clock import utc_now
 from ledger.db import connect
 from ledger.errors import (
     ConfigError,
@@ -93,9 +93,11 @@ async def migrate(settings: Settings, *, rotate_passwords: bool = False) -> Migr
 
     Raises:
         MigrationError: the database belongs to another role namespace, or a migration failed.
+        NoMigrationsFound: the installed package holds no migration (nothing is changed).
         RoleConflict: a role of this ledger's names belongs to another ledger.
     """
     ledger_roles = roles.roles_for(settings)
+    migrations.discover()  # an installation without its migrations fails before any change
     async with admin_connection(settings) as conn:
         await _check_namespace(conn, ledger_roles)
         await roles.ensure_ledger_roles(conn, ledger_roles)

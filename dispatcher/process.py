@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide, expire_due
 from ledger import consumer, deadletters, failpoints, kafka, metrics
+from ledger.clock import Clock, utc_now
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
@@ -40,13 +40,6 @@ POLL_MS = 50
 RETRY_PAUSE_S = 1.0
 
 log = logging.getLogger("ledger.dispatcher")
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def consumer_group(account: str) -> str:
     return f"ledger-dispatcher-{account}"

@@ -68,6 +68,7 @@ from ledger.events import (
     format_time,
     notional,
 )
+from ledger.money import money_json
 
 # The finder folds every event through the fold's own step into one long-lived draft: `apply`
 # freezes a whole new state per event, which alone caps a replay below the audit's budget of
@@ -81,7 +82,6 @@ from projections.fold import (
     initial_state,
     trading_day,
 )
-from projections.view import MONEY_ROUNDING, MONEY_STEP
 
 __all__ = [
     "GATES",
@@ -744,7 +744,7 @@ def audit_document(audits: Sequence[AccountAudit]) -> dict[str, Any]:
                 "account": audit.account,
                 "events": audit.events,
                 "peak_open_positions": audit.peak_open_positions,
-                "peak_exposure": _money(audit.peak_exposure),
+                "peak_exposure": money_json(audit.peak_exposure),
                 "breaches": [_breach_document(breach) for breach in audit.breaches],
                 "discrepancies": [_discrepancy_document(d) for d in audit.discrepancies],
             }
@@ -760,7 +760,7 @@ def _discrepancy_document(discrepancy: Discrepancy) -> dict[str, Any]:
 
 
 def _breach_document(breach: Breach) -> dict[str, Any]:
-    figure = format_decimal if breach.gate in _COUNT_GATES else _money
+    figure = format_decimal if breach.gate in _COUNT_GATES else money_json
     document: dict[str, Any] = {
         "gate": breach.gate,
         "limit": figure(breach.limit),
@@ -774,7 +774,3 @@ def _breach_document(breach: Breach) -> dict[str, Any]:
     return document
 
 
-def _money(amount: Decimal) -> str:
-    return format_decimal(
-        amount.quantize(MONEY_STEP, rounding=MONEY_ROUNDING, context=DECIMAL_CONTEXT)
-    )

@@ -17,13 +17,14 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from ledger import consumer, deadletters, failpoints, kafka, metrics, store
+from ledger.clock import utc_now
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
@@ -259,7 +260,7 @@ def build_broker(settings: Settings, topics: Topics, record_events: Recorder,
         max_records=BATCH_RECORDS_MAX, poll_ms=POLL_TIMEOUT_MS))
     async def on_executions(bodies: list[bytes], message: KafkaMessage) -> None:
         async with consumer.read_again_on_outage("ingest", RETRY_PAUSE_S):
-            batch = sort_batch(kafka.records_of(message), now=datetime.now(UTC),
+            batch = sort_batch(kafka.records_of(message), now=utc_now(),
                                clock_skew=timedelta(seconds=settings.max_clock_skew_s))
             dead = await apply_batch(record_events, batch, counters)
             failpoints.hit("ingest.after_commit")
