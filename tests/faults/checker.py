@@ -37,10 +37,11 @@ The checks, each guarding one promise of docs/design.md:
    account (the store records the role): a dispatcher only its own account's decisions, intents
    and expiries, ingest what the broker reports, the operator limits and trading states
    (invariant 1: a dispatcher's own credentials never lift a halt or raise a limit).
-9. live orders - every intent on `order-intents` was live when published: sent before its
-   expiry, not after the store had expired or rejected it, and not while its account was halted
-   (docs/events.md). Times compare the producer's send time with the store's `recorded_at`,
-   with LIVENESS_TOLERANCE for the instant between the relay's look and its send.
+9. live orders - every intent on `order-intents` was live when the relay proved it live: not
+   past its expiry at the check's clock (the record's timestamp, LIVENESS_TOLERANCE between the
+   dispatcher's clock and the database's), and, among the store's events up to the head that
+   check read (header `checked_head`), neither expired nor rejected, nor its account halted
+   (docs/consumers.md).
 
 Checks 4, 5 and 6 replay a stream only as far as it is numbered 1, 2, 3...: beyond a broken
 sequence there is nothing trustworthy to replay, and check 1 already fails the run there.
