@@ -96,7 +96,7 @@ def test_limits_halt_resume_append_events_and_status_shows_the_kill_switch(
     assert "data.max_exposure: 'lots'" in bad.stderr.decode()
 
 
-def test_asyncapi_describes_the_topics_from_the_processes_wiring() -> None:
+def test_asyncapi_describes_every_topic() -> None:
     result = _run("asyncapi", LEDGER_TOPIC_PREFIX="p1.")
 
     document = json.loads(result.stdout)
