@@ -5,6 +5,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY ledger ledger
 COPY projections projections
 COPY dispatcher dispatcher
+COPY services services
+COPY console console
 COPY migrations migrations
 RUN pip install --no-cache-dir -c constraints.txt -e .
 ENTRYPOINT ["ledger"]

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LEDGER := $(VENV)/bin/ledger
 PYTEST_ARGS ?=
 
-.PHONY: setup up down demo test lint bench chaos clean-stack
+.PHONY: setup asyncapi-tools up down demo test lint bench chaos clean-stack
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,7 +13,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+# The official AsyncAPI parser, for tests/integration/test_asyncapi.py (tools/asyncapi/). No
+# package of it needs an install script; the one that has one only reports usage (@scarf/scarf).
+asyncapi-tools: tools/asyncapi/node_modules/.installed
+
+tools/asyncapi/node_modules/.installed: tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	npm ci --prefix tools/asyncapi --no-audit --no-fund --ignore-scripts
+	touch $@
+
+setup: $(VENV)/.installed asyncapi-tools
 	bash stack/stack.sh install
 
 up: setup
@@ -28,7 +36,8 @@ demo: up
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy ledger projections dispatcher stack tests bench examples demo
+	$(VENV)/bin/mypy ledger projections dispatcher services console stack tests bench examples demo
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

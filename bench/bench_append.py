@@ -20,7 +20,8 @@ import time
 import asyncpg
 
 from bench.common import Timer, fresh_database, percentile, report, wal_bytes
-from ledger import commands, store
+from console import commands
+from ledger import store
 from ledger.db import connect
 from ledger.events import Event, decode_event
 

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.common import fresh_database, percentile, report
+from console import commands
 from dispatcher.decide import DispatcherConfig, StateCache, decide
-from ledger import commands, store
+from ledger import store
 from ledger.db import connect
 from ledger.events import Signal, decode_signal
 from ledger.logins import account_dsn

@@ -25,7 +25,8 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.bench_pipeline import ensure_extra_topic
 from bench.common import OUT_DIR, fresh_database, percentile, report
-from ledger import commands, kafka, store
+from console import commands
+from ledger import kafka, store
 from ledger.db import connect
 from ledger.settings import Settings
 from ledger.topics import ensure_topics
@@ -129,5 +130,5 @@ def _start_system(settings: Settings) -> subprocess.Popen[bytes]:
                LEDGER_SECRETS_DIR=str(settings.secrets_dir))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     log = (OUT_DIR / "e2e-run-all.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "ledger", "run", "all"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "console", "run", "all"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)

@@ -22,13 +22,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.bench_append import COLUMNS, make_fills
 from bench.common import Timer, fresh_database, report
-from ledger import commands, ingest, kafka, relay, store
+from console import commands
+from ledger import kafka, store
 from ledger.db import connect, create_pool
 from ledger.events import Event, encode_event
 from ledger.logins import job_dsn
 from ledger.roles import Job
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
+from services import ingest, relay
 
 SEED = 20260204
 ACCOUNTS = ("bench_a", "bench_b", "bench_c", "bench_d")

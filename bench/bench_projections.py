@@ -20,11 +20,13 @@ from contextlib import asynccontextmanager
 
 from bench.bench_append import make_fills
 from bench.common import ROOT, Timer, fresh_database, report
-from ledger import commands, kafka, relay, store
+from console import commands
+from ledger import kafka, store
 from ledger.db import connect, create_pool
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from projections import projector as projector_module
+from services import relay
 
 SEED = 20260205
 SETTLE_TIMEOUT_S = 600.0

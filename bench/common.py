@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger import commands
+from console import commands
 from ledger.db import connect, dsn_for_database
 from ledger.settings import Settings, load_settings
 

@@ -16,17 +16,18 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from aiokafka import AIOKafkaProducer
 
 from ledger import kafka
+from ledger.clock import utc_now
 from ledger.events import Event, IntentIssued, decode_event
-from ledger.follow import follow
 from ledger.settings import Settings
 from ledger.topics import Topics
 from projections.fold import fold, initial_state
+from services.follow import follow
 
 CENT = Decimal("0.01")
 SYMBOLS = {
@@ -42,8 +43,7 @@ STOP_LOSS = Decimal("0.85")
 REJECT_PROBABILITY = 0.12
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+now = utc_now
 
 
 def stamp(moment: datetime) -> str:

@@ -27,12 +27,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from console import charts, commands
 from demo.actors import Market, Tally, broker, now, position_manager, strategies
-from ledger import audit, charts, commands, kafka
+from ledger import kafka
 from ledger.db import connect, dsn_for_database
 from ledger.settings import Settings, load_settings
 from ledger.topics import ensure_topics
 from projections.breaches import AccountAudit, has_breach
+from services import audit
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = {"large": (5, "10000"), "tiny": (1, "2000")}
@@ -72,7 +74,7 @@ def start_system(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
                LEDGER_INTENT_TTL_S=str(settings.intent_ttl_s),
                LEDGER_SECRETS_DIR=str(settings.secrets_dir))
     log = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "ledger", "run", "all"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "console", "run", "all"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
 

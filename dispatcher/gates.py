@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from ledger.events import DECIMAL_CONTEXT, DECIMAL_DIGITS_MAX, GateResult, Signal
+from ledger.money import money_text
 from projections.fold import AccountState, trading_day
 
 # Reject codes, in order of precedence.
@@ -88,7 +89,7 @@ def evaluate(state: AccountState, signal: Signal, now: datetime, freshness: Fres
         return Decision(allowed=False, gates=tuple(results))
     order = signal.notional
     results.append(_at_most(MAX_ORDER_NOTIONAL, order, limits.max_order_notional,
-                            f"Order {_money(order)}"))
+                            f"Order {money_text(order)}"))
     positions = Decimal(state.open_positions + state.pending_count)
     results.append(_at_most(
         MAX_OPEN_POSITIONS, positions + 1, Decimal(limits.max_open_positions),
@@ -96,7 +97,7 @@ def evaluate(state: AccountState, signal: Signal, now: datetime, freshness: Fres
         limit_text=str(limits.max_open_positions)))
     exposure = state.exposure
     results.append(_at_most(MAX_EXPOSURE, exposure + order, limits.max_exposure,
-                            f"Exposure {_money(exposure)} + {_money(order)}"))
+                            f"Exposure {money_text(exposure)} + {money_text(order)}"))
     results.append(_daily_loss(state, now, limits.daily_loss_limit))
     return Decision(allowed=all(result.passed for result in results), gates=tuple(results))
 
@@ -137,7 +138,7 @@ def _at_most(gate: str, value: Decimal, limit: Decimal | None, what: str,
         return GateResult(gate=gate, passed=True, value=_figure(value), limit=None,
                           reason=f"{what}: no limit set")
     passed = value <= limit
-    shown = limit_text if limit_text is not None else _money(limit)
+    shown = limit_text if limit_text is not None else money_text(limit)
     return GateResult(gate=gate, passed=passed, value=_figure(value), limit=limit,
                       reason=f"{what} {'<=' if passed else '>'} {shown}")
 
@@ -151,8 +152,8 @@ def _daily_loss(state: AccountState, now: datetime, limit: Decimal | None) -> Ga
     # Trading stops once the day's realised loss has reached the limit.
     passed = loss < limit
     return GateResult(gate=DAILY_LOSS_LIMIT, passed=passed, value=_figure(loss), limit=limit,
-                      reason=f"Daily loss {_money(loss)} {'<' if passed else '>='} "
-                             f"{_money(limit)}")
+                      reason=f"Daily loss {money_text(loss)} {'<' if passed else '>='} "
+                             f"{money_text(limit)}")
 
 
 def _figure(value: Decimal | None) -> Decimal | None:
@@ -170,6 +171,3 @@ def _figure(value: Decimal | None) -> Decimal | None:
                           context=DECIMAL_CONTEXT)
 
 
-def _money(amount: Decimal) -> str:
-    sign = "-" if amount < 0 else ""
-    return f"{sign}${abs(amount).quantize(_CENT, rounding=ROUND_HALF_EVEN):,}"

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide, expire_due
-from ledger import deadletters, failpoints, kafka, metrics
+from ledger import consumer, deadletters, failpoints, kafka, metrics
+from ledger.clock import Clock, utc_now
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
 from ledger.events import Signal
 from ledger.logins import account_dsn
-from ledger.runtime import OPERATING_ERRORS, keep_running, one_line, wait_or_stop
+from ledger.runtime import OPERATING_ERRORS, one_line, wait_or_stop
 from ledger.settings import Settings
 from ledger.signals import key_account, read_signal
 from ledger.topics import Topics, ensure_topics
@@ -41,13 +40,6 @@ POLL_MS = 50
 RETRY_PAUSE_S = 1.0
 
 log = logging.getLogger("ledger.dispatcher")
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 def consumer_group(account: str) -> str:
     return f"ledger-dispatcher-{account}"
@@ -66,7 +58,7 @@ def _signal_of(record: Any, config: DispatcherConfig, now: datetime) -> Signal |
     """Return the record's signal if it is this account's and valid; None otherwise.
 
     Another account's message is not this dispatcher's; an invalid one of its own account is
-    dead-lettered by the signal watch (ledger/signal_watch.py), which sees every key, so that it
+    dead-lettered by the signal watch (services/signal_watch.py), which sees every key, so that it
     is explained exactly once whether this dispatcher runs or not.
     """
     if key_account(record.key) != config.account:
@@ -98,24 +90,19 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
                  pool: asyncpg.Pool, counters: DispatcherCounters,
                  clock: Clock = utc_now) -> KafkaBroker:
     """Wire one account's dispatcher: a subscriber on `signals`, a dead-letter publisher."""
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id=consumer_group(config.account),
-                         acks="all", enable_idempotence=True,
-                         request_timeout_ms=kafka.REQUEST_TIMEOUT_MS, logger=log,
-                         log_level=logging.DEBUG)
-    dead_letters = broker.publisher(topics.dead_letters, title="dead-letters")
+    group = consumer_group(config.account)
+    broker = consumer.build_broker(settings, client_id=group)
+    dead_letters = consumer.dead_letter_publisher(broker, topics.dead_letters)
     cache = StateCache()
 
     # A batch per poll, decided signal by signal in order, each in its own transaction; offsets
     # are committed once the whole batch is decided (an error rewinds to the batch start, and
     # the signals already decided are recognised by their signal_id).
-    @broker.subscriber(
-        topics.signals, batch=True, max_records=SIGNAL_BATCH_MAX, batch_timeout_ms=POLL_MS,
-        group_id=consumer_group(config.account), auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=kafka.raw_values, title="signals",
+    @consumer.batch_subscriber(broker, settings, consumer.Subscription(
+        topic=topics.signals, group_id=group, title="signals",
         description="Strategies' signals keyed by account: {signal_id, account, occurred_at, "
                     "symbol, instrument, side, quantity, limit_price, multiplier}.",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings))
+        max_records=SIGNAL_BATCH_MAX, poll_ms=POLL_MS))
     async def on_signals(bodies: Any, message: KafkaMessage) -> None:
         for record in kafka.records_of(message):
             await _handle(record)
@@ -131,16 +118,12 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
         if signal is None:
             return
         try:
-            async with pool.acquire() as conn:
+            async with consumer.read_again_on_outage(f"dispatcher {config.account}",
+                                                     RETRY_PAUSE_S), pool.acquire() as conn:
                 outcome = await decide(conn, config, signal, clock(), cache)
         except BaseException as exc:
             cache.state = None
-            if isinstance(exc, OPERATING_ERRORS):
-                log.warning("dispatcher %s: %s; nothing emitted, the signal is read again in "
-                            "%.1fs", config.account, type(exc).__name__, RETRY_PAUSE_S)
-                await asyncio.sleep(RETRY_PAUSE_S)
-                raise
-            if not isinstance(exc, Exception):
+            if isinstance(exc, OPERATING_ERRORS) or not isinstance(exc, Exception):
                 raise
             # This signal's own fault (or a bug it alone triggers): nothing was committed for
             # it; it goes to the dead letters and the partition moves on.
@@ -172,19 +155,12 @@ async def run(settings: Settings, config: DispatcherConfig, stop: asyncio.Event,
     """Run one account's dispatcher until stop is set, riding out outages."""
     counters = counters if counters is not None else DispatcherCounters()
 
-    async def attempt(stop: asyncio.Event) -> None:
+    async def open_attempt() -> consumer.Running:
         topics = await ensure_topics(settings)
         pool = await create_pool(account_dsn(settings, config.account))
-        broker = build_broker(settings, topics, config, pool, counters)
-        expiry = asyncio.create_task(expire_loop(pool, config, stop, counters))
-        try:
-            await broker.start()
-            log.info("dispatcher %s: consuming %s", config.account, topics.signals)
-            await stop.wait()
-        finally:
-            expiry.cancel()
-            await asyncio.gather(expiry, return_exceptions=True)
-            await broker.stop()
-            await pool.close()
+        return consumer.Running(
+            broker=build_broker(settings, topics, config, pool, counters), pool=pool,
+            companions=[expire_loop(pool, config, stop, counters)],
+            started=f"consuming {topics.signals}")
 
-    await keep_running(f"dispatcher {config.account}", stop, attempt)
+    await consumer.serve(f"dispatcher {config.account}", stop, open_attempt)

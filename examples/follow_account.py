@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import sys
 
-from ledger.follow import follow
 from ledger.settings import load_settings
+from services.follow import follow
 
 
 async def main(account: str) -> None:

@@ -88,7 +88,7 @@ async def create_pool(dsn: str, size_max: int = POOL_SIZE_MAX,
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
             # Appends check idempotency by index lookups; a generic plan cached while the table
-            # was small can turn them into scans as the store grows (see DESIGN.md pitfalls).
+            # was small can turn them into scans as the store grows (see docs/design.md pitfalls).
             server_settings={"plan_cache_mode": "force_custom_plan",
                              "synchronous_commit": "on" if synchronous_commit else "off"},
         )

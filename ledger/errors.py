@@ -106,3 +106,15 @@ class StoreUnavailable(LedgerError):
 
 class MigrationError(LedgerError):
     """A migration file is missing, out of order or failed: fix the migrations directory."""
+
+
+class NoMigrationsFound(MigrationError):
+    """No migration file where the installed package keeps them: the installation is incomplete.
+
+    Never "schema is up to date": reinstall the package (its wheel ships `migrations/*.sql`).
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(f"no migrations found in {location}: the installation is incomplete, "
+                         "reinstall position-ledger")

@@ -14,6 +14,7 @@ import functools
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal, TypeAlias, get_args
@@ -47,12 +48,15 @@ __all__ = [
     "EVENT_WRITERS",
     "GATES_MAX",
     "IDENTIFIER_LENGTH_MAX",
+    "KEYED_TYPES",
     "LEDGER_NAMESPACE",
     "MISSING",
+    "REGISTRY",
     "TEXT_LENGTH_MAX",
     "AccountName",
     "Event",
     "EventData",
+    "EventKind",
     "EventType",
     "GateResult",
     "Identifier",
@@ -650,29 +654,11 @@ EventType: TypeAlias = Literal[
     "TradingHalted",
     "TradingResumed",
 ]
-EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 # Who may append each type (docs/roles.md), enforced by the database's append function
 # (migrations/0011): a dispatcher to its own account only, ingest what the broker reports,
 # operators the limits and trading states. The administrator may append any type (imports).
 Writer: TypeAlias = Literal["dispatcher", "broker", "operator"]
-EVENT_WRITERS: dict[EventType, Writer] = {
-    "LimitsSet": "operator",
-    "OrderFilled": "broker",
-    "PositionClosed": "broker",
-    "SignalEvaluated": "dispatcher",
-    "IntentIssued": "dispatcher",
-    "IntentRejected": "broker",
-    "IntentExpired": "dispatcher",
-    "TradingHalted": "operator",
-    "TradingResumed": "operator",
-}
-assert tuple(EVENT_WRITERS) == EVENT_TYPES
-
-
-def types_written_by(writer: Writer) -> tuple[EventType, ...]:
-    """Return the event types a writer may append, in registry order."""
-    return tuple(t for t, w in EVENT_WRITERS.items() if w == writer)
 
 
 class _Envelope(_Frozen):
@@ -768,37 +754,62 @@ Event: TypeAlias = Annotated[
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
-_TYPE_OF_DATA: dict[type[BaseModel], EventType] = {
-    LimitsSet: "LimitsSet",
-    OrderFilled: "OrderFilled",
-    PositionClosed: "PositionClosed",
-    SignalEvaluated: "SignalEvaluated",
-    IntentIssued: "IntentIssued",
-    IntentRejected: "IntentRejected",
-    IntentExpired: "IntentExpired",
-    TradingHalted: "TradingHalted",
-    TradingResumed: "TradingResumed",
-}
-assert tuple(_TYPE_OF_DATA.values()) == EVENT_TYPES
-
 # --- Identity -----------------------------------------------------------------------------------
 
 # Fixed forever: changing it changes every derived event id and breaks deduplication of replays.
 LEDGER_NAMESPACE = uuid.UUID("d15d7c0e-ce9b-4969-abce-4819d402e6a1")
 
-_KEY_FIELDS: dict[EventType, tuple[str, ...]] = {
-    "LimitsSet": (),
-    "OrderFilled": ("fill_id",),
-    "PositionClosed": ("close_id",),
-    "SignalEvaluated": ("signal_id",),
-    "IntentIssued": ("intent_id",),
-    "IntentRejected": ("intent_id",),
-    "IntentExpired": ("intent_id",),
-    "TradingHalted": (),
-    "TradingResumed": (),
+@dataclass(frozen=True)
+class EventKind:
+    """One event type: everything the ledger knows about it, in one row."""
+
+    envelope: type[_Envelope]
+    data: type[BaseModel]
+    # Who may append it (docs/roles.md).
+    writer: Writer
+    # The fields of `data` that identify it: a repeat with the same values is a duplicate.
+    key_fields: tuple[str, ...]
+    # A setting with no identifier of its own: it happens at an instant, so the time is its key.
+    keyed_by_time: bool = False
+
+    @property
+    def keyed(self) -> bool:
+        """Whether its natural key is a real identity the store must keep unique."""
+        return bool(self.key_fields)
+
+
+# The registry: the one place an event type is listed. The type names, writers, natural keys, the
+# store's keyed types and ingest's accepted set all derive from it; `EventType`, `EventData` and
+# `Event` must name the same types (checked below) because static types cannot be derived.
+REGISTRY: dict[EventType, EventKind] = {
+    "LimitsSet": EventKind(LimitsSetEvent, LimitsSet, "operator", (), keyed_by_time=True),
+    "OrderFilled": EventKind(OrderFilledEvent, OrderFilled, "broker", ("fill_id",)),
+    "PositionClosed": EventKind(PositionClosedEvent, PositionClosed, "broker", ("close_id",)),
+    "SignalEvaluated": EventKind(SignalEvaluatedEvent, SignalEvaluated, "dispatcher",
+                                 ("signal_id",)),
+    "IntentIssued": EventKind(IntentIssuedEvent, IntentIssued, "dispatcher", ("intent_id",)),
+    "IntentRejected": EventKind(IntentRejectedEvent, IntentRejected, "broker", ("intent_id",)),
+    "IntentExpired": EventKind(IntentExpiredEvent, IntentExpired, "dispatcher", ("intent_id",)),
+    "TradingHalted": EventKind(TradingHaltedEvent, TradingHalted, "operator", (),
+                               keyed_by_time=True),
+    "TradingResumed": EventKind(TradingResumedEvent, TradingResumed, "operator", (),
+                                keyed_by_time=True),
 }
-# These have no identifier of their own: a setting changing happens at an instant.
-_KEYED_BY_TIME: frozenset[EventType] = frozenset({"LimitsSet", "TradingHalted", "TradingResumed"})
+assert tuple(REGISTRY) == get_args(EventType)
+assert {kind.data for kind in REGISTRY.values()} == set(get_args(EventData))
+assert all(kind.envelope.model_fields["type"].default == name for name, kind in REGISTRY.items())
+
+EVENT_TYPES: tuple[EventType, ...] = tuple(REGISTRY)
+EVENT_WRITERS: dict[EventType, Writer] = {name: kind.writer for name, kind in REGISTRY.items()}
+KEYED_TYPES: frozenset[EventType] = frozenset(name for name, kind in REGISTRY.items()
+                                               if kind.keyed)
+_TYPE_OF_DATA: dict[type[BaseModel], EventType] = {kind.data: name
+                                                  for name, kind in REGISTRY.items()}
+
+
+def types_written_by(writer: Writer) -> tuple[EventType, ...]:
+    """Return the event types a writer may append, in registry order."""
+    return tuple(name for name, kind in REGISTRY.items() if kind.writer == writer)
 
 
 def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> str:
@@ -811,10 +822,11 @@ def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> st
         return _render_key(event_type, [
             ("position_id", data.position_id), ("occurred_at", format_time(occurred_at)),
             ("quantity", quantity), ("price", format_decimal(data.price))])
-    parts = [(name, str(getattr(data, name))) for name in _KEY_FIELDS[event_type]]
-    if event_type in _KEYED_BY_TIME:
+    kind = REGISTRY[event_type]
+    parts = [(name, str(getattr(data, name))) for name in kind.key_fields]
+    if kind.keyed_by_time:
         parts.append(("occurred_at", format_time(occurred_at)))
-    if not _KEY_FIELDS[event_type]:
+    if not kind.keyed:
         # A setting has no identifier at all: two different settings at one instant are two
         # events, and only a repeat of the same one is a duplicate.
         parts.append(("data", data.model_dump_json()))

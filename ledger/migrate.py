@@ -1,11 +1,13 @@
 """Forward-only schema migrations: numbered SQL files applied in order, each in a transaction.
 
-A migration file is `migrations/NNNN_name.sql`. What was applied is recorded in
-`schema_migrations` with the file's checksum, so a second run changes nothing and an applied file
-that was edited afterwards is refused. A file may name this ledger's roles as `@owner@`,
-`@ingest@`, ... (see `ledger.roles.Roles.placeholders`): the runner writes their quoted names in
-before running it, and the checksum is of the file as written. A file may `SET LOCAL ROLE`; the
-runner resets the role before recording it. Must not import Kafka clients or the CLI.
+A migration file is `migrations/NNNN_name.sql`, package data of the top-level `migrations` package:
+the runner finds the files through `importlib.resources`, so an installed wheel finds its own
+whatever the working directory, and finding none is an error, never "up to date". What was applied
+is recorded in `schema_migrations` with the file's checksum, so a second run changes nothing and an
+applied file that was edited afterwards is refused. A file may name this ledger's roles as
+`@owner@`, `@ingest@`, ... (see `ledger.roles.Roles.placeholders`): the runner writes their quoted
+names in before running it, and the checksum is of the file as written. A file may `SET LOCAL
+ROLE`; the runner resets the role before recording it. Must not import Kafka clients or the CLI.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
-from ledger.errors import MigrationError
+from ledger.errors import MigrationError, NoMigrationsFound
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_PACKAGE = "migrations"
 _FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 # Any constant works: it only has to be the same for every `ledger migrate` against one database.
@@ -53,14 +56,38 @@ class Migration:
         return _PLACEHOLDER.sub(value, self.sql)
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Return the migrations in a directory, in version order.
+def migrations_dir() -> Traversable:
+    """Return where the installed `migrations` package keeps its SQL files.
 
     Raises:
+        NoMigrationsFound: the package is not installed.
+    """
+    try:
+        return resources.files(MIGRATIONS_PACKAGE)
+    except ModuleNotFoundError as exc:
+        if exc.name != MIGRATIONS_PACKAGE:
+            raise
+        raise NoMigrationsFound(f"package {MIGRATIONS_PACKAGE!r} (it is not installed)") from None
+
+
+def discover(directory: Traversable | None = None) -> list[Migration]:
+    """Return the migrations in a directory (the installed package's by default), in version order.
+
+    Raises:
+        NoMigrationsFound: the directory is missing or holds no .sql file.
         MigrationError: a file name does not match NNNN_name.sql or two files share a number.
     """
+    if directory is None:
+        directory = migrations_dir()
+    if not directory.is_dir():
+        raise NoMigrationsFound(str(directory))
+    files = sorted((entry for entry in directory.iterdir()
+                    if entry.name.endswith(".sql") and entry.is_file()),
+                   key=lambda entry: entry.name)
+    if not files:
+        raise NoMigrationsFound(str(directory))
     migrations: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
+    for path in files:
         match = _FILE_PATTERN.match(path.name)
         if match is None:
             raise MigrationError(f"migration file {path.name!r} does not match NNNN_name.sql")
@@ -68,18 +95,20 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         if version in migrations:
             raise MigrationError(f"migration number {version:04d} is used twice: {path.name!r}")
         migrations[version] = Migration(version=version, name=match.group(2),
-                                        sql=path.read_text())
+                                        sql=path.read_text(encoding="utf-8"))
     return [migrations[version] for version in sorted(migrations)]
 
 
-async def apply(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR,
+async def apply(conn: asyncpg.Connection, directory: Traversable | None = None,
                 placeholders: Mapping[str, str] | None = None) -> list[Migration]:
     """Apply the missing migrations in order and return those applied by this call.
 
     Raises:
+        NoMigrationsFound: there is no migration to apply from (checked before any change).
         MigrationError: an applied migration's file changed, a migration failed (rolled back),
             or a migration names a placeholder without a value.
     """
+    found = discover(directory)
     await conn.execute(
         """CREATE TABLE IF NOT EXISTS schema_migrations (
                version integer PRIMARY KEY,
@@ -88,7 +117,7 @@ async def apply(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR,
                applied_at timestamptz NOT NULL DEFAULT now())"""
     )
     applied: list[Migration] = []
-    for migration in discover(directory):
+    for migration in found:
         async with conn.transaction():
             # Two `ledger migrate` runs at once must not both apply a file: serialise on a lock
             # held until this migration's transaction ends, then look again.

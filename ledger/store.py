@@ -25,15 +25,9 @@ if TYPE_CHECKING:
     from ledger.db import Conn
 
 from ledger.errors import AppendRefused, ConcurrencyConflict, InvalidEvent, UnknownAccount
-from ledger.events import Event, decode_event, natural_key
+from ledger.events import KEYED_TYPES, Event, decode_event, natural_key
 
 READ_BATCH_SIZE = 1000
-# Types whose natural key is a real identity (broker fill, signal, intent, a close at an instant).
-# Settings such as LimitsSet have no such key: two of them at one instant are two events.
-KEYED_TYPES = frozenset(
-    {"OrderFilled", "PositionClosed", "SignalEvaluated", "IntentIssued", "IntentRejected",
-     "IntentExpired"}
-)
 # SQLSTATEs raised by ledger_append and ledger_lock_head (migrations/0011_least_privilege.sql).
 _UNKNOWN_ACCOUNT = "LG001"
 _WRONG_EXPECTED_SEQUENCE = "LG002"
@@ -232,26 +226,44 @@ async def read_stream(
     return [decode_event(row[0]) for row in rows]
 
 
+async def pages(
+    conn: Conn,
+    account: str,
+    after_sequence: int = 0,
+    up_to_sequence: int | None = None,
+) -> AsyncIterator[list[Event]]:
+    """Yield one account's events after a sequence (up to another), a page at a time.
+
+    The one paging loop of the project: replay, rebuild, verify, as-of, audit and the tails read
+    through it, so none holds a whole stream in memory.
+    """
+    position = after_sequence
+    while up_to_sequence is None or position < up_to_sequence:
+        page = await read_stream(conn, account, position)
+        full = len(page) == READ_BATCH_SIZE
+        if up_to_sequence is not None:
+            page = [event for event in page
+                    if event.sequence is not None and event.sequence <= up_to_sequence]
+        if not page:
+            return
+        yield page
+        if not full:
+            return
+        last = page[-1].sequence
+        assert last is not None
+        position = last
+
+
 async def iterate_stream(
     conn: Conn,
     account: str,
     after_sequence: int = 0,
     up_to_sequence: int | None = None,
 ) -> AsyncIterator[Event]:
-    """Yield one account's events after a sequence, page by page, never holding the whole stream."""
-    position = after_sequence
-    while True:
-        page = await read_stream(conn, account, position)
+    """Yield one account's events after a sequence (up to another), one by one."""
+    async for page in pages(conn, account, after_sequence, up_to_sequence):
         for event in page:
-            assert event.sequence is not None
-            if up_to_sequence is not None and event.sequence > up_to_sequence:
-                return
             yield event
-        if len(page) < READ_BATCH_SIZE:
-            return
-        last = page[-1].sequence
-        assert last is not None
-        position = last
 
 
 async def read_heads(conn: Conn) -> dict[str, int]:

@@ -1,4 +1,4 @@
--- Why: isolation is enforced by PostgreSQL itself (DESIGN.md invariant 1). Two group roles hold
+-- Why: isolation is enforced by PostgreSQL itself (docs/design.md invariant 1). Two group roles hold
 -- every grant, so a new account or service login needs no per-database grant of its own:
 --   ledger__accounts  every account login role `ledger_NAME` is a member (created by
 --                     `ledger accounts add`); row-level security limits it to its own rows.

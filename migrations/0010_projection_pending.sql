@@ -1,5 +1,5 @@
 -- Why: an account's pending intents: issued, not yet filled, rejected or expired. They count
--- against the limits exactly like open positions (DESIGN.md invariant 2).
+-- against the limits exactly like open positions (docs/design.md invariant 2).
 CREATE TABLE projection_pending (
     account text NOT NULL,
     intent_id text NOT NULL,

@@ -3,9 +3,9 @@
 This module owns what the audit finds: `BreachFinder`, which replays one account's stored events
 (in sequence order) through `projections.fold` and records every interval in which a limit in
 force was exceeded; the records it returns (`Breach`, `Sample`, `AccountAudit`); and the
-`audit --json` document of DESIGN.md (`audit_document`), whose one rounding step (money to cents,
-half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must not import
-asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
+`audit --json` document of docs/design.md (`audit_document`), whose one rounding step (money to
+cents, half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must
+not import asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
 `ledger.events`, `projections.fold` and `projections.view`.
 
 What counts as a breach, after each event, with the limits in force after that event:
@@ -68,6 +68,7 @@ from ledger.events import (
     format_time,
     notional,
 )
+from ledger.money import money_json
 
 # The finder folds every event through the fold's own step into one long-lived draft: `apply`
 # freezes a whole new state per event, which alone caps a replay below the audit's budget of
@@ -81,7 +82,6 @@ from projections.fold import (
     initial_state,
     trading_day,
 )
-from projections.view import MONEY_ROUNDING, MONEY_STEP
 
 __all__ = [
     "GATES",
@@ -737,14 +737,14 @@ def has_breach(audits: Iterable[AccountAudit]) -> bool:
 
 
 def audit_document(audits: Sequence[AccountAudit]) -> dict[str, Any]:
-    """Return the `audit --json` document of DESIGN.md, ready for json.dumps."""
+    """Return the `audit --json` document of docs/design.md, ready for json.dumps."""
     return {
         "accounts": [
             {
                 "account": audit.account,
                 "events": audit.events,
                 "peak_open_positions": audit.peak_open_positions,
-                "peak_exposure": _money(audit.peak_exposure),
+                "peak_exposure": money_json(audit.peak_exposure),
                 "breaches": [_breach_document(breach) for breach in audit.breaches],
                 "discrepancies": [_discrepancy_document(d) for d in audit.discrepancies],
             }
@@ -760,21 +760,17 @@ def _discrepancy_document(discrepancy: Discrepancy) -> dict[str, Any]:
 
 
 def _breach_document(breach: Breach) -> dict[str, Any]:
-    figure = format_decimal if breach.gate in _COUNT_GATES else _money
+    figure = format_decimal if breach.gate in _COUNT_GATES else money_json
     document: dict[str, Any] = {
         "gate": breach.gate,
         "limit": figure(breach.limit),
         "peak": figure(breach.peak),
         "from": format_time(breach.opened_at),
     }
-    # DESIGN.md: an absent `to` means the interval is still open.
+    # docs/design.md: an absent `to` means the interval is still open.
     if breach.closed_at is not None:
         document["to"] = format_time(breach.closed_at)
     document["first_sequence"] = breach.first_sequence
     return document
 
 
-def _money(amount: Decimal) -> str:
-    return format_decimal(
-        amount.quantize(MONEY_STEP, rounding=MONEY_ROUNDING, context=DECIMAL_CONTEXT)
-    )

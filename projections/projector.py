@@ -18,17 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from ledger import deadletters, failpoints, kafka, metrics, store
+from ledger import consumer, deadletters, failpoints, kafka, metrics, store
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
 from ledger.events import Event, decode_event
 from ledger.logins import job_dsn
 from ledger.roles import Job
-from ledger.runtime import OPERATING_ERRORS, keep_running, one_line, wait_or_stop
+from ledger.runtime import OPERATING_ERRORS, one_line, wait_or_stop
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from projections import tables
@@ -214,28 +213,21 @@ def _seq(event: Event) -> int:
 def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
                  projector: Projector) -> KafkaBroker:
     """Wire the projector: a batch subscriber on `ledger-events`, a dead-letter publisher."""
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id="ledger-projector", acks="all",
-                         enable_idempotence=True, request_timeout_ms=kafka.REQUEST_TIMEOUT_MS,
-                         logger=log, log_level=logging.DEBUG)
-    dead_letters = broker.publisher(topics.dead_letters, title="dead-letters")
+    broker = consumer.build_broker(settings, client_id=CONSUMER_GROUP)
+    dead_letters = consumer.dead_letter_publisher(broker, topics.dead_letters)
 
-    @broker.subscriber(
-        topics.ledger_events, batch=True, max_records=BATCH_RECORDS_MAX,
-        batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=kafka.raw_values, title="ledger-events",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings),
+    @consumer.batch_subscriber(broker, settings, consumer.Subscription(
+        topic=topics.ledger_events, group_id=CONSUMER_GROUP, title="ledger-events",
         description="Committed events, per account in sequence order, published by the relay; "
-                    "headers account, sequence, event_id, type.")
+                    "headers account, sequence, event_id, type.",
+        max_records=BATCH_RECORDS_MAX, poll_ms=POLL_TIMEOUT_MS))
     async def on_ledger_events(bodies: list[bytes], message: KafkaMessage) -> None:
         try:
-            dead = await projector.apply_batch(pool, kafka.records_of(message))
-        except BaseException as exc:
+            async with consumer.read_again_on_outage("projector", RETRY_PAUSE_S):
+                dead = await projector.apply_batch(pool, kafka.records_of(message))
+        except BaseException:
+            # What was cached may be half-applied: the next batch starts from the tables.
             projector.forget()
-            if isinstance(exc, OPERATING_ERRORS):
-                log.warning("projector: %s; the batch will be read again in %.1fs",
-                            type(exc).__name__, RETRY_PAUSE_S)
-                await asyncio.sleep(RETRY_PAUSE_S)
             raise
         await deadletters.publish(dead_letters, dead, CONSUMER_GROUP)
 
@@ -298,22 +290,14 @@ async def run(settings: Settings, stop: asyncio.Event,
     """Run the projector until stop is set, riding out database and broker outages."""
     projector = projector if projector is not None else Projector()
 
-    async def attempt(stop: asyncio.Event) -> None:
+    async def open_attempt() -> consumer.Running:
         topics = await ensure_topics(settings)
         # The projection is derived: should a crash of PostgreSQL lose its last commits, the
         # next batch for that account finds a gap and reads it from the store.
         pool = await create_pool(job_dsn(settings, Job.projector), synchronous_commit=False)
-        broker = build_broker(settings, topics, pool, projector)
-        lag = asyncio.create_task(_watch(pool, projector, stop))
-        try:
-            await broker.start()
-            log.info("projector: consuming %s", topics.ledger_events)
-            await stop.wait()
-        finally:
-            lag.cancel()
-            await asyncio.gather(lag, return_exceptions=True)
-            await broker.stop()
-            await pool.close()
-            projector.forget()
+        return consumer.Running(
+            broker=build_broker(settings, topics, pool, projector), pool=pool,
+            companions=[_watch(pool, projector, stop)], on_close=projector.forget,
+            started=f"consuming {topics.ledger_events}")
 
-    await keep_running("projector", stop, attempt)
+    await consumer.serve("projector", stop, open_attempt)

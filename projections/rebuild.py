@@ -17,9 +17,9 @@ from datetime import datetime
 from itertools import takewhile
 from typing import TYPE_CHECKING
 
-from ledger import store, workers
+from ledger import store
 from ledger.db import connect
-from projections import tables
+from projections import replay, tables
 from projections.fold import AccountState, fold, initial_state
 
 if TYPE_CHECKING:
@@ -38,12 +38,7 @@ async def fold_stream(conn: Conn, account: str, *, up_to_sequence: int | None = 
                       progress: Progress | None = None) -> AccountState:
     """Fold an account's stored events (up to a sequence), page by page."""
     state = initial_state(account)
-    while up_to_sequence is None or state.sequence < up_to_sequence:
-        page = await store.read_stream(conn, account, state.sequence)
-        if up_to_sequence is not None:
-            page = [e for e in page if e.sequence is not None and e.sequence <= up_to_sequence]
-        if not page:
-            break
+    async for page in store.pages(conn, account, up_to_sequence=up_to_sequence):
         state = fold(page, state)
         if progress is not None:
             progress(len(page))
@@ -83,18 +78,17 @@ async def verify_account(conn: Conn, account: str) -> list[tables.Difference]:
 async def state_as_of(conn: Conn, account: str, moment: datetime) -> AccountState:
     """Fold the account's stream up to the first event that occurred after `moment`."""
     state = initial_state(account)
-    while True:
-        page = await store.read_stream(conn, account, state.sequence)
+    async for page in store.pages(conn, account):
         prefix = list(takewhile(lambda event: event.occurred_at <= moment, page))
         state = fold(prefix, state)
-        if len(prefix) < len(page) or len(page) < store.READ_BATCH_SIZE:
-            return state
+        if len(prefix) < len(page):
+            break
+    return state
 
 
 async def accounts(conn: Conn) -> list[tuple[str, int]]:
     """Return every account with its head, in name order."""
-    rows = await conn.fetch("SELECT account, head FROM streams ORDER BY account")
-    return [(row["account"], int(row["head"])) for row in rows]
+    return list((await store.read_heads(conn)).items())
 
 
 # --- Several accounts, several processes --------------------------------------------------------
@@ -132,6 +126,6 @@ async def rebuild_many(dsn: str, targets: list[tuple[str, int]], *, verify: bool
         if progress is not None:
             progress(sum(heads[account] for account in chunk))
 
-    await workers.run_chunks(functools.partial(_work_chunk, dsn, verify), targets, jobs, done)
+    await replay.run_chunks(functools.partial(_work_chunk, dsn, verify), targets, jobs, done)
     return sorted(found, key=lambda difference: (difference.account, difference.table,
                                                  difference.key))

@@ -1,4 +1,4 @@
-"""Rendering of an account state as the `positions --json` document of DESIGN.md.
+"""Rendering of an account state as the `positions --json` document of docs/design.md.
 
 This module owns that document's shape and its one rounding step: money figures are quantized to
 cents here, at the edge, and nowhere in the fold. It is pure: it must not import asyncpg,
@@ -8,22 +8,15 @@ and `projections.fold`.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
-from ledger.events import DECIMAL_CONTEXT, format_decimal, format_time
+from ledger.events import format_decimal, format_time
+from ledger.money import money_json, to_cents
 from projections.fold import AccountState, Limits, PendingIntent, Position
 
-__all__ = ["MONEY_ROUNDING", "MONEY_STEP", "limits_document", "positions_document"]
+__all__ = ["limits_document", "positions_document"]
 
-MONEY_STEP = Decimal("0.01")
-MONEY_ROUNDING = ROUND_HALF_EVEN
-
-
-def _money(amount: Decimal) -> str:
-    return format_decimal(
-        amount.quantize(MONEY_STEP, rounding=MONEY_ROUNDING, context=DECIMAL_CONTEXT)
-    )
 
 
 def _price(price: Decimal) -> str:
@@ -31,7 +24,7 @@ def _price(price: Decimal) -> str:
     # average of fills ("6.125", or 1/3 of a cent) rounded to cents would report an entry
     # price the position does not have, and quantity x average_price would no longer give
     # its notional.
-    padded = price.quantize(MONEY_STEP, rounding=MONEY_ROUNDING, context=DECIMAL_CONTEXT)
+    padded = to_cents(price)
     return format_decimal(padded if padded == price else price)
 
 
@@ -59,7 +52,7 @@ def _position_document(position: Position) -> dict[str, Any]:
         "quantity": format_decimal(position.quantity),
         "average_price": _price(position.average_price),
         "multiplier": format_decimal(position.multiplier),
-        "notional": _money(position.notional),
+        "notional": money_json(position.notional),
     }
 
 
@@ -67,7 +60,7 @@ def _intent_document(intent: PendingIntent) -> dict[str, Any]:
     return {
         "intent_id": intent.intent_id,
         "symbol": intent.symbol,
-        "notional": _money(intent.notional),
+        "notional": money_json(intent.notional),
         "expires_at": format_time(intent.expires_at),
     }
 
@@ -94,7 +87,7 @@ def positions_document(state: AccountState, *, projected_sequence: int | None) -
         "limits": limits_document(state.limits),
         "open_positions": [_position_document(position) for position in positions],
         "pending_intents": [_intent_document(intent) for intent in intents],
-        "open_exposure": _money(state.open_exposure),
-        "pending_exposure": _money(state.pending_exposure),
-        "exposure": _money(state.exposure),
+        "open_exposure": money_json(state.open_exposure),
+        "pending_exposure": money_json(state.pending_exposure),
+        "exposure": money_json(state.exposure),
     }

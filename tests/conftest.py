@@ -20,7 +20,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger import commands, roles, secrets
+from console import commands
+from ledger import roles, secrets
 from ledger.db import connect, dsn_for_database
 from ledger.settings import Settings, load_settings
 

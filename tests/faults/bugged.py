@@ -17,7 +17,7 @@ from ledger.events import Event, PositionClosedEvent
 
 def lost_write() -> None:
     """Ingest acknowledges (commits the offset of) every third valid execution, unstored."""
-    from ledger import ingest
+    from services import ingest
 
     original = ingest.apply_batch
     seen = [0]
@@ -88,8 +88,9 @@ def skip_lock() -> None:
     appends the decision without expecting any sequence. Quiet: nothing fails, it only decides
     on a view that may be behind, and two deciders interleave.
     """
+    from console import commands
     from dispatcher import decide, gates, process
-    from ledger import commands, store
+    from ledger import store
     from projections import tables
 
     async def unlocked(conn: Any, config: Any, signal: Any, now: Any,
@@ -129,7 +130,7 @@ def ignores_pending() -> None:
 
 def swallows_malformed() -> None:
     """Ingest drops what it cannot decode instead of sending it to the dead letters."""
-    from ledger import ingest
+    from services import ingest
 
     original = ingest.sort_batch
 
@@ -143,7 +144,7 @@ def swallows_malformed() -> None:
 
 def relay_sends_dead_orders() -> None:
     """The relay routes every intent it publishes, dead or alive (the review's finding)."""
-    from ledger import relay
+    from services import relay
 
     original = relay._live_intents
 
@@ -208,7 +209,7 @@ BUGS: dict[str, Callable[[], None]] = {
 def main() -> None:
     bug, *args = sys.argv[1:]
     BUGS[bug]()
-    from ledger import cli
+    from console import cli
 
     sys.argv = ["ledger", *args]
     cli.main()

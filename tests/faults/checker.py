@@ -7,7 +7,7 @@ judged again offline, and every finding names its first concrete counter-example
 figures) rather than a bare "mismatch". Only the observation's `accounts` are judged; events and
 records of other accounts are ignored, since other runs may share the topics.
 
-The checks, each guarding one promise of DESIGN.md:
+The checks, each guarding one promise of docs/design.md:
 
 1. sequences - each stream is 1..n with no gap, event ids are unique across accounts, natural
    keys (fill ids, signal decisions...) unique per account: exactly-once in effect (invariant 4)
@@ -29,7 +29,7 @@ The checks, each guarding one promise of DESIGN.md:
 6. decisions - every SignalEvaluated was decided on the head (as_of_sequence = sequence - 1),
    recorded the true figures (the gates re-run on the state the store gives at that head agree
    with the recorded decision gate for gate), never allowed anything while halted, and intents
-   come exactly from allowed decisions (invariants 2 and 3: the incident of DESIGN.md was a
+   come exactly from allowed decisions (invariants 2 and 3: the incident of docs/design.md was a
    decision on false figures).
 7. dead letters - every acknowledged hostile message that must be refused is in `dead-letters`
    with its key, its value and a reason, and no dead letter lacks a reason (invariant 6).
@@ -37,10 +37,11 @@ The checks, each guarding one promise of DESIGN.md:
    account (the store records the role): a dispatcher only its own account's decisions, intents
    and expiries, ingest what the broker reports, the operator limits and trading states
    (invariant 1: a dispatcher's own credentials never lift a halt or raise a limit).
-9. live orders - every intent on `order-intents` was live when published: sent before its
-   expiry, not after the store had expired or rejected it, and not while its account was halted
-   (docs/events.md). Times compare the producer's send time with the store's `recorded_at`,
-   with LIVENESS_TOLERANCE for the instant between the relay's look and its send.
+9. live orders - every intent on `order-intents` was live when the relay proved it live: not
+   past its expiry at the check's clock (the record's timestamp, LIVENESS_TOLERANCE between the
+   dispatcher's clock and the database's), and, among the store's events up to the head that
+   check read (header `checked_head`), neither expired nor rejected, nor its account halted
+   (docs/consumers.md).
 
 Checks 4, 5 and 6 replay a stream only as far as it is numbered 1, 2, 3...: beyond a broken
 sequence there is nothing trustworthy to replay, and check 1 already fails the run there.

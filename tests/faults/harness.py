@@ -32,7 +32,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from ledger import commands, failpoints, kafka, roles, store
+from console import commands
+from ledger import failpoints, kafka, roles, store
 from ledger.db import connect
 from ledger.events import (
     Event,
@@ -54,6 +55,7 @@ from ledger.runtime import OPERATING_ERRORS
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from projections import tables
+from projections.rebuild import fold_stream
 from tests.conftest import LEDGER_BIN, ROOT, cli_env
 from tests.faults.model import Hostile, Observation, Operation, Record
 from tests.processes import LedgerProcess
@@ -409,7 +411,11 @@ async def _answer(schedule: Schedule, rng: random.Random, account: str,
 
 
 async def _position_manager(schedule: Schedule, until: float) -> None:
-    """Closes open positions now and then, as stop-loss and take-profit would."""
+    """Closes open positions now and then, as stop-loss and take-profit would.
+
+    It knows the positions as the broker does, from what was executed (the store folded), never
+    from the projection: a projector that lags or is broken must not stop the closes that would
+    expose it."""
     rng = random.Random(schedule.rng.random())
     while time.monotonic() < until:
         await asyncio.sleep(rng.uniform(0.4, 1.2))
@@ -419,7 +425,7 @@ async def _position_manager(schedule: Schedule, until: float) -> None:
         except CLIENT_ERRORS:
             continue
         try:
-            state = await asyncio.wait_for(tables.load_state(conn, account), timeout=3)
+            state = await asyncio.wait_for(fold_stream(conn, account), timeout=3)
         except CLIENT_ERRORS:
             continue
         finally:

@@ -1,4 +1,4 @@
-"""The command-line conventions of DESIGN.md, run through the installed entry point.
+"""The command-line conventions of docs/design.md, run through the installed entry point.
 
 Method: run `.venv/bin/ledger` as a subprocess and check exit codes (0, 1, 2), that errors are one
 line on stderr without a traceback, and the KEY=VALUE output of `ledger config`.
@@ -96,7 +96,7 @@ def test_limits_halt_resume_append_events_and_status_shows_the_kill_switch(
     assert "data.max_exposure: 'lots'" in bad.stderr.decode()
 
 
-def test_asyncapi_describes_the_topics_from_the_processes_wiring() -> None:
+def test_asyncapi_describes_every_topic() -> None:
     result = _run("asyncapi", LEDGER_TOPIC_PREFIX="p1.")
 
     document = json.loads(result.stdout)

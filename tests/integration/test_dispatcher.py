@@ -20,8 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from console import commands
 from dispatcher.decide import DispatcherConfig, decide, expire_due
-from ledger import commands, kafka, store
+from ledger import kafka, store
 from ledger.db import connect
 from ledger.events import Event, SignalEvaluated, decode_signal
 from ledger.logins import account_dsn

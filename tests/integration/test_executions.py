@@ -15,12 +15,14 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from ledger import commands, ingest, roles
+from console import commands
+from ledger import roles
 from ledger.db import connect
 from ledger.events import Event
 from ledger.logins import job_dsn
 from ledger.settings import Settings
 from projections import rebuild
+from services import ingest
 from tests.factories import close, fill
 
 pytestmark = pytest.mark.pg

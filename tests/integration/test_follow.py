@@ -17,11 +17,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger import commands, kafka, store
+from console import commands
+from ledger import kafka, store
 from ledger.events import Event, encode_event
-from ledger.follow import follow
 from ledger.settings import Settings
 from ledger.topics import ensure_topics
+from services.follow import follow
 from tests.conftest import LEDGER_BIN, cli_env, eventually, with_topics
 from tests.factories import fill
 from tests.processes import LedgerProcess

@@ -21,9 +21,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from console import commands
 from dispatcher import gates
 from dispatcher.decide import DispatcherConfig, decide
-from ledger import commands, store
+from ledger import store
 from ledger.db import connect
 from ledger.events import SignalEvaluatedEvent, decode_signal
 from ledger.logins import account_dsn

@@ -20,7 +20,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger import commands, kafka
+from console import commands
+from ledger import kafka
 from ledger.settings import Settings
 from ledger.topics import ensure_topics
 from tests.conftest import eventually, run_cli, with_topics

@@ -21,7 +21,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ledger import commands, kafka
+from console import commands
+from ledger import kafka
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from tests.conftest import eventually, with_topics

@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import commands, kafka
+from console import commands
+from ledger import kafka
 from ledger.errors import InvalidEvent
 from ledger.events import decode_event
 from ledger.settings import Settings

@@ -19,7 +19,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger import commands, kafka, store
+from console import commands
+from ledger import kafka, store
 from ledger.events import Event, encode_event
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics

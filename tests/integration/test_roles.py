@@ -22,8 +22,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from console import commands
 from dispatcher.decide import DispatcherConfig, decide
-from ledger import commands, roles, secrets, store
+from ledger import roles, secrets, store
 from ledger.db import connect, dsn_for_role
 from ledger.errors import AppendRefused
 from ledger.events import (

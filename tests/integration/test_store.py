@@ -14,7 +14,8 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from ledger import commands, store
+from console import commands
+from ledger import store
 from ledger.errors import ConcurrencyConflict, UnknownAccount
 from ledger.settings import Settings
 from tests.factories import fill, limits

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.charts import terminal_chart
+from console.charts import terminal_chart
 from ledger.events import (
     Event,
     IntentIssuedEvent,

@@ -1,10 +1,10 @@
 """Goal: the audit's breach finder reports exactly the intervals in which an account was over a
 limit in force (open + pending positions, open + pending exposure, order notional, daily loss,
-orders while halted), with the limit, peak, times and sequences DESIGN.md's `audit --json`
+orders while halted), with the limit, peak, times and sequences docs/design.md's `audit --json`
 shows; clips them to a window; keeps its plot samples bounded; and renders the document.
 
 Method: hand-built histories whose intervals and peaks are worked out by hand (including one
-shaped like the incident of DESIGN.md: limits 5 / $10,000, twelve put fills in 13 minutes, six
+shaped like the incident of docs/design.md: limits 5 / $10,000, twelve put fills in 13 minutes, six
 closed later), built through the public JSON contract (`decode_event`) and stamped as stored
 (`with_ledger_fields`, sequences 1..n). Each test replays them through `BreachFinder` or
 `audit_events` and compares with exact values. Arrange/Act/Assert, no I/O.

@@ -1,7 +1,7 @@
 """Goal: the event contract refuses bad input loudly and names the field and value, keeps money
 exact, keeps times in UTC, and derives event ids deterministically from natural keys.
 
-Method: decode JSON shaped like DESIGN.md's examples, change one thing at a time, and check the
+Method: decode JSON shaped like docs/design.md's examples, change one thing at a time, and check the
 decoded model, the encoded bytes or the one-line InvalidEvent message. No I/O.
 """
 

@@ -1,5 +1,5 @@
 """Goal: the one fold turns an account's stored events into exactly the positions, pending
-intents, limits, halt flag and realised P&L that DESIGN.md describes, refuses to be fed wrongly
+intents, limits, halt flag and realised P&L that docs/design.md describes, refuses to be fed wrongly
 (foreign account, unsequenced event, sequence gap), and skips duplicates.
 
 Method: build events through the public JSON contract (`decode_event`), stamp them as stored

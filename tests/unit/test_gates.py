@@ -1,7 +1,7 @@
 """Goal: the risk gates allow a signal only when every limit has room for it (pending intents
 counted like open positions), fail closed when the view cannot be proved current, the account is
 halted or its limits were never set, report the figures each gate compared, and name the first
-failed gate in order of precedence. The incident of DESIGN.md (11 open positions worth $98,630
+failed gate in order of precedence. The incident of docs/design.md (11 open positions worth $98,630
 against limits of 5 and $10,000) must be blocked whatever the signal.
 
 Method: build account states by folding stored events made through the public JSON contract

@@ -1,7 +1,7 @@
 """Ingest's message handling, in memory: validation, dead letters, idempotent appends.
 
 Method: faststream's TestKafkaBroker runs the real subscriber and dead-letter publisher of
-`ledger.ingest.build_broker` without a broker; a stub appender stands in for the store and keeps
+`services.ingest.build_broker` without a broker; a stub appender stands in for the store and keeps
 its idempotency rule (an event id is stored once). The real-broker path is in
 tests/integration/test_pipeline.py.
 """
@@ -19,11 +19,12 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaMessage, TestKafkaBroker
 
-from ledger import deadletters, ingest, store
+from ledger import deadletters, store
 from ledger.errors import UnknownAccount
 from ledger.events import Event, natural_key
 from ledger.settings import load_settings
 from ledger.topics import Topics
+from services import ingest
 
 
 def execution(account: str, fill_id: str, event_type: str = "OrderFilled",

@@ -1,5 +1,5 @@
 """Goal: `positions_document` renders an account state as exactly the `positions --json` shape of
-DESIGN.md, with decimals as strings, money rounded to cents (half-even) only at this edge, and
+docs/design.md, with decimals as strings, money rounded to cents (half-even) only at this edge, and
 lists in a stable order.
 
 Method: build states by hand (and one through the fold from JSON events), render them, and

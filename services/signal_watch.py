@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +30,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ledger import deadletters, kafka, metrics
+from ledger.clock import Clock, utc_now
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
 from ledger.events import decision_key
@@ -45,9 +45,8 @@ CHECK_INTERVAL_S = 1.0
 # Pending signals kept at once; beyond this the oldest are settled early.
 PENDING_MAX = 100_000
 
-log = logging.getLogger("ledger.signal_watch")
+log = logging.getLogger("services.signal_watch")
 
-Clock = Callable[[], datetime]
 
 
 @dataclass(kw_only=True)
@@ -85,7 +84,7 @@ class SignalWatch:
     grace: timedelta
     clock_skew: timedelta
     publisher: Any
-    clock: Clock = field(default=lambda: datetime.now(UTC))
+    clock: Clock = utc_now
     counters: WatchCounters = field(default_factory=WatchCounters)
     pending: dict[TopicPartition, dict[int, _Pending]] = field(default_factory=dict)
     known_accounts: set[str] = field(default_factory=set)

@@ -26,7 +26,7 @@ STOP_TIMEOUT_S = 15.0
 # linux/prctl.h
 _PR_SET_PDEATHSIG = 1
 
-log = logging.getLogger("ledger.supervisor")
+log = logging.getLogger("console.supervisor")
 
 
 @dataclass(kw_only=True)
@@ -49,7 +49,7 @@ async def supervise(children: list[Child], stop: asyncio.Event) -> None:
 async def _keep_alive(child: Child, stop: asyncio.Event) -> None:
     while not stop.is_set():
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ledger", *child.args, env={**os.environ, **child.env},
+            sys.executable, "-m", "console", *child.args, env={**os.environ, **child.env},
             preexec_fn=_die_with_parent(os.getpid()))
         log.info("started %s (pid %d)", child.name, child.process.pid)
         waiting = asyncio.ensure_future(child.process.wait())

@@ -27,12 +27,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from console import charts
+from console.supervisor import Child, supervise
 from dispatcher import process as dispatcher_process
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide
-from dispatcher.process import utc_now
-from ledger import audit as audit_module
-from ledger import charts, ingest, jsonl, metrics, relay, roles, secrets, store
+from ledger import jsonl, metrics, roles, secrets, store
 from ledger import migrate as migrations
+from ledger.clock import utc_now
 from ledger.db import connect
 from ledger.errors import (
     ConfigError,
@@ -51,15 +52,16 @@ from ledger.events import (
     refuse_future,
     validate_account_name,
 )
-from ledger.follow import follow as follow_account
 from ledger.logins import account_dsn, job_dsn
 from ledger.runtime import stop_event_on_signals
 from ledger.settings import Settings
-from ledger.supervisor import Child, supervise
 from projections import projector, rebuild, tables
 from projections.breaches import AccountAudit, audit_document
 from projections.current import state_at_head
 from projections.view import limits_document, positions_document
+from services import audit as audit_module
+from services import ingest, relay
+from services.follow import follow as follow_account
 
 REPORT_WIDTH = 120
 
@@ -91,9 +93,11 @@ async def migrate(settings: Settings, *, rotate_passwords: bool = False) -> Migr
 
     Raises:
         MigrationError: the database belongs to another role namespace, or a migration failed.
+        NoMigrationsFound: the installed package holds no migration (nothing is changed).
         RoleConflict: a role of this ledger's names belongs to another ledger.
     """
     ledger_roles = roles.roles_for(settings)
+    migrations.discover()  # an installation without its migrations fails before any change
     async with admin_connection(settings) as conn:
         await _check_namespace(conn, ledger_roles)
         await roles.ensure_ledger_roles(conn, ledger_roles)
@@ -330,7 +334,7 @@ async def status(settings: Settings) -> list[StatusRow]:
 
 
 def print_status(rows: list[StatusRow], json_output: bool) -> None:
-    """Print status as the DESIGN.md JSON document or as a table."""
+    """Print status as the docs/design.md JSON document or as a table."""
     if json_output:
         document = {"accounts": [
             {"account": r.account, "head": r.head, "published": r.published,
@@ -625,7 +629,7 @@ def wide_console() -> Console:
 
 
 def print_audit(audits: list[AccountAudit], json_output: bool, plot: Path | None) -> None:
-    """Print the audit as the DESIGN.md JSON document, or as tables and a terminal chart."""
+    """Print the audit as the docs/design.md JSON document, or as tables and a terminal chart."""
     if plot is not None:
         charts.write_png(audits, plot)
     if json_output:

@@ -2,7 +2,7 @@
 
 Reads each account's stream page by page (never the whole store in memory) and feeds it to the
 pure breach finder of projections/breaches.py, which folds with the same fold as the projector
-and the dispatcher. Rendering (table, terminal chart, PNG) lives in ledger/charts.py. Must not
+and the dispatcher. Rendering (table, terminal chart, PNG) lives in console/charts.py. Must not
 import Kafka clients.
 """
 
@@ -14,10 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ledger import store, workers
+from ledger import store
 from ledger.db import connect
 from ledger.errors import UnknownAccount
 from ledger.events import validate_account_name
+from projections import replay
 from projections.breaches import AccountAudit, BreachFinder
 
 if TYPE_CHECKING:
@@ -31,18 +32,11 @@ async def audit_account(conn: Conn, account: str, *, window_from: datetime | Non
                         progress: Progress | None = None) -> AccountAudit:
     """Replay one account's stream through the breach finder."""
     finder = BreachFinder(account, window_from=window_from, window_to=window_to)
-    after = 0
-    while not finder.done:
-        page = await store.read_stream(conn, account, after)
-        if not page:
-            break
+    async for page in store.pages(conn, account):
         finder.feed_many(page)
         if progress is not None:
             progress(len(page))
-        last = page[-1].sequence
-        assert last is not None
-        after = last
-        if len(page) < store.READ_BATCH_SIZE:
+        if finder.done:
             break
     return finder.finish()
 
@@ -94,6 +88,6 @@ async def audit_many(dsn: str, targets: list[tuple[str, int]], *, jobs: int,
         if progress is not None:
             progress(sum(heads[account] for account in chunk))
 
-    await workers.run_chunks(functools.partial(_audit_chunk, dsn, window_from, window_to),
+    await replay.run_chunks(functools.partial(_audit_chunk, dsn, window_from, window_to),
                              targets, jobs, done)
     return [found[account] for account in sorted(found)]

@@ -41,7 +41,7 @@ STANDBY_INTERVAL_S = 2.0
 RELAY_LOCK_KEY = 0x1ED6E6
 NOTIFY_CHANNEL = "ledger_appended"
 
-log = logging.getLogger("ledger.relay")
+log = logging.getLogger("services.relay")
 
 _BEHIND_SQL = """
 SELECT s.account, s.head, coalesce(r.published_sequence, 0) AS published

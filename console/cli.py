@@ -1,6 +1,6 @@
 """The `ledger` command line: parse arguments, build settings, wire objects; no ledger logic.
 
-Exit codes (DESIGN.md): 0 success; 1 error, one line on stderr and never a traceback; 2 usage;
+Exit codes (docs/design.md): 0 success; 1 error, one line on stderr and never a traceback; 2 usage;
 3 when `audit` finds a breach or `rebuild --verify` finds a difference.
 """
 
@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,11 +18,14 @@ from uuid import uuid4
 
 import typer
 
-from ledger import commands, roles, workers
-from ledger.asyncapi import describe as describe_asyncapi
+from console import commands
+from console.asyncapi import describe as describe_asyncapi
+from ledger import roles
+from ledger.clock import utc_now
 from ledger.errors import LedgerError
 from ledger.runtime import configure_logging, tune_gc
 from ledger.settings import Settings, load_settings
+from projections import replay
 from projections.breaches import has_breach
 
 T = TypeVar("T")
@@ -60,10 +63,6 @@ def _run(coro: Awaitable[T]) -> T:
 
     tune_gc()
     return asyncio.run(wrapper())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @app.command()
@@ -153,7 +152,7 @@ def limits_set(
     if all(value is None for value in given.values()) and not clear:
         raise typer.BadParameter("nothing to change: name a limit to set, or --clear one")
     sequence, in_force = _run(commands.set_limits(_settings(database_url), name, given,
-                                                  clear or [], occurred_at=_now()))
+                                                  clear or [], occurred_at=utc_now()))
     shown = ", ".join(f"{key}={'none' if value is None else value}"
                       for key, value in in_force.items())
     typer.echo(f"{name}: LimitsSet at sequence {sequence}: {shown}")
@@ -168,7 +167,7 @@ def halt(
     """Append TradingHalted: the account's kill switch; dispatchers emit nothing until resume."""
     sequence = _run(commands.append_command(_settings(database_url), name, "TradingHalted",
                                             {"reason": reason}, event_id=uuid4(),
-                                            occurred_at=_now()))
+                                            occurred_at=utc_now()))
     typer.echo(f"{name}: TradingHalted at sequence {sequence}")
 
 
@@ -181,7 +180,7 @@ def resume(
     """Append TradingResumed: lift the kill switch."""
     sequence = _run(commands.append_command(_settings(database_url), name, "TradingResumed",
                                             {"reason": reason}, event_id=uuid4(),
-                                            occurred_at=_now()))
+                                            occurred_at=utc_now()))
     typer.echo(f"{name}: TradingResumed at sequence {sequence}")
 
 
@@ -282,10 +281,10 @@ def rebuild(
     verify: Annotated[bool, typer.Option("--verify", help="Compare the live projection with a "
                                          "rebuild instead of writing; exit 3 on a difference.")]
     = False,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, max=workers.JOBS_MAX,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=replay.JOBS_MAX,
                                       help="Worker processes, each rebuilding whole accounts "
                                            "(default: one per core).")]
-    = min(os.cpu_count() or 1, workers.JOBS_MAX),
+    = min(os.cpu_count() or 1, replay.JOBS_MAX),
     database_url: DatabaseUrl = None,
 ) -> None:
     """Rebuild projections from the store, one short transaction per account."""
@@ -332,10 +331,10 @@ def audit(
     json_output: JsonFlag = False,
     plot: Annotated[Path | None, typer.Option("--plot", dir_okay=False,
                                               help="Write a PNG chart here.")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, max=workers.JOBS_MAX,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, max=replay.JOBS_MAX,
                                       help="Worker processes, each replaying whole accounts "
                                            "(default: one per core).")]
-    = min(os.cpu_count() or 1, workers.JOBS_MAX),
+    = min(os.cpu_count() or 1, replay.JOBS_MAX),
     database_url: DatabaseUrl = None,
 ) -> None:
     """Replay history, report every limit breach, draw exposure and positions against limits.

@@ -8,7 +8,7 @@ the limits in force (a column per slice of time, red where over the limit). The 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ledger.money import money_text
 from projections.breaches import AccountAudit, Sample
 
 CHART_WIDTH = 64
 _BLOCKS = " ▁▂▃▄▅▆▇█"
-_CENT = Decimal("0.01")
-
-
-def _money(amount: Decimal) -> str:
-    return f"${amount.quantize(_CENT, rounding=ROUND_HALF_EVEN):,}"
 
 
 def _when(moment: datetime | None) -> str:
@@ -38,13 +34,13 @@ def print_audit(audits: list[AccountAudit], console: Console, *, chart: bool = T
                    else Text("no breach", style="bold green"))
         console.print(Text.assemble(
             (audit.account, "bold"), f"  {audit.events} events, peak {audit.peak_open_positions}"
-            f" positions (open + pending), peak exposure {_money(audit.peak_exposure)}  ",
+            f" positions (open + pending), peak exposure {money_text(audit.peak_exposure)}  ",
             verdict))
         if audit.breaches:
             table = Table("gate", "limit", "peak", "from", "to", "first event")
             for breach in audit.breaches:
                 money = breach.gate not in ("max_open_positions", "trading_halted")
-                show = _money if money else (lambda value: f"{value:f}")
+                show = money_text if money else (lambda value: f"{value:f}")
                 table.add_row(breach.gate, show(breach.limit), show(breach.peak),
                               _when(breach.opened_at), _when(breach.closed_at),
                               f"#{breach.first_sequence}")
@@ -86,7 +82,7 @@ def terminal_chart(samples: list[Sample], width: int = CHART_WIDTH) -> list[Text
         ("positions", lambda s: Decimal(s.positions),
          lambda s: Decimal(s.max_open_positions) if s.max_open_positions is not None else None,
          lambda v: f"{v:f}"),
-        ("exposure ", lambda s: s.exposure, lambda s: s.max_exposure, _money),
+        ("exposure ", lambda s: s.exposure, lambda s: s.max_exposure, money_text),
     ):
         peaks = [max(value_of(s) for s in bucket) for bucket in buckets]
         limits = [limit_of(bucket[-1]) for bucket in buckets]

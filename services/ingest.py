@@ -17,14 +17,14 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from aiokafka.structs import ConsumerRecord
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from ledger import deadletters, failpoints, kafka, metrics, signal_watch, store
+from ledger import consumer, deadletters, failpoints, kafka, metrics, store
+from ledger.clock import utc_now
 from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent, UnknownAccount
@@ -39,12 +39,13 @@ from ledger.events import (
 )
 from ledger.logins import job_dsn
 from ledger.roles import Job
-from ledger.runtime import OPERATING_ERRORS, keep_running, one_line
+from ledger.runtime import OPERATING_ERRORS, one_line
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from projections.current import state_at_head
 from projections.executions import execution_problem
 from projections.fold import AccountState, Folding
+from services import signal_watch
 
 if TYPE_CHECKING:
     import asyncpg
@@ -62,7 +63,7 @@ CACHED_ACCOUNTS_MAX = 10_000
 # decisions and settings come from elsewhere and are refused here.
 ACCEPTED_TYPES = frozenset(types_written_by("broker"))
 
-log = logging.getLogger("ledger.ingest")
+log = logging.getLogger("services.ingest")
 
 # aiokafka ships no type information: records are untyped here.
 Message: TypeAlias = ConsumerRecord
@@ -249,35 +250,20 @@ async def _record_isolating(record_events: Recorder, account: str,
 def build_broker(settings: Settings, topics: Topics, record_events: Recorder,
                  counters: IngestCounters) -> KafkaBroker:
     """Wire ingest: a batch subscriber on `executions` and a publisher of dead letters."""
-    broker = KafkaBroker(settings.kafka_bootstrap, client_id="ledger-ingest", acks="all",
-                         enable_idempotence=True, request_timeout_ms=kafka.REQUEST_TIMEOUT_MS,
-                         logger=log, log_level=logging.DEBUG)
-    dead_letters = broker.publisher(
-        topics.dead_letters, title="dead-letters",
-        description="Messages no consumer could use: original bytes and key, with headers "
-                    "dlq.reason, dlq.topic, dlq.partition, dlq.offset, dlq.consumer.")
+    broker = consumer.build_broker(settings, client_id=CONSUMER_GROUP)
+    dead_letters = consumer.dead_letter_publisher(broker, topics.dead_letters)
 
-    # NACK_ON_ERROR: offsets are committed only when the handler returned, that is after the
-    # database commit and the dead letters' acknowledgement; an error rewinds to the batch start.
-    @broker.subscriber(
-        topics.executions, batch=True, max_records=BATCH_RECORDS_MAX,
-        batch_timeout_ms=POLL_TIMEOUT_MS, group_id=CONSUMER_GROUP, auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR, decoder=kafka.raw_values, title="executions",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=kafka.heartbeat_interval_ms(settings),
+    @consumer.batch_subscriber(broker, settings, consumer.Subscription(
+        topic=topics.executions, group_id=CONSUMER_GROUP, title="executions",
         description="Fills, closes and intent rejections from the broker adapter and the "
-                    "position manager, keyed by account.")
+                    "position manager, keyed by account.",
+        max_records=BATCH_RECORDS_MAX, poll_ms=POLL_TIMEOUT_MS))
     async def on_executions(bodies: list[bytes], message: KafkaMessage) -> None:
-        try:
-            batch = sort_batch(kafka.records_of(message), now=datetime.now(UTC),
+        async with consumer.read_again_on_outage("ingest", RETRY_PAUSE_S):
+            batch = sort_batch(kafka.records_of(message), now=utc_now(),
                                clock_skew=timedelta(seconds=settings.max_clock_skew_s))
             dead = await apply_batch(record_events, batch, counters)
             failpoints.hit("ingest.after_commit")
-        except OPERATING_ERRORS as exc:
-            log.warning("ingest: %s; the batch will be read again in %.1fs",
-                        type(exc).__name__, RETRY_PAUSE_S)
-            await asyncio.sleep(RETRY_PAUSE_S)
-            raise
         await deadletters.publish(dead_letters, dead, CONSUMER_GROUP)
 
     return broker
@@ -288,25 +274,12 @@ async def run(settings: Settings, stop: asyncio.Event,
     """Run ingest until stop is set, riding out database and broker outages."""
     counters = counters if counters is not None else IngestCounters()
 
-    async def attempt(stop: asyncio.Event) -> None:
+    async def open_attempt() -> consumer.Running:
         topics = await ensure_topics(settings)
         pool = await create_pool(job_dsn(settings, Job.ingest))
-        broker = build_broker(settings, topics, StoreRecorder(pool), counters)
-        watch: asyncio.Task[None] | None = None
-        try:
-            await broker.start()
-            watch = asyncio.create_task(signal_watch.run_watch(settings, topics, pool, stop))
-            log.info("ingest: consuming %s, watching %s", topics.executions, topics.signals)
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({watch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if watch.done():
-                watch.result()  # an operating error: this attempt ends and starts again
-        finally:
-            if watch is not None:
-                watch.cancel()
-                await asyncio.gather(watch, return_exceptions=True)
-            await broker.stop()
-            await pool.close()
+        return consumer.Running(
+            broker=build_broker(settings, topics, StoreRecorder(pool), counters), pool=pool,
+            companions=[signal_watch.run_watch(settings, topics, pool, stop)],
+            started=f"consuming {topics.executions}, watching {topics.signals}")
 
-    await keep_running("ingest", stop, attempt)
+    await consumer.serve("ingest", stop, open_attempt)

@@ -31,7 +31,7 @@ from ledger.topics import ensure_topics
 
 POLL_TIMEOUT_MS = 500
 
-log = logging.getLogger("ledger.follow")
+log = logging.getLogger("services.follow")
 
 
 async def follow(
