@@ -16,7 +16,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from ledger.events import DECIMAL_CONTEXT, DECIMAL_DIGITS_MAX, GateResult, Signal
 from ledger.money import money_text
-from projections.fold import AccountState, trading_day
+from projections.fold import AccountState, Limits, trading_day
+from projections.rules import RULES, LimitRule
 
 # Reject codes, in order of precedence.
 PROJECTION_STALE = "projection_stale"
@@ -88,17 +89,16 @@ def evaluate(state: AccountState, signal: Signal, now: datetime, freshness: Fres
                                   reason="Limits never set: nothing may be traded"))
         return Decision(allowed=False, gates=tuple(results))
     order = signal.notional
-    results.append(_at_most(MAX_ORDER_NOTIONAL, order, limits.max_order_notional,
+    results.append(_at_most(RULES["max_order_notional"], order, limits,
                             f"Order {money_text(order)}"))
     positions = Decimal(state.open_positions + state.pending_count)
     results.append(_at_most(
-        MAX_OPEN_POSITIONS, positions + 1, Decimal(limits.max_open_positions),
-        f"Positions {state.open_positions} + {state.pending_count} pending + 1",
-        limit_text=str(limits.max_open_positions)))
+        RULES["max_open_positions"], positions + 1, limits,
+        f"Positions {state.open_positions} + {state.pending_count} pending + 1"))
     exposure = state.exposure
-    results.append(_at_most(MAX_EXPOSURE, exposure + order, limits.max_exposure,
+    results.append(_at_most(RULES["max_exposure"], exposure + order, limits,
                             f"Exposure {money_text(exposure)} + {money_text(order)}"))
-    results.append(_daily_loss(state, now, limits.daily_loss_limit))
+    results.append(_daily_loss(state, now, limits))
     return Decision(allowed=all(result.passed for result in results), gates=tuple(results))
 
 
@@ -132,25 +132,27 @@ def _halted(state: AccountState) -> GateResult:
                       reason=reason)
 
 
-def _at_most(gate: str, value: Decimal, limit: Decimal | None, what: str,
-             limit_text: str | None = None) -> GateResult:
+def _at_most(rule: LimitRule, value: Decimal, limits: Limits, what: str) -> GateResult:
+    limit = rule.limit(limits)
     if limit is None:
-        return GateResult(gate=gate, passed=True, value=_figure(value), limit=None,
+        return GateResult(gate=rule.gate, passed=True, value=_figure(value), limit=None,
                           reason=f"{what}: no limit set")
-    passed = value <= limit
-    shown = limit_text if limit_text is not None else money_text(limit)
-    return GateResult(gate=gate, passed=passed, value=_figure(value), limit=limit,
+    passed = not rule.blocks(value, limit)
+    shown = f"{limit:f}" if rule.unit == "count" else money_text(limit)
+    return GateResult(gate=rule.gate, passed=passed, value=_figure(value), limit=limit,
                       reason=f"{what} {'<=' if passed else '>'} {shown}")
 
 
-def _daily_loss(state: AccountState, now: datetime, limit: Decimal | None) -> GateResult:
+def _daily_loss(state: AccountState, now: datetime, limits: Limits) -> GateResult:
     # "Today" is the trading day of the decision being made (projections.fold.trading_day).
     loss = -state.realized_pnl_on(trading_day(now))
+    rule = RULES["daily_loss_limit"]
+    limit = rule.limit(limits)
     if limit is None:
         return GateResult(gate=DAILY_LOSS_LIMIT, passed=True, value=_figure(loss), limit=None,
                           reason="Daily loss: no limit set")
     # Trading stops once the day's realised loss has reached the limit.
-    passed = loss < limit
+    passed = not rule.blocks(loss, limit)
     return GateResult(gate=DAILY_LOSS_LIMIT, passed=passed, value=_figure(loss), limit=limit,
                       reason=f"Daily loss {money_text(loss)} {'<' if passed else '>='} "
                              f"{money_text(limit)}")

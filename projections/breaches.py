@@ -69,12 +69,6 @@ from ledger.events import (
     notional,
 )
 from ledger.money import money_json
-
-# The finder folds every event through the fold's own step into one long-lived draft: `apply`
-# freezes a whole new state per event, which alone caps a replay below the audit's budget of
-# 150k events/s. It is the very same fold (one fold, one set of figures); only the copying is
-# skipped. tests/properties/test_breach_properties.py checks that the finder's state equals
-# `fold` of the same events, so a change to these internals cannot go unnoticed.
 from projections.fold import (
     AccountState,
     Folding,
@@ -82,6 +76,13 @@ from projections.fold import (
     initial_state,
     trading_day,
 )
+
+# The finder folds every event through the fold's own step into one long-lived draft: `apply`
+# freezes a whole new state per event, which alone caps a replay below the audit's budget of
+# 150k events/s. It is the very same fold (one fold, one set of figures); only the copying is
+# skipped. tests/properties/test_breach_properties.py checks that the finder's state equals
+# `fold` of the same events, so a change to these internals cannot go unnoticed.
+from projections.rules import COUNT_GATES, RULES
 
 __all__ = [
     "GATES",
@@ -115,8 +116,12 @@ GATES: Final[tuple[Gate, ...]] = (
 )
 _POSITIONS, _EXPOSURE, _ORDER, _DAILY_LOSS, _HALTED = range(len(GATES))
 _GATE_RANK: Final[dict[Gate, int]] = {gate: rank for rank, gate in enumerate(GATES)}
-# Gates whose limit and peak count things; the others are money, printed in cents.
-_COUNT_GATES: Final[frozenset[Gate]] = frozenset({"max_open_positions", "trading_halted"})
+# The limit rules the gates evaluate (projections/rules.py), replayed here after each event. The
+# positions limit is an int in `Limits`: compared as is, by the rule's own comparison.
+_POSITIONS_BREACHED = RULES["max_open_positions"].breached
+_EXPOSURE_RULE = RULES["max_exposure"]
+_ORDER_RULE = RULES["max_order_notional"]
+_LOSS_RULE = RULES["daily_loss_limit"]
 
 # One sample per event up to this many, then thinned (see Sample): a plot needs no more points
 # than a screen has pixels across, and the audit must stay bounded at a million events.
@@ -442,32 +447,36 @@ class BreachFinder:
         # opening or a closing costs a call.
         intervals = self._intervals
         interval = intervals[_POSITIONS]
-        if positions > limits.max_open_positions:
+        positions_max = limits.max_open_positions
+        if _POSITIONS_BREACHED(positions, positions_max):
             if interval is None:
-                self._open(_POSITIONS, positions, limits.max_open_positions, event, sequence)
+                self._open(_POSITIONS, positions, positions_max, event, sequence)
             else:
-                interval.extend(positions, limits.max_open_positions)
+                interval.extend(positions, positions_max)
         elif interval is not None:
             self._close(_POSITIONS, event, sequence)
         interval = intervals[_EXPOSURE]
-        if exposure > limits.max_exposure:
+        exposure_max = _EXPOSURE_RULE.limit_of(limits)
+        assert exposure_max is not None
+        if _EXPOSURE_RULE.breached(exposure, exposure_max):
             if interval is None:
-                self._open(_EXPOSURE, exposure, limits.max_exposure, event, sequence)
+                self._open(_EXPOSURE, exposure, exposure_max, event, sequence)
             else:
-                interval.extend(exposure, limits.max_exposure)
+                interval.extend(exposure, exposure_max)
         elif interval is not None:
             self._close(_EXPOSURE, event, sequence)
         is_order = type(event) in _ORDER_TYPES
-        order_max = limits.max_order_notional
+        order_max = _ORDER_RULE.limit_of(limits)
         interval = intervals[_ORDER]
-        if is_order and order_max is not None and (order := _order_notional(event)) > order_max:
+        if is_order and order_max is not None \
+                and _ORDER_RULE.breached(order := _order_notional(event), order_max):
             if interval is None:
                 self._open(_ORDER, order, order_max, event, sequence)
             else:
                 interval.extend(order, order_max)
         elif interval is not None:
             self._close(_ORDER, event, sequence)
-        loss_max = limits.daily_loss_limit
+        loss_max = _LOSS_RULE.limit_of(limits)
         interval = intervals[_DAILY_LOSS]
         if loss_max is not None and (loss := self._daily_loss_over(loss_max)) is not None:
             if interval is None:
@@ -507,7 +516,7 @@ class BreachFinder:
         assert self._today is not None
         # As AccountState.realized_pnl_on(today), read from the draft without freezing it.
         loss = -self._draft.realized_pnl_days.get(self._today, _ZERO)
-        return loss if loss > loss_max else None
+        return loss if _LOSS_RULE.breached(loss, loss_max) else None
 
 
 def _check_window(window_from: datetime | None, window_to: datetime | None) -> None:
@@ -760,7 +769,7 @@ def _discrepancy_document(discrepancy: Discrepancy) -> dict[str, Any]:
 
 
 def _breach_document(breach: Breach) -> dict[str, Any]:
-    figure = format_decimal if breach.gate in _COUNT_GATES else money_json
+    figure = format_decimal if breach.gate in COUNT_GATES else money_json
     document: dict[str, Any] = {
         "gate": breach.gate,
         "limit": figure(breach.limit),
