@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from uuid import uuid4
 
 import typer
 
@@ -133,8 +132,18 @@ def limits_set(
                                                   help="Most notional of one order.")] = None,
     daily_loss: Annotated[str | None, typer.Option("--daily-loss",
                                                    help="Most realised loss in a day.")] = None,
+    max_orders_per_minute: Annotated[int | None, typer.Option(
+        "--max-orders-per-minute", help="Most intents issued in any 60 s, this one included.")]
+    = None,
+    max_underlying_exposure: Annotated[str | None, typer.Option(
+        "--max-underlying-exposure", help="Most open + pending notional on one underlying "
+        "(a symbol's first word), in dollars.")] = None,
+    duplicate_window: Annotated[int | None, typer.Option(
+        "--duplicate-window", help="Seconds in which an identical order (symbol, side, "
+        "quantity, limit price) is refused as a duplicate.")] = None,
     clear: Annotated[list[str] | None, typer.Option(
-        "--clear", help="Remove an optional limit (max-order, daily-loss; or its field name). "
+        "--clear", help="Remove an optional limit (max-order, daily-loss, "
+        "max-orders-per-minute, max-underlying-exposure, duplicate-window; or its field name). "
         "Repeat for several.")] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -148,6 +157,9 @@ def limits_set(
         "max_exposure": max_exposure,
         "max_order_notional": max_order,
         "daily_loss_limit": daily_loss,
+        "max_orders_per_minute": max_orders_per_minute,
+        "max_underlying_exposure": max_underlying_exposure,
+        "duplicate_window_s": duplicate_window,
     }
     if all(value is None for value in given.values()) and not clear:
         raise typer.BadParameter("nothing to change: name a limit to set, or --clear one")
@@ -158,30 +170,60 @@ def limits_set(
     typer.echo(f"{name}: LimitsSet at sequence {sequence}: {shown}")
 
 
+def _targets(name: str | None, every: bool) -> list[str] | None:
+    if (name is None) == (not every):
+        raise typer.BadParameter("name one account, or --all for every account")
+    return None if every else [name] if name is not None else None
+
+
+def _change_state(name: str | None, every: bool, state: str, reason: str | None,
+                  database_url: str | None) -> None:
+    changed = _run(commands.set_trading_state(_settings(database_url), _targets(name, every),
+                                              state, reason, occurred_at=utc_now()))
+    for change in changed:
+        cancelled = (f"; {len(change.cancelled)} pending intent(s) cancelled"
+                     if change.cancelled else "")
+        typer.echo(f"{change.account}: {change.event_type} at sequence {change.sequence}"
+                   f"{cancelled}")
+    if not changed:
+        typer.echo("no account")
+
+
 @app.command()
 def halt(
-    name: Annotated[str, typer.Argument(help="Account name.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why trading stops.")],
+    name: Annotated[str | None, typer.Argument(help="Account name (or --all).")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why trading stops.")] = "",
+    every: Annotated[bool, typer.Option("--all", help="Halt every account.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Append TradingHalted: the account's kill switch; dispatchers emit nothing until resume."""
-    sequence = _run(commands.append_command(_settings(database_url), name, "TradingHalted",
-                                            {"reason": reason}, event_id=uuid4(),
-                                            occurred_at=utc_now()))
-    typer.echo(f"{name}: TradingHalted at sequence {sequence}")
+    """Append TradingHalted, and IntentCancelled for every pending intent: the kill switch.
+
+    Dispatchers emit nothing until resume; the relay sends each cancel to the router.
+    """
+    if not reason:
+        raise typer.BadParameter("--reason is required: say why trading stops")
+    _change_state(name, every, "halted", reason, database_url)
 
 
 @app.command()
 def resume(
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str | None, typer.Argument(help="Account name (or --all).")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why trading resumes.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Resume every account.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Append TradingResumed: lift the kill switch."""
-    sequence = _run(commands.append_command(_settings(database_url), name, "TradingResumed",
-                                            {"reason": reason}, event_id=uuid4(),
-                                            occurred_at=utc_now()))
-    typer.echo(f"{name}: TradingResumed at sequence {sequence}")
+    """Append TradingResumed: the account is active again (from halted or reducing)."""
+    _change_state(name, every, "active", reason, database_url)
+
+
+@app.command()
+def reduce(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why only reductions may trade.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Append TradingReduced: openings are blocked; orders that reduce an open position pass."""
+    _change_state(name, False, "reducing", reason, database_url)
 
 
 @app.command("import")

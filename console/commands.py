@@ -44,6 +44,7 @@ from ledger.errors import (
 )
 from ledger.events import (
     MISSING,
+    Event,
     LimitsSet,
     Signal,
     decode_event,
@@ -208,8 +209,72 @@ async def append_command(
     return result.appended.get(event.event_id, result.head)
 
 
+@dataclass(frozen=True, kw_only=True)
+class StateChanged:
+    """One account moved to a trading state, and the intents that move cancelled."""
+
+    account: str
+    event_type: str
+    sequence: int
+    cancelled: list[str]
+
+
+# The operator events that set a trading state, by the state they set.
+STATE_EVENTS = {"halted": "TradingHalted", "active": "TradingResumed",
+                "reducing": "TradingReduced"}
+
+
+async def set_trading_state(settings: Settings, accounts: list[str] | None, state: str,
+                            reason: str | None, *, occurred_at: datetime) -> list[StateChanged]:
+    """Move accounts (None: every account) to a trading state, as the operator.
+
+    Per account, one transaction under its head lock: the state event and, on a halt, an
+    `IntentCancelled` for every pending intent (the relay sends each to the router, which
+    cancels it at the broker). Nothing pending survives a halt, and a halt cannot race a
+    decision: the dispatcher holds the same lock.
+
+    Raises:
+        UnknownAccount: a named account has no stream.
+        InvalidEvent: the reason is invalid.
+    """
+    event_type = STATE_EVENTS[state]
+    conn = await connect(job_dsn(settings, roles.Job.operator))
+    changed: list[StateChanged] = []
+    try:
+        names = accounts if accounts is not None else list(await store.read_heads(conn))
+        for account in names:
+            validate_account_name(account)
+            async with conn.transaction():
+                head = await store.lock_head(conn, account)
+                events = [_operator_event(account, event_type, {"reason": reason}, occurred_at)]
+                cancelled: list[str] = []
+                if state == "halted":
+                    proven = await state_at_head(conn, account, head, fold_bound=None)
+                    cancelled = sorted(proven.state.pending)
+                    events += [_operator_event(account, "IntentCancelled", {
+                        "intent_id": intent_id, "reason": f"trading halted: {reason}"},
+                        occurred_at) for intent_id in cancelled]
+                result = await store.append(conn, account, events, expected_sequence=head)
+            changed.append(StateChanged(account=account, event_type=event_type,
+                                        sequence=result.appended[events[0].event_id],
+                                        cancelled=cancelled))
+    finally:
+        await conn.close()
+    return changed
+
+
+def _operator_event(account: str, event_type: str, data: dict[str, Any],
+                    occurred_at: datetime) -> Event:
+    return decode_event(json.dumps({
+        "event_id": str(uuid4()), "account": account, "type": event_type,
+        "occurred_at": occurred_at.isoformat(), "data": data}))
+
+
 # The limits `limits set` may clear, by their field name and by their option's name.
-CLEARABLE_LIMITS = {"max-order": "max_order_notional", "daily-loss": "daily_loss_limit"}
+CLEARABLE_LIMITS = {"max-order": "max_order_notional", "daily-loss": "daily_loss_limit",
+                    "max-orders-per-minute": "max_orders_per_minute",
+                    "max-underlying-exposure": "max_underlying_exposure",
+                    "duplicate-window": "duplicate_window_s"}
 REQUIRED_LIMITS = ("max_open_positions", "max_exposure")
 
 
@@ -241,9 +306,7 @@ async def set_limits(settings: Settings, account: str, given: dict[str, Any], cl
                     raise InvalidEvent(required, MISSING, f"was given: {account} has no limits "
                                        "yet, so its first need --max-positions and "
                                        "--max-exposure")
-            event = decode_event(json.dumps({
-                "event_id": str(uuid4()), "account": account, "type": "LimitsSet",
-                "occurred_at": occurred_at.isoformat(), "data": in_force}))
+            event = _operator_event(account, "LimitsSet", in_force, occurred_at)
             result = await store.append(conn, account, [event], expected_sequence=head)
     finally:
         await conn.close()
@@ -306,11 +369,15 @@ class StatusRow:
     head: int
     published: int
     projected: int
-    halted: bool
+    trading_state: str
 
     @property
     def lag(self) -> int:
         return self.head - self.projected
+
+    @property
+    def halted(self) -> bool:
+        return self.trading_state == "halted"
 
 
 async def status(settings: Settings) -> list[StatusRow]:
@@ -318,10 +385,13 @@ async def status(settings: Settings) -> list[StatusRow]:
     async with admin_connection(settings) as conn:
         rows = await conn.fetch(
             """SELECT s.account, s.head,
-                      coalesce((SELECT e.type = 'TradingHalted' FROM events e
+                      coalesce((SELECT CASE e.type WHEN 'TradingHalted' THEN 'halted'
+                                           WHEN 'TradingReduced' THEN 'reducing'
+                                           ELSE 'active' END FROM events e
                                 WHERE e.account = s.account
-                                  AND e.type IN ('TradingHalted', 'TradingResumed')
-                                ORDER BY e.sequence DESC LIMIT 1), false) AS halted,
+                                  AND e.type IN ('TradingHalted', 'TradingResumed',
+                                                 'TradingReduced')
+                                ORDER BY e.sequence DESC LIMIT 1), 'active') AS trading_state,
                       coalesce(r.published_sequence, 0) AS published,
                       coalesce(p.applied_sequence, 0) AS projected
                FROM streams s LEFT JOIN relay_positions r USING (account)
@@ -330,7 +400,7 @@ async def status(settings: Settings) -> list[StatusRow]:
         )
     return [StatusRow(account=row["account"], head=int(row["head"]),
                       published=int(row["published"]), projected=int(row["projected"]),
-                      halted=bool(row["halted"])) for row in rows]
+                      trading_state=row["trading_state"]) for row in rows]
 
 
 def print_status(rows: list[StatusRow], json_output: bool) -> None:
@@ -338,14 +408,15 @@ def print_status(rows: list[StatusRow], json_output: bool) -> None:
     if json_output:
         document = {"accounts": [
             {"account": r.account, "head": r.head, "published": r.published,
-             "projected": r.projected, "lag": r.lag, "halted": r.halted} for r in rows
+             "projected": r.projected, "lag": r.lag, "halted": r.halted,
+             "trading_state": r.trading_state} for r in rows
         ]}
         print(json.dumps(document))
         return
-    table = Table("account", "head", "published", "projected", "lag", "halted")
+    table = Table("account", "head", "published", "projected", "lag", "trading state")
     for r in rows:
         table.add_row(r.account, str(r.head), str(r.published), str(r.projected), str(r.lag),
-                      "HALTED" if r.halted else "no")
+                      r.trading_state.upper() if r.trading_state != "active" else "active")
     Console().print(table if rows else "no accounts yet: `ledger accounts add NAME`")
 
 

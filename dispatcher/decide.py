@@ -32,7 +32,7 @@ from ledger.events import (
     with_ledger_fields,
 )
 from projections.current import state_at_head
-from projections.fold import AccountState, fold
+from projections.fold import AccountState, Position, fold
 
 if TYPE_CHECKING:
     from ledger.db import Conn
@@ -103,7 +103,8 @@ async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: date
         state, freshness = await current_state(conn, config, head, cache)
         decision = gates.evaluate(state, signal, now, freshness,
                                   max_signal_age=config.max_signal_age)
-        events = _decision_events(config, signal, decision, head, now)
+        events = _decision_events(config, signal, decision, head, now,
+                                  gates.reduces(state, signal))
         result = await store.append(conn, config.account, events, expected_sequence=head)
         if cache is not None:
             proven = freshness.lag <= config.fold_bound
@@ -158,18 +159,21 @@ def _with_own(state: AccountState, events: list[Event],
 
 
 def _decision_events(config: DispatcherConfig, signal: Signal, decision: gates.Decision,
-                     head: int, now: datetime) -> list[Event]:
+                     head: int, now: datetime, reduced: Position | None = None) -> list[Event]:
     evaluated = SignalEvaluated(signal_id=signal.signal_id, signal=signal,
                                 allowed=decision.allowed, gates=decision.gates,
                                 as_of_sequence=head)
     events = [build_event(config.account, now, evaluated)]
     if decision.allowed:
         intent_id = intent_id_for(config.account, signal.signal_id)
+        # A reducing intent names the position it reduces; an opening one, the position it opens.
+        position_id = reduced.position_id if reduced is not None else f"P-{intent_id}"
         events.append(build_event(config.account, now, IntentIssued(
-            intent_id=intent_id, signal_id=signal.signal_id, position_id=f"P-{intent_id}",
+            intent_id=intent_id, signal_id=signal.signal_id, position_id=position_id,
             symbol=signal.symbol, instrument=signal.instrument, side=signal.side,
             quantity=signal.quantity, limit_price=signal.limit_price,
-            multiplier=signal.multiplier, expires_at=now + config.intent_ttl)))
+            multiplier=signal.multiplier, expires_at=now + config.intent_ttl,
+            reducing=reduced is not None)))
     return events
 
 

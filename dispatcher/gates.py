@@ -14,22 +14,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from ledger.events import DECIMAL_CONTEXT, DECIMAL_DIGITS_MAX, GateResult, Signal
+from ledger.events import DECIMAL_CONTEXT, DECIMAL_DIGITS_MAX, GateResult, Signal, underlying
 from ledger.money import money_text
-from projections.fold import AccountState, Limits, trading_day
+from projections.fold import RATE_WINDOW, AccountState, Limits, Position, trading_day
 from projections.rules import RULES, LimitRule
 
 # Reject codes, in order of precedence.
 PROJECTION_STALE = "projection_stale"
 SIGNAL_STALE = "signal_stale"
 TRADING_HALTED = "trading_halted"
+TRADING_REDUCING = "trading_reducing"
 LIMITS_NOT_SET = "limits_not_set"
 MAX_ORDER_NOTIONAL = "max_order_notional"
 MAX_OPEN_POSITIONS = "max_open_positions"
 MAX_EXPOSURE = "max_exposure"
+MAX_UNDERLYING_EXPOSURE = "max_underlying_exposure"
+MAX_ORDER_RATE = "max_order_rate"
+DUPLICATE_ORDER = "duplicate_order"
 DAILY_LOSS_LIMIT = "daily_loss_limit"
-GATES = (PROJECTION_STALE, SIGNAL_STALE, TRADING_HALTED, LIMITS_NOT_SET, MAX_ORDER_NOTIONAL,
-         MAX_OPEN_POSITIONS, MAX_EXPOSURE, DAILY_LOSS_LIMIT)
+GATES = (PROJECTION_STALE, SIGNAL_STALE, TRADING_HALTED, TRADING_REDUCING, LIMITS_NOT_SET,
+         MAX_ORDER_NOTIONAL, MAX_OPEN_POSITIONS, MAX_EXPOSURE, MAX_UNDERLYING_EXPOSURE,
+         MAX_ORDER_RATE, DUPLICATE_ORDER, DAILY_LOSS_LIMIT)
 
 _CENT = Decimal("0.01")
 # Figures are compared exactly but recorded to this many places: an average like 1.41666…
@@ -83,21 +88,38 @@ def evaluate(state: AccountState, signal: Signal, now: datetime, freshness: Fres
         return Decision(allowed=False, gates=tuple(results))
     results.append(_signal_age(signal, now, max_signal_age))
     results.append(_halted(state))
+    reduced = reduces(state, signal)
+    results.append(_reducing(state, signal, reduced))
     limits = state.limits
     if limits is None:
         results.append(GateResult(gate=LIMITS_NOT_SET, passed=False, value=None, limit=None,
                                   reason="Limits never set: nothing may be traded"))
         return Decision(allowed=False, gates=tuple(results))
     order = signal.notional
-    results.append(_at_most(RULES["max_order_notional"], order, limits,
-                            f"Order {money_text(order)}"))
     positions = Decimal(state.open_positions + state.pending_count)
-    results.append(_at_most(
-        RULES["max_open_positions"], positions + 1, limits,
-        f"Positions {state.open_positions} + {state.pending_count} pending + 1"))
     exposure = state.exposure
-    results.append(_at_most(RULES["max_exposure"], exposure + order, limits,
-                            f"Exposure {money_text(exposure)} + {money_text(order)}"))
+    name = underlying(signal.symbol)
+    if reduced is not None:
+        # An order that only reduces an open position adds no position and no exposure.
+        why = f"reduces position {reduced.position_id}: no new risk"
+        results.extend(_reduces(rule, why) for rule in (
+            RULES["max_order_notional"], RULES["max_open_positions"], RULES["max_exposure"],
+            RULES["max_underlying_exposure"]))
+    else:
+        results.append(_at_most(RULES["max_order_notional"], order, limits,
+                                f"Order {money_text(order)}"))
+        results.append(_at_most(
+            RULES["max_open_positions"], positions + 1, limits,
+            f"Positions {state.open_positions} + {state.pending_count} pending + 1"))
+        results.append(_at_most(RULES["max_exposure"], exposure + order, limits,
+                                f"Exposure {money_text(exposure)} + {money_text(order)}"))
+        on_name = state.exposure_on(name)
+        results.append(_at_most(RULES["max_underlying_exposure"], on_name + order, limits,
+                                f"{name} exposure {money_text(on_name)} + {money_text(order)}"))
+    recent = len(state.intents_since(now - RATE_WINDOW))
+    results.append(_at_most(RULES["max_order_rate"], Decimal(recent + 1), limits,
+                            f"Orders {recent} in the last 60 s + 1"))
+    results.append(_duplicates(state, signal, now, limits))
     results.append(_daily_loss(state, now, limits))
     return Decision(allowed=all(result.passed for result in results), gates=tuple(results))
 
@@ -123,6 +145,55 @@ def _signal_age(signal: Signal, now: datetime, max_age: timedelta | None) -> Gat
     passed = age <= limit
     return GateResult(gate=SIGNAL_STALE, passed=passed, value=age, limit=limit,
                       reason=f"Signal {age:f} s old {'<=' if passed else '>'} {limit:f} s")
+
+
+def reduces(state: AccountState, signal: Signal) -> Position | None:
+    """Return the open position a signal only reduces (it names it, takes the opposite side and
+    at most its open quantity), or None when the signal would open or add risk."""
+    if signal.position_id is None:
+        return None
+    position = state.positions.get(signal.position_id)
+    if position is None or position.side == signal.side or signal.quantity > position.quantity \
+            or position.symbol != signal.symbol:
+        return None
+    return position
+
+
+def _reducing(state: AccountState, signal: Signal, reduced: Position | None) -> GateResult:
+    if not state.reducing:
+        return GateResult(gate=TRADING_REDUCING, passed=True, value=None, limit=None,
+                          reason="Trading not reducing")
+    if reduced is not None:
+        return GateResult(gate=TRADING_REDUCING, passed=True, value=None, limit=None,
+                          reason=f"Trading reducing: {signal.side} {signal.quantity:f} reduces "
+                                 f"position {reduced.position_id}")
+    return GateResult(gate=TRADING_REDUCING, passed=False, value=None, limit=None,
+                      reason=f"Trading reducing ({state.halt_reason or 'no reason given'}): "
+                             "openings blocked")
+
+
+def _reduces(rule: LimitRule, why: str) -> GateResult:
+    return GateResult(gate=rule.gate, passed=True, value=None, limit=None, reason=why)
+
+
+def _duplicates(state: AccountState, signal: Signal, now: datetime, limits: Limits) -> GateResult:
+    rule = RULES["duplicate_order"]
+    window = limits.duplicate_window_s
+    if window is None:
+        return GateResult(gate=rule.gate, passed=True, value=None, limit=None,
+                          reason="Duplicate orders: no window set")
+    same = [intent for intent in state.intents_since(now - timedelta(seconds=window))
+            if intent.symbol == signal.symbol and intent.side == signal.side
+            and intent.quantity == signal.quantity and intent.limit_price == signal.limit_price]
+    limit = rule.limit(limits)
+    assert limit is not None
+    passed = not rule.blocks(Decimal(len(same)), limit)
+    reason = (f"No identical order in the last {window} s" if passed else
+              f"Duplicate of intent {same[-1].intent_id} issued "
+              f"{(now - same[-1].occurred_at).total_seconds():.1f} s ago within {window} s "
+              "(same symbol, side, quantity and limit price)")
+    return GateResult(gate=rule.gate, passed=passed, value=Decimal(len(same)), limit=limit,
+                      reason=reason)
 
 
 def _halted(state: AccountState) -> GateResult:

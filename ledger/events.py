@@ -51,8 +51,10 @@ __all__ = [
     "KEYED_TYPES",
     "LEDGER_NAMESPACE",
     "MISSING",
+    "ORDER_RATE_MAX",
     "REGISTRY",
     "TEXT_LENGTH_MAX",
+    "WINDOW_SECONDS_MAX",
     "AccountName",
     "Event",
     "EventData",
@@ -61,6 +63,8 @@ __all__ = [
     "GateResult",
     "Identifier",
     "Instrument",
+    "IntentCancelled",
+    "IntentCancelledEvent",
     "IntentExpired",
     "IntentExpiredEvent",
     "IntentIssued",
@@ -75,6 +79,7 @@ __all__ = [
     "NonNegativeDecimal",
     "OrderFilled",
     "OrderFilledEvent",
+    "OrderRate",
     "PositionClosed",
     "PositionClosedEvent",
     "PositiveDecimal",
@@ -87,9 +92,12 @@ __all__ = [
     "Text",
     "TradingHalted",
     "TradingHaltedEvent",
+    "TradingReduced",
+    "TradingReducedEvent",
     "TradingResumed",
     "TradingResumedEvent",
     "UtcDatetime",
+    "WindowSeconds",
     "build_event",
     "configure_decimal_context",
     "decode_event",
@@ -104,6 +112,7 @@ __all__ = [
     "notional",
     "refuse_future",
     "types_written_by",
+    "underlying",
     "validate_account_name",
     "with_ledger_fields",
 ]
@@ -485,6 +494,12 @@ Identifier: TypeAlias = Annotated[
 Instrument: TypeAlias = Literal["option", "equity"]
 Side: TypeAlias = Literal["long", "short"]
 Count: TypeAlias = Annotated[int, Field(ge=0, le=COUNT_MAX)]
+# Orders per minute: the fold keeps at most this many recent intents to count them.
+ORDER_RATE_MAX = 10_000
+OrderRate: TypeAlias = Annotated[int, Field(ge=0, le=ORDER_RATE_MAX)]
+# A look-back window: up to a day, so what the fold keeps to answer it stays bounded.
+WINDOW_SECONDS_MAX = 86_400
+WindowSeconds: TypeAlias = Annotated[int, Field(ge=1, le=WINDOW_SECONDS_MAX)]
 # A stream position: PostgreSQL's bigint.
 SequenceNumber: TypeAlias = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
@@ -525,6 +540,9 @@ class Signal(_Traded):
     quantity: Quantity
     limit_price: Price
     multiplier: Multiplier = Decimal("1")
+    # Names an open position to reduce (opposite side, at most its quantity): such a signal
+    # passes while the account is reducing; any other is an opening.
+    position_id: Identifier | None = None
 
     @property
     def notional(self) -> Decimal:
@@ -539,6 +557,13 @@ class LimitsSet(_Frozen):
     max_exposure: Money
     max_order_notional: Money | None = None
     daily_loss_limit: Money | None = None
+    # Intents issued in the 60 s before a decision, plus the one it would issue, at most this.
+    max_orders_per_minute: OrderRate | None = None
+    # Open + pending exposure on one underlying (a symbol's first word), plus the order.
+    max_underlying_exposure: Money | None = None
+    # An intent with the same symbol, side, quantity and limit price issued within this many
+    # seconds before a decision blocks it (a duplicative order).
+    duplicate_window_s: WindowSeconds | None = None
 
 
 class OrderFilled(_Traded):
@@ -568,6 +593,8 @@ class PositionClosed(_Frozen):
     price: Price
     quantity: Quantity | None = None
     reason: Text | None = None
+    # The intent this close executes (a reducing order): it releases that reservation.
+    intent_id: Identifier | None = None
 
 
 class GateResult(_Frozen):
@@ -604,6 +631,8 @@ class IntentIssued(_Traded):
     limit_price: Price
     multiplier: Multiplier = Decimal("1")
     expires_at: UtcDatetime
+    # Reduces the open position it names (issued while the account was reducing).
+    reducing: bool = False
 
 
 class IntentRejected(_Frozen):
@@ -632,6 +661,19 @@ class TradingResumed(_Frozen):
     reason: Text | None = None
 
 
+class TradingReduced(_Frozen):
+    """Data of TradingReduced: openings are blocked, risk-reducing orders pass."""
+
+    reason: Text
+
+
+class IntentCancelled(_Frozen):
+    """Data of IntentCancelled: releases a pending intent; the router cancels it at the broker."""
+
+    intent_id: Identifier
+    reason: Text
+
+
 EventData: TypeAlias = (
     LimitsSet
     | OrderFilled
@@ -642,6 +684,8 @@ EventData: TypeAlias = (
     | IntentExpired
     | TradingHalted
     | TradingResumed
+    | TradingReduced
+    | IntentCancelled
 )
 EventType: TypeAlias = Literal[
     "LimitsSet",
@@ -653,6 +697,8 @@ EventType: TypeAlias = Literal[
     "IntentExpired",
     "TradingHalted",
     "TradingResumed",
+    "TradingReduced",
+    "IntentCancelled",
 ]
 
 # Who may append each type (docs/roles.md), enforced by the database's append function
@@ -740,6 +786,20 @@ class TradingResumedEvent(_Envelope):
     data: TradingResumed
 
 
+class TradingReducedEvent(_Envelope):
+    """The account may only reduce its risk."""
+
+    type: Literal["TradingReduced"] = "TradingReduced"
+    data: TradingReduced
+
+
+class IntentCancelledEvent(_Envelope):
+    """An intent was cancelled (on halt): released here, cancelled at the broker."""
+
+    type: Literal["IntentCancelled"] = "IntentCancelled"
+    data: IntentCancelled
+
+
 Event: TypeAlias = Annotated[
     LimitsSetEvent
     | OrderFilledEvent
@@ -749,7 +809,9 @@ Event: TypeAlias = Annotated[
     | IntentRejectedEvent
     | IntentExpiredEvent
     | TradingHaltedEvent
-    | TradingResumedEvent,
+    | TradingResumedEvent
+    | TradingReducedEvent
+    | IntentCancelledEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -794,6 +856,10 @@ REGISTRY: dict[EventType, EventKind] = {
                                keyed_by_time=True),
     "TradingResumed": EventKind(TradingResumedEvent, TradingResumed, "operator", (),
                                 keyed_by_time=True),
+    "TradingReduced": EventKind(TradingReducedEvent, TradingReduced, "operator", (),
+                                keyed_by_time=True),
+    "IntentCancelled": EventKind(IntentCancelledEvent, IntentCancelled, "operator",
+                                 ("intent_id",)),
 }
 assert tuple(REGISTRY) == get_args(EventType)
 assert {kind.data for kind in REGISTRY.values()} == set(get_args(EventData))
@@ -836,6 +902,11 @@ def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> st
 def _render_key(event_type: str, parts: list[tuple[str, str]]) -> str:
     # json.dumps quotes and escapes each value, so no two different keys render alike.
     return event_type + ":" + ",".join(f"{name}={json.dumps(value)}" for name, value in parts)
+
+
+def underlying(symbol: str) -> str:
+    """Return a symbol's underlying: its first word ("QCOM 260320P00150000" -> "QCOM")."""
+    return symbol.split(maxsplit=1)[0] if symbol.strip() else symbol
 
 
 def intent_key(event_type: EventType, intent_id: str) -> str:
@@ -1087,4 +1158,4 @@ def encode_event(event: Event) -> bytes:
 
 def encode_signal(signal: Signal) -> bytes:
     """Encode a signal as compact JSON: decimals as strings, times in UTC with "Z"."""
-    return signal.model_dump_json().encode()
+    return signal.model_dump_json(exclude_none=True).encode()

@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
-from typing import assert_never
+from typing import Literal, TypeAlias, assert_never
 
 from ledger.errors import LedgerError
 from ledger.events import (
     DECIMAL_CONTEXT,
+    ORDER_RATE_MAX,
     Event,
     Instrument,
+    IntentCancelledEvent,
     IntentExpiredEvent,
     IntentIssuedEvent,
     IntentRejectedEvent,
@@ -39,17 +41,22 @@ from ledger.events import (
     Side,
     SignalEvaluatedEvent,
     TradingHaltedEvent,
+    TradingReducedEvent,
     TradingResumedEvent,
     notional,
+    underlying,
 )
 
 __all__ = [
+    "RATE_WINDOW",
     "AccountState",
     "ForeignEvent",
     "Limits",
     "PendingIntent",
     "Position",
+    "RecentIntent",
     "SequenceGap",
+    "TradingState",
     "UnsequencedEvent",
     "apply",
     "fold",
@@ -62,6 +69,9 @@ _ZERO = Decimal("0")
 # of a recent day still counts on its day, whatever was booked on the days after it.
 PNL_DAYS_KEPT = 7
 PNL_DAYS_KEPT_SPAN = timedelta(days=PNL_DAYS_KEPT)
+# The order-rate gate counts the intents issued in this long before a decision.
+RATE_WINDOW = timedelta(seconds=60)
+TradingState: TypeAlias = Literal["active", "reducing", "halted"]
 
 
 def trading_day(moment: datetime) -> date:
@@ -165,6 +175,21 @@ class Limits:
     max_exposure: Decimal
     max_order_notional: Decimal | None
     daily_loss_limit: Decimal | None
+    max_orders_per_minute: int | None = None
+    max_underlying_exposure: Decimal | None = None
+    duplicate_window_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecentIntent:
+    """An intent issued lately: what the order-rate and duplicate-order gates look back on."""
+
+    intent_id: str
+    occurred_at: datetime
+    symbol: str
+    side: Side
+    quantity: Decimal
+    limit_price: Decimal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +207,11 @@ class AccountState:
     realized_pnl_days: Mapping[date, Decimal]
     realized_pnl_total: Decimal
     last_occurred_at: datetime | None
+    # Openings blocked, risk-reducing orders pass (TradingReduced); `halted` overrides it.
+    reducing: bool = False
+    # Intents issued within the look-back of the rate and duplicate gates, oldest first
+    # (RATE_WINDOW, or the duplicate window if longer; at most ORDER_RATE_MAX of them).
+    recent_intents: tuple[RecentIntent, ...] = ()
 
     # Mapping proxies compare by value but cannot be hashed; say so plainly rather than fail
     # inside a generated __hash__.
@@ -227,6 +257,22 @@ class AccountState:
         """Return the P&L realised on a trading day, 0 when nothing was realised that day."""
         return self.realized_pnl_days.get(day, _ZERO)
 
+    @property
+    def trading_state(self) -> TradingState:
+        """Return `halted`, `reducing` or `active`."""
+        return "halted" if self.halted else "reducing" if self.reducing else "active"
+
+    def exposure_on(self, name: str) -> Decimal:
+        """Return open + pending exposure on one underlying (`ledger.events.underlying`)."""
+        held = sum((p.notional for p in self.positions.values()
+                    if underlying(p.symbol) == name), _ZERO)
+        return held + sum((i.notional for i in self.pending.values()
+                           if underlying(i.symbol) == name), _ZERO)
+
+    def intents_since(self, moment: datetime) -> list[RecentIntent]:
+        """Return the recent intents issued after `moment`, oldest first."""
+        return [intent for intent in self.recent_intents if intent.occurred_at > moment]
+
 
 def initial_state(account: str) -> AccountState:
     """Return the state of an account before its first event."""
@@ -266,6 +312,8 @@ class Folding:
         "positions",
         "realized_pnl_days",
         "realized_pnl_total",
+        "recent_intents",
+        "reducing",
         "sequence",
     )
 
@@ -280,6 +328,8 @@ class Folding:
         self.realized_pnl_days = dict(state.realized_pnl_days)
         self.realized_pnl_total = state.realized_pnl_total
         self.last_occurred_at = state.last_occurred_at
+        self.reducing = state.reducing
+        self.recent_intents = list(state.recent_intents)
 
     def accepts(self, event: Event) -> int | None:
         """Return the event's sequence if it is the next to apply, None if already applied.
@@ -301,7 +351,8 @@ class Folding:
             pending=dict(self.pending), limits=self.limits, halted=self.halted,
             halt_reason=self.halt_reason, realized_pnl_days=dict(self.realized_pnl_days),
             realized_pnl_total=self.realized_pnl_total,
-            last_occurred_at=self.last_occurred_at,
+            last_occurred_at=self.last_occurred_at, reducing=self.reducing,
+            recent_intents=tuple(self.recent_intents),
         )
 
     def freeze(self) -> AccountState:
@@ -317,6 +368,8 @@ class Folding:
             realized_pnl_days=MappingProxyType(self.realized_pnl_days),
             realized_pnl_total=self.realized_pnl_total,
             last_occurred_at=self.last_occurred_at,
+            reducing=self.reducing,
+            recent_intents=tuple(self.recent_intents),
         )
 
 
@@ -400,7 +453,7 @@ def _step(draft: Folding, event: Event, sequence: int) -> None:
             pass
         case IntentIssuedEvent():
             _apply_intent_issued(draft, event)
-        case IntentRejectedEvent() | IntentExpiredEvent():
+        case IntentRejectedEvent() | IntentExpiredEvent() | IntentCancelledEvent():
             draft.pending.pop(event.data.intent_id, None)
         case LimitsSetEvent():
             data = event.data
@@ -409,12 +462,18 @@ def _step(draft: Folding, event: Event, sequence: int) -> None:
                 max_exposure=data.max_exposure,
                 max_order_notional=data.max_order_notional,
                 daily_loss_limit=data.daily_loss_limit,
+                max_orders_per_minute=data.max_orders_per_minute,
+                max_underlying_exposure=data.max_underlying_exposure,
+                duplicate_window_s=data.duplicate_window_s,
             )
         case TradingHaltedEvent():
-            draft.halted = True
+            draft.halted, draft.reducing = True, False
+            draft.halt_reason = event.data.reason
+        case TradingReducedEvent():
+            draft.halted, draft.reducing = False, True
             draft.halt_reason = event.data.reason
         case TradingResumedEvent():
-            draft.halted = False
+            draft.halted, draft.reducing = False, False
             draft.halt_reason = None
         case _:
             assert_never(event)
@@ -446,6 +505,8 @@ def _apply_fill(draft: Folding, event: OrderFilledEvent) -> None:
 
 def _apply_close(draft: Folding, event: PositionClosedEvent) -> None:
     close = event.data
+    if close.intent_id is not None:
+        draft.pending.pop(close.intent_id, None)
     position = draft.positions.get(close.position_id)
     if position is None:
         # Nothing open to close (never opened, or already closed): the fact is kept in the
@@ -480,6 +541,22 @@ def _apply_intent_issued(draft: Folding, event: IntentIssuedEvent) -> None:
         expires_at=issued.expires_at,
         issued_sequence=draft.sequence,
     )
+    recent = draft.recent_intents
+    recent.append(RecentIntent(
+        intent_id=issued.intent_id, occurred_at=event.occurred_at, symbol=issued.symbol,
+        side=issued.side, quantity=issued.quantity, limit_price=issued.limit_price))
+    window = RATE_WINDOW
+    limits = draft.limits
+    if limits is not None and limits.duplicate_window_s is not None:
+        window = max(window, timedelta(seconds=limits.duplicate_window_s))
+    horizon = event.occurred_at - window
+    # Oldest first: what fell out of every window goes, and never more than the gates can use.
+    drop = 0
+    while drop < len(recent) and (recent[drop].occurred_at <= horizon
+                                  or len(recent) - drop > ORDER_RATE_MAX):
+        drop += 1
+    if drop:
+        del recent[:drop]
 
 
 def _book_pnl(draft: Folding, amount: Decimal, occurred_at: datetime) -> None:

@@ -18,8 +18,11 @@ from typing import Final, Literal, TypeAlias
 
 from projections.fold import Limits
 
+_ZERO = Decimal(0)
+
 LimitGate: TypeAlias = Literal[
-    "max_order_notional", "max_open_positions", "max_exposure", "daily_loss_limit"]
+    "max_order_notional", "max_open_positions", "max_exposure", "max_underlying_exposure",
+    "max_order_rate", "duplicate_order", "daily_loss_limit"]
 # Figures are Decimal, or int where they count (open positions in the audit).
 Compare: TypeAlias = Callable[[Decimal | int, Decimal | int], bool]
 
@@ -51,6 +54,20 @@ RULES: Final[dict[LimitGate, LimitRule]] = {
         blocks=operator.gt, breached=operator.gt),
     "max_exposure": LimitRule(
         "max_exposure", "money", lambda limits: limits.max_exposure,
+        blocks=operator.gt, breached=operator.gt),
+    "max_underlying_exposure": LimitRule(
+        "max_underlying_exposure", "money", lambda limits: limits.max_underlying_exposure,
+        blocks=operator.gt, breached=operator.gt),
+    # Intents issued in the 60 s before a decision, counting the one it would issue.
+    "max_order_rate": LimitRule(
+        "max_order_rate", "count",
+        lambda limits: None if limits.max_orders_per_minute is None
+        else Decimal(limits.max_orders_per_minute),
+        blocks=operator.gt, breached=operator.gt),
+    # Its figure is how many identical intents the window holds; no duplicate is allowed.
+    "duplicate_order": LimitRule(
+        "duplicate_order", "count",
+        lambda limits: None if limits.duplicate_window_s is None else _ZERO,
         blocks=operator.gt, breached=operator.gt),
     "daily_loss_limit": LimitRule(
         "daily_loss_limit", "money", lambda limits: limits.daily_loss_limit,

@@ -16,19 +16,27 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ledger.events import format_decimal
-from projections.fold import AccountState, Limits, PendingIntent, Position, initial_state
+from projections.fold import (
+    AccountState,
+    Limits,
+    PendingIntent,
+    Position,
+    RecentIntent,
+    initial_state,
+)
 
 if TYPE_CHECKING:
     from ledger.db import Conn
 
 _ACCOUNT_COLUMNS = """applied_sequence, max_open_positions, max_exposure, max_order_notional,
-    daily_loss_limit, halted, halt_reason, realized_pnl_days::text AS realized_pnl_days,
-    realized_pnl_total, last_occurred_at"""
+    daily_loss_limit, max_orders_per_minute, max_underlying_exposure, duplicate_window_s,
+    halted, halt_reason, trading_state, realized_pnl_days::text AS realized_pnl_days,
+    realized_pnl_total, last_occurred_at, recent_intents::text AS recent_intents"""
 
 _POSITION_COLUMNS = (
     "position_id",
@@ -99,6 +107,9 @@ async def load_state(conn: Conn, account: str) -> AccountState:
             max_exposure=row["max_exposure"],
             max_order_notional=row["max_order_notional"],
             daily_loss_limit=row["daily_loss_limit"],
+            max_orders_per_minute=row["max_orders_per_minute"],
+            max_underlying_exposure=row["max_underlying_exposure"],
+            duplicate_window_s=row["duplicate_window_s"],
         )
     positions = [Position(**dict(zip(_POSITION_COLUMNS, p, strict=True)))
                  for p in row["positions"]]
@@ -115,7 +126,25 @@ async def load_state(conn: Conn, account: str) -> AccountState:
         realized_pnl_days=_pnl_days(row["realized_pnl_days"]),
         realized_pnl_total=row["realized_pnl_total"],
         last_occurred_at=row["last_occurred_at"],
+        reducing=row["trading_state"] == "reducing",
+        recent_intents=_recent(row["recent_intents"]),
     )
+
+
+def _recent(text: str) -> tuple[RecentIntent, ...]:
+    return tuple(
+        RecentIntent(intent_id=item["intent_id"],
+                     occurred_at=datetime.fromisoformat(item["occurred_at"]),
+                     symbol=item["symbol"], side=item["side"],
+                     quantity=Decimal(item["quantity"]), limit_price=Decimal(item["limit_price"]))
+        for item in json.loads(text))
+
+
+def _recent_json(intents: tuple[RecentIntent, ...]) -> str:
+    return json.dumps([{"intent_id": i.intent_id, "occurred_at": i.occurred_at.isoformat(),
+                        "symbol": i.symbol, "side": i.side,
+                        "quantity": format_decimal(i.quantity),
+                        "limit_price": format_decimal(i.limit_price)} for i in intents])
 
 
 def _pnl_days(text: str) -> dict[date, Decimal]:
@@ -175,8 +204,11 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
     await conn.execute(
         """INSERT INTO projection_accounts (account, applied_sequence, max_open_positions,
                max_exposure, max_order_notional, daily_loss_limit, halted, halt_reason,
-               realized_pnl_days, realized_pnl_total, last_occurred_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, now())
+               realized_pnl_days, realized_pnl_total, last_occurred_at, max_orders_per_minute,
+               max_underlying_exposure, duplicate_window_s, trading_state, recent_intents,
+               updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15,
+                   $16::jsonb, now())
            ON CONFLICT (account) DO UPDATE SET
                applied_sequence = excluded.applied_sequence,
                max_open_positions = excluded.max_open_positions,
@@ -186,7 +218,12 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
                halted = excluded.halted, halt_reason = excluded.halt_reason,
                realized_pnl_days = excluded.realized_pnl_days,
                realized_pnl_total = excluded.realized_pnl_total,
-               last_occurred_at = excluded.last_occurred_at, updated_at = now()""",
+               last_occurred_at = excluded.last_occurred_at,
+               max_orders_per_minute = excluded.max_orders_per_minute,
+               max_underlying_exposure = excluded.max_underlying_exposure,
+               duplicate_window_s = excluded.duplicate_window_s,
+               trading_state = excluded.trading_state,
+               recent_intents = excluded.recent_intents, updated_at = now()""",
         state.account,
         state.sequence,
         limits.max_open_positions if limits else None,
@@ -198,6 +235,11 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
         _pnl_days_json(state.realized_pnl_days),
         state.realized_pnl_total,
         state.last_occurred_at,
+        limits.max_orders_per_minute if limits else None,
+        limits.max_underlying_exposure if limits else None,
+        limits.duplicate_window_s if limits else None,
+        state.trading_state,
+        _recent_json(state.recent_intents),
     )
 
 
@@ -283,6 +325,8 @@ def differences(live: AccountState, rebuilt: AccountState) -> list[Difference]:
         "realized_pnl_days",
         "realized_pnl_total",
         "last_occurred_at",
+        "reducing",
+        "recent_intents",
     ):
         a, b = getattr(live, name), getattr(rebuilt, name)
         if a != b:

@@ -37,6 +37,9 @@ def limits_document(limits: Limits | None) -> dict[str, Any] | None:
         "max_exposure": format_decimal(limits.max_exposure),
         "max_order_notional": _optional_decimal(limits.max_order_notional),
         "daily_loss_limit": _optional_decimal(limits.daily_loss_limit),
+        "max_orders_per_minute": limits.max_orders_per_minute,
+        "max_underlying_exposure": _optional_decimal(limits.max_underlying_exposure),
+        "duplicate_window_s": limits.duplicate_window_s,
     }
 
 
@@ -83,7 +86,7 @@ def positions_document(state: AccountState, *, projected_sequence: int | None) -
         "as_of_sequence": state.sequence,
         "projected_sequence": projected_sequence,
         "halted": state.halted,
-        "trading_state": "halted" if state.halted else "active",
+        "trading_state": state.trading_state,
         "limits": limits_document(state.limits),
         "open_positions": [_position_document(position) for position in positions],
         "pending_intents": [_intent_document(intent) for intent in intents],

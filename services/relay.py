@@ -61,13 +61,14 @@ ORDER BY sequence LIMIT $4
 _LIVENESS_SQL = """
 SELECT s.head, statement_timestamp() AS checked_at,
        coalesce((SELECT e.type = 'TradingHalted' FROM events e
-                 WHERE e.account = $1 AND e.type IN ('TradingHalted', 'TradingResumed')
+                 WHERE e.account = $1
+                   AND e.type IN ('TradingHalted', 'TradingResumed', 'TradingReduced')
                  ORDER BY e.sequence DESC LIMIT 1), false) AS halted,
        ARRAY(SELECT e.natural_key FROM events e
              WHERE e.account = $1 AND e.natural_key = ANY($2::text[])) AS released
 FROM streams s WHERE s.account = $1
 """
-_RELEASING_TYPES: tuple[EventType, ...] = ("IntentExpired", "IntentRejected")
+_RELEASING_TYPES: tuple[EventType, ...] = ("IntentExpired", "IntentRejected", "IntentCancelled")
 
 _MARK_SQL = """
 INSERT INTO relay_positions (account, published_sequence) VALUES ($1, $2)
@@ -129,6 +130,10 @@ async def _publish_page(conn: asyncpg.Connection, producer: AIOKafkaProducer, to
                 timestamp_ms=liveness.checked_at_ms,
                 headers=[*headers, ("expires_at", expires_at.encode()),
                          ("checked_head", str(liveness.head).encode())]))
+        elif row["type"] == "IntentCancelled":
+            # The router cancels it at the broker; a cancel is never dead.
+            futures.append(await producer.send(topics.order_intents, value=body, key=key,
+                                               headers=headers))
     counters.withheld += len(intents) - len(live)
     metrics.INTENTS_WITHHELD.inc(len(intents) - len(live))
     await asyncio.gather(*futures)

@@ -88,13 +88,18 @@ async def test_relay_down_past_the_ttl_or_a_halt_sends_no_dead_order_to_the_rout
     await _relay_until_published(test_settings, admin, tmp_path, [expired, halted, live])
     # The relay publishes every account of the shared database: look at this test's three only.
     ours = {expired, halted, live}
-    orders = [m for m in await read_to_end(test_settings, topics.order_intents)
-              if m.key.decode() in ours]
+    routed_messages = [m for m in await read_to_end(test_settings, topics.order_intents)
+                       if m.key.decode() in ours]
+    orders = [m for m in routed_messages if kafka.header(m.headers, "type") == "IntentIssued"]
+    cancels = [m for m in routed_messages if kafka.header(m.headers, "type") == "IntentCancelled"]
     events = [m for m in await read_to_end(test_settings, topics.ledger_events)
               if m.key.decode() in ours]
 
     routed = [(m.key.decode(), json.loads(m.value)["data"]["intent_id"]) for m in orders]
     assert {account for account, _ in routed} == {live}
+    # The halt cancelled the halted account's three pending intents, and the router heard it.
+    assert {m.key.decode() for m in cancels} == {halted}
+    assert len({json.loads(m.value)["data"]["intent_id"] for m in cancels}) == 3
     assert len({intent for _, intent in routed}) == 2
     assert all(kafka.header(m.headers, "expires_at") for m in orders)
     assert all(int(kafka.header(m.headers, "checked_head") or 0)

@@ -21,6 +21,7 @@ from ledger.events import (
     ACCOUNT_PATTERN,
     EVENT_TYPES,
     MISSING,
+    IntentCancelledEvent,
     IntentExpiredEvent,
     IntentIssuedEvent,
     IntentRejectedEvent,
@@ -30,6 +31,7 @@ from ledger.events import (
     PositionClosedEvent,
     SignalEvaluatedEvent,
     TradingHaltedEvent,
+    TradingReducedEvent,
     TradingResumedEvent,
     build_event,
     decode_event,
@@ -106,6 +108,8 @@ DATA_BY_TYPE: dict[str, dict[str, Any]] = {
     "IntentExpired": {"intent_id": "I-1", "reason": "not filled within 300 s"},
     "TradingHalted": {"reason": "manual kill switch"},
     "TradingResumed": {"reason": None},
+    "TradingReduced": {"reason": "reconciliation failed"},
+    "IntentCancelled": {"intent_id": "I-1", "reason": "trading halted"},
 }
 CLASS_BY_TYPE = {
     "LimitsSet": LimitsSetEvent,
@@ -116,6 +120,8 @@ CLASS_BY_TYPE = {
     "IntentRejected": IntentRejectedEvent,
     "IntentExpired": IntentExpiredEvent,
     "TradingHalted": TradingHaltedEvent,
+    "TradingReduced": TradingReducedEvent,
+    "IntentCancelled": IntentCancelledEvent,
     "TradingResumed": TradingResumedEvent,
 }
 

@@ -580,7 +580,8 @@ def test_evaluate_when_limits_never_set_blocks_with_limits_not_set() -> None:
     assert decision.code == gates.LIMITS_NOT_SET
     assert "Limits never set" in decision.reason
     assert gate_codes(decision) == [gates.PROJECTION_STALE, gates.SIGNAL_STALE,
-                                    gates.TRADING_HALTED, gates.LIMITS_NOT_SET]
+                                    gates.TRADING_HALTED, gates.TRADING_REDUCING,
+                                    gates.LIMITS_NOT_SET]
 
 
 def test_evaluate_when_new_account_has_no_events_blocks_with_limits_not_set() -> None:
@@ -663,9 +664,9 @@ def test_evaluate_when_fold_bound_is_0_and_lag_is_1_blocks() -> None:
 def test_evaluate_when_gates_listed_are_in_the_documented_order_of_precedence() -> None:
     # Assert
     assert gates.GATES == (
-        "projection_stale", "signal_stale", "trading_halted", "limits_not_set",
-        "max_order_notional",
-        "max_open_positions", "max_exposure", "daily_loss_limit",
+        "projection_stale", "signal_stale", "trading_halted", "trading_reducing",
+        "limits_not_set", "max_order_notional", "max_open_positions", "max_exposure",
+        "max_underlying_exposure", "max_order_rate", "duplicate_order", "daily_loss_limit",
     )
 
 
