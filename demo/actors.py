@@ -167,7 +167,10 @@ async def position_manager(settings: Settings, topics: Topics, producer: AIOKafk
                 if position.position_id in closing:
                     continue
                 price = market.prices.get(position.symbol, position.average_price)
-                reason = _exit_reason(price / position.average_price, flatten.is_set())
+                # A reducing account is flattened as if the morning were over: the desk asked
+                # for less risk, and closes are what reduce it.
+                reason = _exit_reason(price / position.average_price, flatten.is_set(),
+                                      reducing=state.reducing)
                 if reason is None:
                     continue
                 closing.add(position.position_id)
@@ -185,10 +188,12 @@ async def position_manager(settings: Settings, topics: Topics, producer: AIOKafk
         await asyncio.gather(watcher, return_exceptions=True)
 
 
-def _exit_reason(ratio: Decimal, flatten: bool) -> str | None:
+def _exit_reason(ratio: Decimal, flatten: bool, *, reducing: bool = False) -> str | None:
     if ratio >= TAKE_PROFIT:
         return "take_profit"
     if ratio <= STOP_LOSS:
         return "stop_loss"
+    if reducing:
+        return "reducing"
     return "end_of_morning" if flatten else None
 

@@ -38,6 +38,15 @@ from services import audit
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = {"large": (5, "10000"), "tiny": (1, "2000")}
+# The controls desks expect, on top of positions and exposure: at most this many orders a
+# minute, this much exposure on one underlying, and no identical order within 30 s.
+CONTROLS = {"large": {"max_orders_per_minute": 6, "max_underlying_exposure": "4000",
+                      "duplicate_window_s": 30},
+            "tiny": {"max_orders_per_minute": 3, "max_underlying_exposure": "2000",
+                     "duplicate_window_s": 30}}
+# When `large` is moved to reducing (its position manager flattens it) and back to active, as
+# fractions of the morning.
+REDUCE_AT, RESUME_AT = 0.4, 0.7
 # Contracts per signal: `tiny` trades small, `large` larger; both ask for far more than allowed.
 CONTRACTS_MAX = {"large": 6, "tiny": 3}
 INTENT_TTL_S = 10
@@ -63,7 +72,7 @@ async def set_up(settings: Settings) -> None:
         await commands.add_account(settings, account, None)
         await commands.append_command(
             settings, account, "LimitsSet",
-            {"max_open_positions": positions, "max_exposure": exposure},
+            {"max_open_positions": positions, "max_exposure": exposure, **CONTROLS[account]},
             event_id=uuid.uuid4(), occurred_at=now())
     await ensure_topics(settings)
 
@@ -89,7 +98,7 @@ async def progress_table(conn: asyncpg.Connection, tally: Tally, remaining_s: fl
                   + coalesce((SELECT sum(abs(quantity) * limit_price * multiplier)
                               FROM projection_pending x WHERE x.account = s.account), 0)
                       AS exposure,
-                  p.max_open_positions, p.max_exposure,
+                  p.max_open_positions, p.max_exposure, p.trading_state,
                   (SELECT count(*) FILTER (WHERE (data->>'allowed')::boolean)
                    FROM events e WHERE e.account = s.account AND e.type = 'SignalEvaluated')
                       AS allowed,
@@ -100,11 +109,12 @@ async def progress_table(conn: asyncpg.Connection, tally: Tally, remaining_s: fl
            WHERE s.account = ANY($1) ORDER BY s.account""", list(ACCOUNTS))
     title = f"trading morning: {max(0.0, remaining_s):.0f}s of signals left" if remaining_s > 0 \
         else "trading morning: closing out"
-    table = Table("account", "positions", "exposure", "signals", "allowed", "blocked",
+    table = Table("account", "state", "positions", "exposure", "signals", "allowed", "blocked",
                   "fills", "rejects", "closes", "head / projected", title=title)
     for row in rows:
         table.add_row(
-            row["account"], f"{row['open']} + {row['pending']} / {row['max_open_positions']}",
+            row["account"], row["trading_state"] or "active",
+            f"{row['open']} + {row['pending']} / {row['max_open_positions']}",
             f"${row['exposure']:,.2f} / ${row['max_exposure'] or 0:,.0f}",
             str(tally.signals.get(row["account"], 0)), str(row["allowed"]), str(row["blocked"]),
             str(tally.fills.get(row["account"], 0)), str(tally.rejects.get(row["account"], 0)),
@@ -143,10 +153,20 @@ async def play(settings: Settings, seconds: float, seed: int, console: Console) 
     ]
     loop = asyncio.get_running_loop()
     started = loop.time()
+    # The risk desk's moves on `large`: reduce (its position manager flattens it, openings are
+    # blocked as trading_reducing), then back to active.
+    desk = [(REDUCE_AT, "reducing", "risk desk: flatten large before the data release"),
+            (RESUME_AT, "active", "risk desk: data release passed")]
     try:
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             while loop.time() - started < seconds:
-                live.update(await progress_table(conn, tally, seconds - (loop.time() - started)))
+                elapsed = loop.time() - started
+                while desk and elapsed >= desk[0][0] * seconds:
+                    _, state, reason = desk.pop(0)
+                    await commands.set_trading_state(settings, ["large"], state, reason,
+                                                     occurred_at=now())
+                    live.console.print(f"large -> {state}: {reason}")
+                live.update(await progress_table(conn, tally, seconds - elapsed))
                 await asyncio.sleep(REFRESH_S)
             stop_signals.set()
             flatten.set()
