@@ -81,7 +81,8 @@ async def read_again_on_outage(name: str, pause_s: float) -> AsyncIterator[None]
     try:
         yield
     except OPERATING_ERRORS as exc:
-        log.warning("%s: %s; the batch will be read again in %.1fs", name, type(exc).__name__,
+        log.warning("%s: %s; nothing emitted, the batch will be read again in %.1fs", name,
+                    type(exc).__name__,
                     pause_s)
         await asyncio.sleep(pause_s)
         raise
