@@ -88,9 +88,10 @@ def test_limits_halt_resume_append_events_and_status_shows_the_kill_switch(
     assert [r.returncode for r in (limits, halted, resumed)] == [0, 0, 0]
     row = next(r for r in status_halted["accounts"] if r["account"] == account)
     assert row == {"account": account, "head": 2, "published": 0, "projected": 0, "lag": 2,
-                   "halted": True}
+                   "halted": True, "trading_state": "halted"}
     row = next(r for r in status_resumed["accounts"] if r["account"] == account)
     assert row["halted"] is False
+    assert row["trading_state"] == "active"
     assert row["head"] == 3
     assert bad.returncode == 1
     assert "data.max_exposure: 'lots'" in bad.stderr.decode()
