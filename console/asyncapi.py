@@ -26,6 +26,7 @@ from ledger.events import (
     EVENT_TYPES,
     Event,
     Identifier,
+    IntentCancelledEvent,
     IntentIssuedEvent,
     IntentRejectedEvent,
     OrderFilledEvent,
@@ -42,6 +43,9 @@ ASYNCAPI_VERSION = "3.0.0"
 DOCUMENT_VERSION = "0.1.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 SCHEMA_REF = "#/components/schemas/{model}"
+# What the relay routes to `order-intents` (services/relay.py).
+ROUTED_TYPES = ("IntentIssued", "IntentCancelled")
+RoutedEvent = Annotated[IntentIssuedEvent | IntentCancelledEvent, Field(discriminator="type")]
 
 JsonObject: TypeAlias = dict[str, Any]
 
@@ -217,14 +221,20 @@ def _dead_letter_headers(topics: Topics) -> JsonObject:
 
 def _messages(topics: Topics, schemas: _Schemas) -> JsonObject:
     account_key = _kafka_key(_account_key("The account; must equal the payload's `account`."))
-    intent_headers = {**_relay_headers(),
-                      "type": {"type": "string", "const": "IntentIssued",
-                               "description": "The event's type, as in the payload."},
-                      "expires_at": {"type": "string", "format": "date-time",
-                                     "description": "When the intent expires (UTC)."},
-                      "checked_head": _digits(
-                          "The account's stream head in the snapshot that proved the intent "
-                          "live; the record's timestamp is the database clock of that check.")}
+    intent_headers = _headers({**_relay_headers(),
+                               "type": {"type": "string", "enum": list(ROUTED_TYPES),
+                                        "description": "The event's type, as in the payload."}},
+                              {"expires_at": {"type": "string", "format": "date-time",
+                                              "description": "When the intent expires (UTC)."},
+                               "checked_head": _digits(
+                                   "The account's stream head in the snapshot that proved the "
+                                   "intent live; the record's timestamp is the database clock "
+                                   "of that check.")})
+    # An order to place carries its expiry and the proof it was live; a cancel carries neither.
+    intent_headers["if"] = {"properties": {"type": {"const": "IntentIssued"}}}
+    intent_headers["then"] = {"required": ["expires_at", "checked_head"]}
+    intent_headers["else"] = {"not": {"anyOf": [{"required": ["expires_at"]},
+                                                {"required": ["checked_head"]}]}}
     return {
         "execution": {
             "name": "execution", "title": "Execution",
@@ -251,10 +261,11 @@ def _messages(topics: Topics, schemas: _Schemas) -> JsonObject:
         },
         "orderIntent": {
             "name": "orderIntent", "title": "Order intent",
-            "summary": "An IntentIssued that was live when the relay sent it.",
+            "summary": "An IntentIssued that was live when the relay sent it, or an "
+                       "IntentCancelled (on halt) the router cancels at the broker.",
             "contentType": "application/json",
-            "payload": schemas.hoist("IntentIssuedEvent", IntentIssuedEvent),
-            "headers": _headers(intent_headers),
+            "payload": schemas.hoist("RoutedEvent", RoutedEvent),
+            "headers": intent_headers,
             "bindings": _kafka_key(_account_key("The account.")),
         },
         "deadLetter": {
@@ -299,8 +310,9 @@ def _channels(topics: Topics, partitions: int) -> JsonObject:
             "deduplicate by account + sequence.", partitions),
         "orderIntents": _channel(
             topics.order_intents, "orderIntent",
-            "Intents live when published (not expired, not released, account not halted), keyed "
-            "by account. Sent by the relay; read by the order router (outside the ledger).",
+            "Intents live when published (not expired, not released, account not halted), and "
+            "cancels of pending intents on halt, keyed by account. Sent by the relay; read by "
+            "the order router (outside the ledger).",
             partitions),
         "deadLetters": _channel(
             topics.dead_letters, "deadLetter",

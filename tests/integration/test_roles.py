@@ -129,6 +129,8 @@ def sample(event_type: EventType, account: str) -> Event:
         "IntentExpired": {"intent_id": f"I-{account}", "reason": "not filled in time"},
         "TradingHalted": {"reason": "risk review"},
         "TradingResumed": {"reason": "self-service"},
+        "TradingReduced": {"reason": "self-service"},
+        "IntentCancelled": {"intent_id": f"I-{account}-{tag}", "reason": "self-service"},
     }
     return decode_event(event_json(account, event_type, samples[event_type], occurred_at=AT))
 
