@@ -6,7 +6,7 @@ force was exceeded; the records it returns (`Breach`, `Sample`, `AccountAudit`);
 `audit --json` document of docs/design.md (`audit_document`), whose one rounding step (money to
 cents, half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must
 not import asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
-`ledger.events`, `projections.fold` and `projections.view`.
+`ledger.events`, `ledger.money`, `projections.fold` and `projections.rules`.
 
 What counts as a breach, after each event, with the limits in force after that event:
 
@@ -25,6 +25,24 @@ What counts as a breach, after each event, with the limits in force after that e
   the interval; it stays open while the account stays halted and closes at the event that lifts
   the halt (`TradingResumed`), so it spans the whole time the kill switch was being ignored. Its
   limit is 0 and its peak is the number of such orders in the interval.
+- `max_order_rate`: the event is an `IntentIssued` and the intents issued in the 60 s up to and
+  including it (`RATE_WINDOW`: those of `AccountState.intents_since(occurred_at - RATE_WINDOW)`
+  before it, plus itself: the figure the gates judged when they issued it) are >
+  max_orders_per_minute. The rate is a property of the intents, not of the events between them:
+  other events neither extend nor close the interval; the next `IntentIssued` within the limit
+  closes it, and so does a `LimitsSet` whose limit (cleared: no limit) the last intent's figure is
+  within. A `LimitsSet` alone never opens one.
+- `max_underlying_exposure`: the highest open + pending exposure on any single underlying
+  (`ledger.events.underlying`, as `AccountState.exposure_on`) is > max_underlying_exposure,
+  after every event, as for `max_exposure`.
+- `duplicate_order`: the event is an `IntentIssued` with the same symbol, side, quantity and limit
+  price as intents issued within the `duplicate_window_s` before it (occurred_at > its
+  occurred_at - the window, as the gates look back); its figure is how many, its limit 0. Like the
+  rate, the next `IntentIssued` that duplicates nothing closes the interval, and so does a
+  `LimitsSet` that clears the window; other events leave it as it is.
+
+The rate and duplicate figures read the intents the fold keeps (`AccountState.recent_intents`),
+the very list the gates read, so the audit judges each intent as the gates did when it was issued.
 
 Until limits are first set nothing is a breach (not even an order while halted): the audit
 measures an account against its limits, and an account without any never had gates. An interval
@@ -42,7 +60,8 @@ starts there), even if that first event already closes it; the account's peaks l
 from the figures in force when the window starts. An interval open at the end of the window has
 no closing event. A window with no event in it reports no event, no breach and peaks of 0.
 
-Memory is bounded whatever the number of events: the finder keeps one fold state, one open
+Memory is bounded whatever the number of events: the finder keeps one fold state (with its
+figures per position, intent and underlying, and an index of the fold's recent intents), one open
 interval per gate, the breaches found and at most `samples_max` samples (see `Sample`).
 """
 
@@ -50,29 +69,35 @@ from __future__ import annotations
 
 import decimal
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from ledger.events import (
     DECIMAL_CONTEXT,
     Event,
+    IntentCancelledEvent,
     IntentExpiredEvent,
     IntentIssuedEvent,
     IntentRejectedEvent,
     OrderFilledEvent,
     PositionClosedEvent,
+    Side,
     format_decimal,
     format_time,
     notional,
+    underlying,
 )
 from ledger.money import money_json
 from projections.fold import (
+    RATE_WINDOW,
     AccountState,
     Folding,
     Limits,
+    RecentIntent,
     initial_state,
     trading_day,
 )
@@ -82,7 +107,7 @@ from projections.fold import (
 # 150k events/s. It is the very same fold (one fold, one set of figures); only the copying is
 # skipped. tests/properties/test_breach_properties.py checks that the finder's state equals
 # `fold` of the same events, so a change to these internals cannot go unnoticed.
-from projections.rules import COUNT_GATES, RULES
+from projections.rules import COUNT_GATES, RULES, LimitRule
 
 __all__ = [
     "GATES",
@@ -105,6 +130,9 @@ Gate: TypeAlias = Literal[
     "max_order_notional",
     "daily_loss_limit",
     "trading_halted",
+    "max_order_rate",
+    "max_underlying_exposure",
+    "duplicate_order",
 ]
 # In this order breaches that open at the same event are listed.
 GATES: Final[tuple[Gate, ...]] = (
@@ -113,8 +141,12 @@ GATES: Final[tuple[Gate, ...]] = (
     "max_order_notional",
     "daily_loss_limit",
     "trading_halted",
+    "max_order_rate",
+    "max_underlying_exposure",
+    "duplicate_order",
 )
-_POSITIONS, _EXPOSURE, _ORDER, _DAILY_LOSS, _HALTED = range(len(GATES))
+(_POSITIONS, _EXPOSURE, _ORDER, _DAILY_LOSS, _HALTED, _RATE, _UNDERLYING,
+ _DUPLICATE) = range(len(GATES))
 _GATE_RANK: Final[dict[Gate, int]] = {gate: rank for rank, gate in enumerate(GATES)}
 # The limit rules the gates evaluate (projections/rules.py), replayed here after each event. The
 # positions limit is an int in `Limits`: compared as is, by the rule's own comparison.
@@ -122,6 +154,9 @@ _POSITIONS_BREACHED = RULES["max_open_positions"].breached
 _EXPOSURE_RULE = RULES["max_exposure"]
 _ORDER_RULE = RULES["max_order_notional"]
 _LOSS_RULE = RULES["daily_loss_limit"]
+_RATE_RULE = RULES["max_order_rate"]
+_UNDERLYING_RULE = RULES["max_underlying_exposure"]
+_DUPLICATE_RULE = RULES["duplicate_order"]
 
 # One sample per event up to this many, then thinned (see Sample): a plot needs no more points
 # than a screen has pixels across, and the audit must stay bounded at a million events.
@@ -130,11 +165,17 @@ SAMPLES_MAX = 5000
 SAMPLES_MAX_MIN = 4
 # Expired intents the audit remembers, to recognise a fill that comes after its intent expired.
 EXPIRED_KEPT_MAX = 100_000
+# Symbols whose underlying the audit remembers, rather than work it out for every fill.
+_SYMBOLS_KEPT_MAX = 10_000
 
 _ZERO = Decimal("0")
 _ORDER_TYPES: Final[frozenset[type]] = frozenset({OrderFilledEvent, IntentIssuedEvent})
 # Counts (positions, orders while halted) stay ints while tracked; money is Decimal.
 _Figure: TypeAlias = Decimal | int
+# The two kinds of holdings _Underlyings keeps: open positions and pending intents.
+_POSITIONS_KIND, _INTENTS_KIND = 0, 1
+# What makes two intents duplicates (dispatcher.gates): symbol, side, quantity, limit price.
+_IntentKey: TypeAlias = tuple[str, Side, Decimal, Decimal]
 
 # --- Records ------------------------------------------------------------------------------------
 
@@ -301,6 +342,12 @@ class BreachFinder:
         self._intent_notionals: dict[str, Decimal] = {}
         self._open_exposure = _ZERO
         self._pending_exposure = _ZERO
+        # The same figures per underlying, and an index of the fold's recent intents: what the
+        # underlying-exposure, order-rate and duplicate-order rules are judged on. Kept only
+        # while such a limit is in force, built from the fold's state when one is set.
+        self._underlyings: _Underlyings | None = None
+        self._recent: _RecentIndex | None = None
+        self._limits_in_force: _InForce | None = None
         # The trading day of the latest event replayed: the day a decision taken now is judged
         # by (a decision is stamped when it is made, after everything before it).
         self._today: date | None = None
@@ -388,22 +435,56 @@ class BreachFinder:
         position_id, intent_id = _touched(event)
         if type(event) is OrderFilledEvent and event.data.intent_id is not None:
             self._check_fill(event, event.data.intent_id, sequence)
-        draft.step(event, sequence)
+        rate: int | None = None
+        duplicates: int | None = None
+        index = self._recent
+        if index is not None and type(event) is IntentIssuedEvent:
+            # Judged on the intents issued before it, as the gates judged the decision.
+            recent = draft.recent_intents
+            before = len(recent)
+            key = _intent_key(event)
+            # Kept only while limits are in force: the ones of the last LimitsSet.
+            in_force = self._limits_in_force
+            assert in_force is not None
+            assert in_force.limits is draft.limits
+            if in_force.rate is not None:
+                rate = index.count_since(recent, at - RATE_WINDOW) + 1
+            if in_force.duplicate_window is not None:
+                duplicates = index.same_since(key, at - in_force.duplicate_window)
+            draft.step(event, sequence)
+            index.issued(recent, before, key)
+        else:
+            draft.step(event, sequence)
         if type(event) is IntentExpiredEvent:
             self._remember_expired(event.data.intent_id)
+        underlyings = self._underlyings
         if position_id is not None:
-            self._open_exposure = _synced(
-                self._position_notionals, position_id, draft.positions.get(position_id)
-            )
+            position = draft.positions.get(position_id)
+            figure = None if position is None else position.notional
+            self._open_exposure = _synced(self._position_notionals, position_id, figure)
+            if underlyings is not None:
+                underlyings.change(_POSITIONS_KIND, position_id, position, figure)
         if intent_id is not None:
-            self._pending_exposure = _synced(
-                self._intent_notionals, intent_id, draft.pending.get(intent_id)
-            )
+            intent = draft.pending.get(intent_id)
+            figure = None if intent is None else intent.notional
+            self._pending_exposure = _synced(self._intent_notionals, intent_id, figure)
+            if underlyings is not None:
+                underlyings.change(_INTENTS_KIND, intent_id, intent, figure)
         positions = len(draft.positions) + len(draft.pending)
         exposure = self._open_exposure + self._pending_exposure
         changes = self._changes
-        if draft.limits is not None:
-            self._check_gates(event, sequence, draft.limits, positions, exposure)
+        limits = draft.limits
+        if limits is not None:
+            in_force = self._limits_in_force
+            # New limits come with a LimitsSet, and only then is the new Limits read.
+            changed = in_force is None or in_force.limits is not limits
+            if changed:
+                in_force = self._limits_in_force = _InForce(limits)
+                self._follow(in_force)
+            assert in_force is not None
+            self._check_gates(event, sequence, in_force, positions, exposure)
+            if changed or rate is not None or duplicates is not None:
+                self._check_intent_gates(event, sequence, in_force, rate, duplicates)
         if not self._in_window:
             return
         self._events += 1
@@ -414,6 +495,23 @@ class BreachFinder:
         # An event that opened or closed an interval keeps a sample of its own.
         pinned = self._changes != changes
         self._sampler.add(sequence, at, positions, exposure, draft.limits, draft.halted, pinned)
+
+    def _follow(self, in_force: _InForce) -> None:
+        """Keep what the new limits' rules need, built from the fold's state; drop the rest."""
+        draft = self._draft
+        if in_force.underlying is None:
+            self._underlyings = None
+        elif self._underlyings is None:
+            self._underlyings = underlyings = _Underlyings()
+            # In the fold's own order, so that every sum is the one the fold's state gives.
+            for position_id, position in draft.positions.items():
+                underlyings.change(_POSITIONS_KIND, position_id, position, position.notional)
+            for intent_id, intent in draft.pending.items():
+                underlyings.change(_INTENTS_KIND, intent_id, intent, intent.notional)
+        if in_force.rate is None and in_force.duplicate is None:
+            self._recent = None
+        elif self._recent is None:
+            self._recent = _RecentIndex(draft.recent_intents)
 
     def _check_fill(self, event: OrderFilledEvent, intent_id: str, sequence: int) -> None:
         pending = self._draft.pending.get(intent_id)
@@ -440,14 +538,14 @@ class BreachFinder:
         self._peak_exposure = self._open_exposure + self._pending_exposure
 
     def _check_gates(
-        self, event: Event, sequence: int, limits: Limits, positions: int, exposure: Decimal
+        self, event: Event, sequence: int, in_force: _InForce, positions: int, exposure: Decimal
     ) -> None:
         """Open, extend or close each gate's interval after event."""
         # Runs for every event: an interval that stays open is extended in place, and only an
         # opening or a closing costs a call.
         intervals = self._intervals
         interval = intervals[_POSITIONS]
-        positions_max = limits.max_open_positions
+        positions_max = in_force.positions
         if _POSITIONS_BREACHED(positions, positions_max):
             if interval is None:
                 self._open(_POSITIONS, positions, positions_max, event, sequence)
@@ -456,8 +554,7 @@ class BreachFinder:
         elif interval is not None:
             self._close(_POSITIONS, event, sequence)
         interval = intervals[_EXPOSURE]
-        exposure_max = _EXPOSURE_RULE.limit_of(limits)
-        assert exposure_max is not None
+        exposure_max = in_force.exposure
         if _EXPOSURE_RULE.breached(exposure, exposure_max):
             if interval is None:
                 self._open(_EXPOSURE, exposure, exposure_max, event, sequence)
@@ -466,7 +563,7 @@ class BreachFinder:
         elif interval is not None:
             self._close(_EXPOSURE, event, sequence)
         is_order = type(event) in _ORDER_TYPES
-        order_max = _ORDER_RULE.limit_of(limits)
+        order_max = in_force.order
         interval = intervals[_ORDER]
         if is_order and order_max is not None \
                 and _ORDER_RULE.breached(order := _order_notional(event), order_max):
@@ -476,7 +573,7 @@ class BreachFinder:
                 interval.extend(order, order_max)
         elif interval is not None:
             self._close(_ORDER, event, sequence)
-        loss_max = _LOSS_RULE.limit_of(limits)
+        loss_max = in_force.loss
         interval = intervals[_DAILY_LOSS]
         if loss_max is not None and (loss := self._daily_loss_over(loss_max)) is not None:
             if interval is None:
@@ -494,6 +591,53 @@ class BreachFinder:
                 interval.extend(interval.value + 1, 0)
         elif is_order and halted:
             self._open(_HALTED, 1, 0, event, sequence)
+        underlying_max = in_force.underlying
+        interval = intervals[_UNDERLYING]
+        if underlying_max is not None and _UNDERLYING_RULE.breached(
+                highest := _kept(self._underlyings).highest(), underlying_max):
+            if interval is None:
+                self._open(_UNDERLYING, highest, underlying_max, event, sequence)
+            else:
+                interval.extend(highest, underlying_max)
+        elif interval is not None:
+            self._close(_UNDERLYING, event, sequence)
+
+    def _check_intent_gates(
+        self, event: Event, sequence: int, in_force: _InForce, rate: int | None,
+        duplicates: int | None,
+    ) -> None:
+        """Open, extend or close the order-rate and duplicate-order intervals after event.
+
+        Only an intent (judged by its figure: None when no limit is in force) or new limits (the
+        last intent's figure judged again by the new limit) change them.
+        """
+        intervals = self._intervals
+        if type(event) is IntentIssuedEvent:
+            if rate is not None or intervals[_RATE] is not None:
+                self._judge(_RATE, _RATE_RULE, rate, in_force.rate, event, sequence)
+            if duplicates is not None or intervals[_DUPLICATE] is not None:
+                self._judge(_DUPLICATE, _DUPLICATE_RULE, duplicates, in_force.duplicate, event,
+                            sequence)
+            return
+        if (interval := intervals[_RATE]) is not None:
+            self._judge(_RATE, _RATE_RULE, interval.value, in_force.rate, event, sequence)
+        if (interval := intervals[_DUPLICATE]) is not None:
+            self._judge(_DUPLICATE, _DUPLICATE_RULE, interval.value, in_force.duplicate, event,
+                        sequence)
+
+    def _judge(
+        self, index: int, rule: LimitRule, value: _Figure | None, limit: Decimal | None,
+        event: Event, sequence: int,
+    ) -> None:
+        """Open or extend index's interval if value is over limit (None: none), else close it."""
+        interval = self._intervals[index]
+        if value is not None and limit is not None and rule.breached(value, limit):
+            if interval is None:
+                self._open(index, value, limit, event, sequence)
+            else:
+                interval.extend(value, limit)
+        elif interval is not None:
+            self._close(index, event, sequence)
 
     def _open(
         self, index: int, value: _Figure, limit: _Figure, event: Event, sequence: int
@@ -536,34 +680,261 @@ def _touched(event: Event) -> tuple[str | None, str | None]:
         fill = event.data
         return fill.position_id, fill.intent_id
     if type(event) is PositionClosedEvent:
-        return event.data.position_id, None
+        # A close that executes a reducing intent releases its reservation.
+        return event.data.position_id, event.data.intent_id
     if (
         type(event) is IntentIssuedEvent
         or type(event) is IntentRejectedEvent
         or type(event) is IntentExpiredEvent
+        or type(event) is IntentCancelledEvent
     ):
         return None, event.data.intent_id
     return None, None
 
 
-class _HasNotional(Protocol):
-    """A Position or a PendingIntent: anything the fold keeps with a notional."""
+class _Held(Protocol):
+    """A Position or a PendingIntent: anything the fold keeps on a symbol."""
 
     @property
-    def notional(self) -> Decimal: ...
+    def symbol(self) -> str: ...
 
 
-def _synced(notionals: dict[str, Decimal], key: str, held: _HasNotional | None) -> Decimal:
-    """Refresh key's notional (held: the position or intent now under key, or None); return the sum.
+def _synced(notionals: dict[str, Decimal], key: str, figure: Decimal | None) -> Decimal:
+    """Refresh key's notional (figure: that of what is now under key, or None); return the sum.
 
     The fold keeps a key where it was when it changes, appends new keys and deletes closed ones,
     and so does this dict: the sum adds the same figures in the same order as the fold's state.
     """
-    if held is None:
+    if figure is None:
         notionals.pop(key, None)
     else:
-        notionals[key] = held.notional
+        notionals[key] = figure
     return sum(notionals.values(), _ZERO)
+
+
+def _kept(underlyings: _Underlyings | None) -> _Underlyings:
+    assert underlyings is not None, "kept while max_underlying_exposure is in force"
+    return underlyings
+
+
+def _intent_key(event: IntentIssuedEvent) -> _IntentKey:
+    issued = event.data
+    return (issued.symbol, issued.side, issued.quantity, issued.limit_price)
+
+
+class _InForce:
+    """The limits of one `Limits` as the rules read them (`LimitRule.limit_of`): None, not set."""
+
+    __slots__ = ("duplicate", "duplicate_window", "exposure", "limits", "loss", "order",
+                 "positions", "rate", "underlying")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        # Compared as the int it is, by the rule's own comparison.
+        self.positions = limits.max_open_positions
+        exposure = _EXPOSURE_RULE.limit_of(limits)
+        assert exposure is not None
+        self.exposure = exposure
+        self.order = _ORDER_RULE.limit_of(limits)
+        self.loss = _LOSS_RULE.limit_of(limits)
+        self.underlying = _UNDERLYING_RULE.limit_of(limits)
+        self.rate = _RATE_RULE.limit_of(limits)
+        self.duplicate = _DUPLICATE_RULE.limit_of(limits)
+        window = limits.duplicate_window_s
+        self.duplicate_window = (None if self.duplicate is None or window is None
+                                 else timedelta(seconds=window))
+
+
+class _Underlying:
+    """What one underlying holds: notionals of positions and of intents, their sums, the total."""
+
+    __slots__ = ("exposure", "notionals", "sums")
+
+    def __init__(self) -> None:
+        # Indexed by _POSITIONS_KIND or _INTENTS_KIND: key -> notional, in the fold's key order.
+        self.notionals: tuple[dict[str, Decimal], dict[str, Decimal]] = ({}, {})
+        self.sums = [_ZERO, _ZERO]
+        self.exposure = _ZERO
+
+
+class _Underlyings:
+    """Open and pending exposure per underlying, kept as positions and intents change.
+
+    Per underlying, each position's and intent's notional in the fold's own key order, so that
+    its figure is the very digits `AccountState.exposure_on` gives: the positions' sum plus the
+    intents' sum. Only what an event touched is summed again, and the highest figure is
+    searched for again only when asked (`highest`) after the underlying that held it went down.
+    """
+
+    __slots__ = ("by_name", "keys", "names", "stale", "top", "top_name")
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, _Underlying] = {}
+        # Indexed by kind: key -> (its symbol, its underlying).
+        self.keys: tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]] = ({}, {})
+        # symbol -> underlying, for the symbols seen lately (cleared when it grows large).
+        self.names: dict[str, str] = {}
+        # The highest exposure on one underlying, and where (unless stale: then `top` is at
+        # least the highest, and it is searched for when asked).
+        self.top = _ZERO
+        self.top_name: str | None = None
+        self.stale = False
+
+    def highest(self) -> Decimal:
+        """Return the highest open + pending exposure on one underlying (0 when none)."""
+        if self.stale:
+            self.top, self.top_name = _ZERO, None
+            for name, held in self.by_name.items():
+                if self.top_name is None or held.exposure > self.top:
+                    self.top, self.top_name = held.exposure, name
+            self.stale = False
+        return self.top
+
+    def change(self, kind: int, key: str, held: _Held | None, figure: Decimal | None) -> None:
+        """Follow a position (_POSITIONS_KIND) or an intent (_INTENTS_KIND) now held with
+        notional figure, or gone (held None)."""
+        keys = self.keys[kind]
+        old = keys.get(key)
+        if held is None:
+            if old is None:
+                return
+            del keys[key]
+            name = old[1]
+            entry = self.by_name[name]
+            notionals = entry.notionals[kind]
+            del notionals[key]
+            if not notionals and not entry.notionals[1 - kind]:
+                del self.by_name[name]
+                if name == self.top_name:
+                    self.stale = True
+                return
+        else:
+            symbol = held.symbol
+            if old is not None and old[0] is symbol:
+                name = old[1]
+            else:
+                name = self._name(symbol)
+                if old is not None and old[1] != name:
+                    # A flip into another symbol: it leaves one underlying for another, where it
+                    # is added last (the one case where a sum's order can differ from the fold's).
+                    self.change(kind, key, None, None)
+                keys[key] = (symbol, name)
+            found = self.by_name.get(name)
+            if found is None:
+                found = self.by_name[name] = _Underlying()
+            entry = found
+            notionals = entry.notionals[kind]
+            assert figure is not None, key
+            notionals[key] = figure
+        sums = entry.sums
+        sums[kind] = sum(notionals.values(), _ZERO)
+        # As AccountState.exposure_on: the positions' sum plus the intents' sum.
+        value = entry.exposure = sums[0] + sums[1]
+        # Notionals are never negative: the highest of nothing is 0.
+        if value >= self.top:
+            self.top, self.top_name, self.stale = value, name, False
+        elif name == self.top_name:
+            self.stale = True
+
+    def _name(self, symbol: str) -> str:
+        names = self.names
+        name = names.get(symbol)
+        if name is None:
+            if len(names) >= _SYMBOLS_KEPT_MAX:
+                names.clear()
+            name = names[symbol] = underlying(symbol)
+        return name
+
+
+class _RecentIndex:
+    """An index of the fold's recent intents (`Folding.recent_intents`), kept in step with it.
+
+    The fold appends each issued intent and then drops the oldest ones, so the index follows by
+    the list's length; it keeps the identical intents together (the duplicate rule asks only
+    for those) and where the list's times go back (a late or back-dated intent). Counting the
+    intents after a moment then reads back from the newest only as far as the moment, rather
+    than through every intent a long duplicate window keeps.
+    """
+
+    __slots__ = ("base", "by_key", "descents", "keys", "rate_moment", "rate_start")
+
+    def __init__(self, recent: Sequence[RecentIntent]) -> None:
+        """Index the fold's recent intents as they are now."""
+        # The number of intents dropped: the running number of the list's first one.
+        self.base = 0
+        self.keys: deque[_IntentKey] = deque()
+        # The times of each key's intents, in the list's order.
+        self.by_key: dict[_IntentKey, deque[datetime]] = {}
+        # Running numbers n of the intents that occurred after intent n + 1.
+        self.descents: deque[int] = deque()
+        # While the times never go back: the running number of the first intent after the
+        # moment last asked of count_since (every intent before it is at or before it).
+        self.rate_start = 0
+        self.rate_moment: datetime | None = None
+        previous: datetime | None = None
+        for intent in recent:
+            self._append(
+                (intent.symbol, intent.side, intent.quantity, intent.limit_price),
+                intent.occurred_at, previous)
+            previous = intent.occurred_at
+
+    def count_since(self, recent: Sequence[RecentIntent], moment: datetime) -> int:
+        """Return how many of the fold's recent intents occurred after moment."""
+        if self.descents:
+            self.rate_moment = None
+            return sum(1 for intent in recent if intent.occurred_at > moment)
+        # In time order: the intents at or before moment come first. Asked with moments that do
+        # not go back, the search goes on from where it stopped last time.
+        index = 0
+        if self.rate_moment is not None and self.rate_moment <= moment:
+            index = max(0, self.rate_start - self.base)
+        end = len(recent)
+        while index < end and recent[index].occurred_at <= moment:
+            index += 1
+        self.rate_start, self.rate_moment = self.base + index, moment
+        return end - index
+
+    def same_since(self, key: _IntentKey, moment: datetime) -> int:
+        """Return how many recent intents identical to key occurred after moment."""
+        times = self.by_key.get(key)
+        if times is None:
+            return 0
+        if self.descents:
+            return sum(1 for at in times if at > moment)
+        count = 0
+        for at in reversed(times):
+            if at <= moment:
+                break
+            count += 1
+        return count
+
+    def issued(self, recent: Sequence[RecentIntent], before: int, key: _IntentKey) -> None:
+        """Follow the fold's step of an intent: recent is its list now, before its length then."""
+        dropped = before + 1 - len(recent)
+        assert 0 <= dropped <= before, (before, len(recent))
+        keys, by_key = self.keys, self.by_key
+        for _ in range(dropped):
+            gone = keys.popleft()
+            kept = by_key[gone]
+            kept.popleft()
+            if not kept:
+                del by_key[gone]
+        self.base += dropped
+        descents = self.descents
+        while descents and descents[0] < self.base:
+            descents.popleft()
+        self._append(key, recent[-1].occurred_at,
+                     recent[-2].occurred_at if len(recent) >= 2 else None)
+
+    def _append(self, key: _IntentKey, at: datetime, previous: datetime | None) -> None:
+        """Index the intent now last in the list (previous: the time of the one before it)."""
+        self.keys.append(key)
+        times = self.by_key.get(key)
+        if times is None:
+            times = self.by_key[key] = deque()
+        times.append(at)
+        if previous is not None and previous > at:
+            self.descents.append(self.base + len(self.keys) - 2)
 
 
 def _order_notional(event: Event) -> Decimal:

@@ -128,6 +128,17 @@ def ignores_pending() -> None:
     vars(gates)["evaluate"] = evaluate
 
 
+def ignores_rate_limit() -> None:
+    """The dispatcher's gates never block on max_order_rate: the rule it reads says never."""
+    from dispatcher import gates
+    from projections.rules import RULES
+
+    rules = dict(RULES)
+    rules["max_order_rate"] = dataclasses.replace(RULES["max_order_rate"],
+                                                  blocks=lambda figure, limit: False)
+    vars(gates)["RULES"] = rules
+
+
 def swallows_malformed() -> None:
     """Ingest drops what it cannot decode instead of sending it to the dead letters."""
     from services import ingest
@@ -200,6 +211,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "projector-drops-closes": projector_drops_closes,
     "skip-lock": skip_lock,
     "ignores-pending": ignores_pending,
+    "ignores-rate-limit": ignores_rate_limit,
     "swallows-malformed": swallows_malformed,
     "self-promoting": self_promoting,
     "relay-sends-dead-orders": relay_sends_dead_orders,

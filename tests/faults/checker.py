@@ -24,13 +24,22 @@ The checks, each guarding one promise of docs/design.md:
 4. projection - each account's projection is at the store's head and equals a rebuild from the
    store row for row (invariant 5).
 5. limits - replaying the store, right after every IntentIssued the account's open + pending
-   positions and exposure are within the limits in force, and the order within the order limit
-   (invariant 2). It uses the fold only, not the gates, so a bug in the gates cannot hide here.
+   positions and exposure are within the limits in force, and so are the exposure on the
+   intent's underlying (`ledger.events.underlying`) and the order's notional; the intents issued
+   in the 60 s up to it (occurred_at > its own - 60 s, counting itself) are at most
+   max_orders_per_minute, and no identical intent (symbol, side, quantity, limit price) was
+   issued within duplicate_window_s before it (invariant 2). An intent marked reducing that
+   truly reduces an open position (names it, opposite side, same symbol, at most its open
+   quantity) adds no risk: it is exempt from positions, exposure, underlying and order notional,
+   never from the rate or duplicates; one marked reducing that does not is judged as an opening.
+   It uses the fold only, not the gates, so a bug in the gates cannot hide here.
 6. decisions - every SignalEvaluated was decided on the head (as_of_sequence = sequence - 1),
    recorded the true figures (the gates re-run on the state the store gives at that head agree
-   with the recorded decision gate for gate), never allowed anything while halted, and intents
-   come exactly from allowed decisions (invariants 2 and 3: the incident of docs/design.md was a
-   decision on false figures).
+   with the recorded decision gate for gate), never allowed anything while halted, nor while
+   reducing unless its signal truly reduces an open position (judged as in check 5, not by the
+   gates), and intents come exactly from allowed decisions, each the signal's order, marked
+   reducing exactly when the signal reduces and then naming that position (invariants 2 and 3:
+   the incident of docs/design.md was a decision on false figures).
 7. dead letters - every acknowledged hostile message that must be refused is in `dead-letters`
    with its key, its value and a reason, and no dead letter lacks a reason (invariant 6).
 8. writers - every stored event was appended by a login role that may write its type to its
@@ -40,8 +49,10 @@ The checks, each guarding one promise of docs/design.md:
 9. live orders - every intent on `order-intents` was live when the relay proved it live: not
    past its expiry at the check's clock (the record's timestamp, LIVENESS_TOLERANCE between the
    dispatcher's clock and the database's), and, among the store's events up to the head that
-   check read (header `checked_head`), neither expired nor rejected, nor its account halted
-   (docs/consumers.md).
+   check read (header `checked_head`), neither expired, rejected nor cancelled, nor its account
+   halted (the latest of TradingHalted, TradingReduced, TradingResumed being a halt); and every
+   IntentCancelled of the store reached `order-intents`, so the router cancels it at the broker
+   (docs/consumers.md). Cancels carry no liveness headers: a cancel is never dead.
 
 Checks 4, 5 and 6 replay a stream only as far as it is numbered 1, 2, 3...: beyond a broken
 sequence there is nothing trustworthy to replay, and check 1 already fails the run there.
@@ -64,18 +75,22 @@ from ledger.events import (
     EVENT_WRITERS,
     Event,
     GateResult,
+    IntentCancelled,
+    IntentCancelledEvent,
     IntentExpired,
     IntentIssuedEvent,
     IntentRejected,
+    Signal,
     SignalEvaluated,
     SignalEvaluatedEvent,
     decode_event,
     format_decimal,
     natural_key,
     notional,
+    underlying,
 )
 from projections import tables
-from projections.fold import AccountState, Folding, initial_state
+from projections.fold import AccountState, Folding, Limits, Position, initial_state
 from tests.faults.model import Observation, Operation, Record
 
 __all__ = [
@@ -389,27 +404,58 @@ def check_5_limits(observation: Observation) -> list[Violation]:
     found: list[Violation] = []
     for account in _accounts(observation):
         draft = Folding(initial_state(account))
+        issued: list[IntentIssuedEvent] = []
         for sequence, event in enumerate(_replayable(account, _stream(observation, account)),
                                          start=1):
             draft.step(event, sequence)
             if isinstance(event, IntentIssuedEvent):
-                problem = _limits_problem(draft.snapshot(), event)
+                problem = _limits_problem(draft.snapshot(), event, issued)
                 if problem is not None:
                     found.append(_violation(5, account, (
                         f"after IntentIssued at sequence {sequence} (intent "
                         f"{event.data.intent_id}, signal {event.data.signal_id}): {problem}")))
+                issued.append(event)
     return found
 
 
-def _limits_problem(state: AccountState, event: IntentIssuedEvent) -> str | None:
+# The order-rate limit counts the intents issued in this long up to each one (its own included).
+ORDER_RATE_WINDOW = timedelta(seconds=60)
+
+
+def _limits_problem(state: AccountState, event: IntentIssuedEvent,
+                    earlier: Sequence[IntentIssuedEvent]) -> str | None:
+    """Return the limits the account is beyond right after `event`, given the intents before it.
+
+    `state` is the fold right after the intent; `earlier` every IntentIssued before it in the
+    stream. A reducing intent adds no risk only if it truly reduces (`_reduced_position`).
+    """
     limits = state.limits
     if limits is None:
         return "no limits were ever set: nothing may be issued"
     issued = event.data
+    breaches: list[str] = []
+    reduced = (_reduced_position(state, issued.position_id, issued.symbol, issued.side,
+                                 issued.quantity) if issued.reducing else None)
+    if reduced is None:
+        breaches += _risk_breaches(state, issued.symbol, issued.quantity, issued.limit_price,
+                                   issued.multiplier, limits)
+    breaches += _pace_breaches(event, earlier, limits)
+    return "; ".join(breaches) if breaches else None
+
+
+def _risk_breaches(state: AccountState, symbol: str, quantity: decimal.Decimal,
+                   limit_price: decimal.Decimal, multiplier: decimal.Decimal,
+                   limits: Limits) -> list[str]:
+    """Return the opening limits (positions, exposure, underlying, order) the state is beyond."""
     # The dispatcher computes in the ledger's decimal context; so must its judge.
     with decimal.localcontext(DECIMAL_CONTEXT):
         exposure = state.exposure
-        order = notional(issued.quantity, issued.limit_price, issued.multiplier)
+        order = notional(quantity, limit_price, multiplier)
+        name = underlying(symbol)
+        on_name = sum((p.notional for p in state.positions.values()
+                       if underlying(p.symbol) == name), decimal.Decimal(0))
+        on_name += sum((i.notional for i in state.pending.values()
+                        if underlying(i.symbol) == name), decimal.Decimal(0))
     breaches: list[str] = []
     positions = state.open_positions + state.pending_count
     if positions > limits.max_open_positions:
@@ -418,10 +464,59 @@ def _limits_problem(state: AccountState, event: IntentIssuedEvent) -> str | None
     if exposure > limits.max_exposure:
         breaches.append(f"exposure {_money(exposure)} > max_exposure "
                         f"{_money(limits.max_exposure)}")
+    if limits.max_underlying_exposure is not None and on_name > limits.max_underlying_exposure:
+        breaches.append(f"{name} exposure {_money(on_name)} > max_underlying_exposure "
+                        f"{_money(limits.max_underlying_exposure)}")
     if limits.max_order_notional is not None and order > limits.max_order_notional:
         breaches.append(f"order notional {_money(order)} > max_order_notional "
                         f"{_money(limits.max_order_notional)}")
-    return "; ".join(breaches) if breaches else None
+    return breaches
+
+
+def _pace_breaches(event: IntentIssuedEvent, earlier: Sequence[IntentIssuedEvent],
+                   limits: Limits) -> list[str]:
+    """Return the order-rate and duplicate-order limits an intent went beyond."""
+    at = event.occurred_at
+    breaches: list[str] = []
+    rate = limits.max_orders_per_minute
+    if rate is not None:
+        recent = [e for e in earlier if e.occurred_at > at - ORDER_RATE_WINDOW]
+        if len(recent) + 1 > rate:
+            first = recent[0] if recent else event
+            breaches.append(
+                f"{len(recent) + 1} intents issued in the 60 s up to {at.isoformat()} (the "
+                f"first {first.data.intent_id} at sequence {first.sequence}) > "
+                f"max_orders_per_minute {rate}")
+    window = limits.duplicate_window_s
+    if window is not None:
+        mine = _order_of(event)
+        twin = next((e for e in reversed(earlier)
+                     if e.occurred_at > at - timedelta(seconds=window)
+                     and _order_of(e) == mine), None)
+        if twin is not None:
+            breaches.append(
+                f"identical to intent {twin.data.intent_id} at sequence {twin.sequence} "
+                f"({_order(mine)}), issued {(at - twin.occurred_at).total_seconds():g} s "
+                f"before it, within duplicate_window_s {window}")
+    return breaches
+
+
+def _order_of(event: IntentIssuedEvent) -> tuple[object, ...]:
+    """Return what makes two intents identical orders: symbol, side, quantity, limit price."""
+    data = event.data
+    return (data.symbol, data.side, data.quantity, data.limit_price)
+
+
+def _reduced_position(state: AccountState, position_id: str | None, symbol: str, side: str,
+                      quantity: decimal.Decimal) -> Position | None:
+    """Return the open position an order only reduces: it names it, takes the opposite side,
+    the same symbol and at most its open quantity (README, "Limits, trading states and gates").
+    None when the order would open or add risk. The checker's own reading, not the gates'."""
+    position = state.positions.get(position_id) if position_id is not None else None
+    if position is None or position.side == side or position.symbol != symbol \
+            or quantity > position.quantity:
+        return None
+    return position
 
 
 # --- Check 6: decisions ---------------------------------------------------------------------------
@@ -436,9 +531,11 @@ def check_6_decisions(observation: Observation) -> list[Violation]:
         for sequence, event in enumerate(events, start=1):
             problem: str | None = None
             if isinstance(event, SignalEvaluatedEvent):
-                problem = _decision_problem(draft.snapshot(), event, sequence)
+                before = draft.snapshot()
+                problem = _decision_problem(before, event, sequence)
                 if problem is None:
-                    problem = _missing_intent(event, events[sequence:sequence + 1], sequence)
+                    problem = _missing_intent(before, event, events[sequence:sequence + 1],
+                                              sequence)
             elif isinstance(event, IntentIssuedEvent):
                 problem = _orphan_intent(event, events[sequence - 2:sequence - 1], sequence)
             if problem is not None:
@@ -462,6 +559,12 @@ def _decision_problem(before: AccountState, event: SignalEvaluatedEvent,
     if data.allowed and before.halted:
         return (f"{what} was allowed while the account was halted "
                 f"({before.halt_reason or 'no reason given'})")
+    if data.allowed and before.reducing and _signal_reduces(before, data.signal) is None:
+        return (f"{what} was allowed while the account was reducing "
+                f"({before.halt_reason or 'no reason given'}) but opens risk: "
+                f"{data.signal.side} {format_decimal(data.signal.quantity)} "
+                f"{data.signal.symbol} reduces no open position "
+                f"(position_id {data.signal.position_id})")
     freshness = _recorded_freshness(data, head)
     if isinstance(freshness, str):
         return f"{what}: {freshness}"
@@ -527,8 +630,13 @@ def _show_gate(gate: GateResult | None) -> str:
             f"limit={_money(gate.limit)})")
 
 
-def _missing_intent(event: SignalEvaluatedEvent, following: Sequence[Event],
-                    sequence: int) -> str | None:
+def _signal_reduces(state: AccountState, signal: Signal) -> Position | None:
+    return _reduced_position(state, signal.position_id, signal.symbol, signal.side,
+                             signal.quantity)
+
+
+def _missing_intent(before: AccountState, event: SignalEvaluatedEvent,
+                    following: Sequence[Event], sequence: int) -> str | None:
     data = event.data
     if not data.allowed:
         return None
@@ -546,6 +654,16 @@ def _missing_intent(event: SignalEvaluatedEvent, following: Sequence[Event],
         # The gates judged the signal's order: an intent for anything else was never judged.
         return (f"IntentIssued at sequence {sequence + 1} reserves {_order(reserved)} but signal "
                 f"{data.signal_id} asked for {_order(ordered)}")
+    reduced = _signal_reduces(before, signal)
+    if issued.reducing != (reduced is not None):
+        truth = (f"reduces position {reduced.position_id}" if reduced is not None
+                 else f"reduces no open position (position_id {signal.position_id})")
+        return (f"IntentIssued at sequence {sequence + 1} is marked reducing={issued.reducing} "
+                f"but signal {data.signal_id} {truth}")
+    if reduced is not None and issued.position_id != reduced.position_id:
+        return (f"reducing IntentIssued at sequence {sequence + 1} names position "
+                f"{issued.position_id} but signal {data.signal_id} reduces "
+                f"{reduced.position_id}")
     return None
 
 
@@ -625,17 +743,26 @@ LIVENESS_TOLERANCE = timedelta(seconds=1)
 
 
 def check_9_live_orders(observation: Observation) -> list[Violation]:
-    """Return every order sent to the router that was dead when the relay proved it live.
+    """Return every order sent to the router that was dead when the relay proved it live, and
+    every stored cancel the router never heard of.
 
     The relay stamps each order with the database clock of its liveness check (the record's
     timestamp) and the stream head that check read (header `checked_head`). Dead: past its expiry
-    at that moment, or, among the events up to that head, expired, rejected or its account halted.
+    at that moment, or, among the events up to that head, expired, rejected, cancelled or its
+    account halted. An `IntentCancelled` on `order-intents` is a cancel, never dead: it only has
+    to be there for every one the store holds.
     """
     found: list[Violation] = []
+    routed_cancels: set[uuid.UUID] = set()
     for record in observation.order_intents:
         decoded = _decoded(record)
-        if isinstance(decoded, str) or not isinstance(decoded, IntentIssuedEvent):
+        if isinstance(decoded, str):
             continue  # forged or foreign: check 3's and 7's business
+        if isinstance(decoded, IntentCancelledEvent):
+            routed_cancels.add(decoded.event_id)
+            continue
+        if not isinstance(decoded, IntentIssuedEvent):
+            continue
         account = decoded.account
         if account not in observation.accounts:
             continue
@@ -647,6 +774,13 @@ def check_9_live_orders(observation: Observation) -> list[Violation]:
                 f"intent {decoded.data.intent_id} was sent to the router at "
                 f"{sent.isoformat()} ({record.topic}[{record.partition}]@{record.offset}) "
                 f"{problem}")))
+    for account in _accounts(observation):
+        for event in _stream(observation, account):
+            if isinstance(event, IntentCancelledEvent) and event.event_id not in routed_cancels:
+                found.append(_violation(9, account, (
+                    f"IntentCancelled at sequence {event.sequence} (intent "
+                    f"{event.data.intent_id}, event {event.event_id}) never reached "
+                    "order-intents: the router cannot cancel it at the broker")))
     return found
 
 
@@ -666,12 +800,16 @@ def _dead_when_sent(events: Sequence[Event], intent: IntentIssuedEvent, sent: da
         assert event.sequence is not None
         if event.sequence > head:
             break
-        if isinstance(event.data, IntentExpired | IntentRejected) \
+        if isinstance(event.data, IntentExpired | IntentRejected | IntentCancelled) \
                 and event.data.intent_id == intent.data.intent_id:
             return f"after the store recorded its {event.type} (sequence {event.sequence})"
-        if event.type in ("TradingHalted", "TradingResumed"):
+        if event.type in _TRADING_STATE_TYPES:
             halted = event.type == "TradingHalted"
     return f"while its account was halted (checked at head {head})" if halted else None
+
+
+# The events that set an account's trading state: the latest one up to a head is in force.
+_TRADING_STATE_TYPES = frozenset({"TradingHalted", "TradingReduced", "TradingResumed"})
 
 
 # --- Entry points ---------------------------------------------------------------------------------

@@ -3,15 +3,22 @@ seeded fault schedule, then an observation for the checker.
 
 A `Cluster` runs ingest, relay and projector against one database and one set of topics for a
 whole campaign; each schedule (`run_schedule(seed)`) adds three fresh accounts with a dispatcher
-each, drives a trading workload through Kafka and the store for a few seconds while faults fire,
-lets everything settle, and returns what it observed. Every random choice comes from the seed;
-only the operating system's timing differs between two runs of one seed.
+each, waits until the dispatchers decide, drives a trading workload through Kafka and the store
+for a few seconds while faults fire, lets everything settle, and returns what it observed. The
+workload: strategies (orders piling up on one underlying, some sent twice), a broker that fills,
+rejects, ignores or - for reductions - closes, and honours cancels, a position manager closing
+positions or reducing them through the dispatcher, an operator setting limits (every gate's:
+positions, exposure, order, underlying, rate, duplicates) and moving accounts between active,
+reducing and halted with `console.commands.set_trading_state` (a halt cancels what is pending).
+Every random choice comes from the seed; only the operating system's timing differs between two
+runs of one seed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -23,10 +30,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -38,13 +47,12 @@ from ledger.db import connect
 from ledger.events import (
     Event,
     EventData,
+    IntentCancelled,
     IntentIssued,
     IntentRejected,
     LimitsSet,
     OrderFilled,
     PositionClosed,
-    TradingHalted,
-    TradingResumed,
     build_event,
     decode_event,
     encode_event,
@@ -55,6 +63,7 @@ from ledger.runtime import OPERATING_ERRORS
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
 from projections import tables
+from projections.fold import Position
 from projections.rebuild import fold_stream
 from tests.conftest import LEDGER_BIN, ROOT, cli_env
 from tests.faults.model import Hostile, Observation, Operation, Record
@@ -64,6 +73,9 @@ from tests.stack import kafka_kill, kafka_start, postgres_start, postgres_stop_i
 log = logging.getLogger("tests.faults")
 
 WORKLOAD_S = 6.0
+# How long a schedule waits for its new dispatchers to decide a first signal; how often it looks.
+READY_TIMEOUT_S = 30.0
+READY_POLL_S = 0.25
 SETTLE_TIMEOUT_S = 90.0
 INTENT_TTL_S = 2.0
 RESTART_DELAY_S = 0.3
@@ -72,6 +84,13 @@ FAILPOINT_PROBABILITY = 0.15
 CLIENT_ERRORS: tuple[type[BaseException], ...] = (*OPERATING_ERRORS, asyncpg.PostgresError)
 PRICE_STEP = Decimal("0.05")
 READER_ATTEMPTS = 3
+# What strategies trade: three series of one underlying (MSFT) among five, so that exposure piles
+# up on it and the max_underlying_exposure gate bites.
+SYMBOLS = ("MSFT 260220P00400000", "MSFT 260220P00390000", "MSFT 260320C00420000",
+           "AMD 260220P00150000", "SPY")
+# How often a strategy sends the very order it sent last (same symbol, side, quantity and limit
+# price) under a new signal id: what the duplicate_order gate is for.
+REPEAT_PROBABILITY = 0.25
 
 # Faults a schedule draws from, with weights: process crashes are cheap and the most telling;
 # a broker restart costs several seconds of JVM start-up, so it is drawn less often.
@@ -264,6 +283,13 @@ class Schedule:
     intents_seen: set[str] = field(default_factory=set)
     # The executions sent, as (key, value): the hostile producer sends some of them again.
     executions_sent: list[tuple[str, bytes]] = field(default_factory=list)
+    # Per account, the last order a strategy sent (it sometimes sends it again).
+    last_order: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Intents the router was told to cancel: the broker does not execute them any more.
+    cancelled: set[str] = field(default_factory=set)
+    reductions: int = 0
+    # Draws the limits the accounts start with and the operator sets later.
+    limits: Callable[[random.Random], LimitsSet] = field(default=lambda rng: limits_for(rng))
 
     @property
     def settings(self) -> Settings:
@@ -317,6 +343,29 @@ class Schedule:
             with contextlib.suppress(Exception):
                 conn.terminate()
 
+    async def set_state(self, account: str, state: str, reason: str) -> None:
+        """Move an account to a trading state as `ledger halt|reduce|resume` do
+        (`console.commands.set_trading_state`, the operator role): a halt cancels every pending
+        intent in its transaction. The events it built are its operation's, all or nothing."""
+        operation = Operation(kind="append", account=account, invoked_at=time.monotonic(),
+                              detail=state)
+        self.history.append(operation)
+        built: list[Event] = []
+        token = _OPERATOR_EVENTS.set(built)
+        try:
+            await asyncio.wait_for(commands.set_trading_state(
+                self.settings, [account], state, reason, occurred_at=self.now()), timeout=10)
+        except CLIENT_ERRORS as exc:
+            # Before any event was built (the connection refused) nothing can have been stored.
+            operation.outcome = "unknown" if built else "failed"
+            operation.detail = f"{state}: {type(exc).__name__}"
+        else:
+            operation.outcome = "ok"
+        finally:
+            _OPERATOR_EVENTS.reset(token)
+            operation.event_ids = tuple(event.event_id for event in built)
+            operation.completed_at = time.monotonic()
+
     async def execution(self, account: str, data: EventData) -> None:
         event = build_event(account, self.now(), data)
         body = encode_event(event)
@@ -326,17 +375,62 @@ class Schedule:
                            self.topics.executions, account, body)
 
     async def signal(self, account: str, signal_id: str) -> None:
+        """A strategy's signal: a new order, or sometimes the very one it sent last."""
         rng = self.rng
+        order = self.last_order.get(account)
+        if order is None or rng.random() >= REPEAT_PROBABILITY:
+            order = {"symbol": rng.choice(SYMBOLS), "instrument": "option",
+                     "side": rng.choice(["long", "short"]), "quantity": str(rng.randint(1, 4)),
+                     "limit_price": str(Decimal(rng.randint(20, 80)) * Decimal("0.10")),
+                     "multiplier": "100"}
+            self.last_order[account] = order
+        await self.send_signal(account, signal_id, order)
+
+    async def reduce(self, account: str, position: Position, rng: random.Random) -> None:
+        """A signal that reduces an open position: it names it, takes the other side and at most
+        its quantity (now and then more, which is no reduction: the gates must see that)."""
+        self.reductions += 1
+        roll = rng.random()
+        quantity = (position.quantity + 1 if roll < 0.1
+                    else Decimal(1) if roll < 0.4 else position.quantity)
+        price = max(PRICE_STEP, position.average_price.quantize(Decimal("0.01")))
+        await self.send_signal(account, f"s{self.seed}-r{self.reductions}", {
+            "symbol": position.symbol, "instrument": position.instrument,
+            "side": "short" if position.side == "long" else "long",
+            "quantity": str(quantity), "limit_price": str(price),
+            "multiplier": str(position.multiplier), "position_id": position.position_id})
+
+    async def send_signal(self, account: str, signal_id: str, order: dict[str, str]) -> None:
         body = json.dumps({
             "signal_id": signal_id, "account": account,
-            "occurred_at": self.now().isoformat().replace("+00:00", "Z"),
-            "symbol": rng.choice(["MSFT 260220P00400000", "AMD 260220P00150000", "SPY"]),
-            "instrument": "option", "side": rng.choice(["long", "short"]),
-            "quantity": str(rng.randint(1, 4)),
-            "limit_price": str(Decimal(rng.randint(20, 80)) * Decimal("0.10")),
-            "multiplier": "100"}).encode()
+            "occurred_at": self.now().isoformat().replace("+00:00", "Z"), **order}).encode()
         await self.produce(Operation(kind="signal", account=account, signal_id=signal_id),
                            self.topics.signals, account, body)
+
+
+# The events `console.commands` builds for the operator, collected for the call in progress (a
+# context variable: only the operator's own call records into its list). Its event ids are
+# random, and the history must know what each call may have stored.
+_OPERATOR_EVENTS: contextvars.ContextVar[list[Event] | None] = contextvars.ContextVar(
+    "campaign_operator_events", default=None)
+_RECORDING: list[Callable[..., Event]] = []
+
+
+def record_operator_events() -> None:
+    """Wrap `console.commands._operator_event` (once) to record what it builds."""
+    if _RECORDING:
+        return
+    original: Callable[..., Event] = vars(commands)["_operator_event"]
+
+    def recording(*args: Any, **kwargs: Any) -> Event:
+        event = original(*args, **kwargs)
+        built = _OPERATOR_EVENTS.get()
+        if built is not None:
+            built.append(event)
+        return event
+
+    _RECORDING.append(original)
+    vars(commands)["_operator_event"] = recording
 
 
 async def _strategies(schedule: Schedule, until: float) -> None:
@@ -370,8 +464,12 @@ async def _broker(schedule: Schedule, until: float) -> None:
                         event = decode_event(message.value)
                     except Exception:  # noqa: BLE001 - not ours to judge here
                         continue
-                    if event.account not in schedule.accounts or \
-                            not isinstance(event.data, IntentIssued) or \
+                    if event.account not in schedule.accounts:
+                        continue
+                    if isinstance(event.data, IntentCancelled):
+                        schedule.cancelled.add(event.data.intent_id)
+                        continue
+                    if not isinstance(event.data, IntentIssued) or \
                             event.data.intent_id in schedule.intents_seen:
                         continue
                     schedule.intents_seen.add(event.data.intent_id)
@@ -398,7 +496,15 @@ async def _answer(schedule: Schedule, rng: random.Random, account: str,
     roll = rng.random()
     # Some answers come after the intent's TTL: a late fill is still a fact to record.
     await asyncio.sleep(rng.uniform(0.05, INTENT_TTL_S * 1.2))
-    if roll < 0.7:
+    if intent.intent_id in schedule.cancelled:
+        return  # cancelled at the broker before it was executed
+    if roll < 0.7 and intent.reducing:
+        # A reduction executed is reported as a close naming its intent (docs/events.md).
+        await schedule.execution(account, PositionClosed(
+            close_id=f"close-{intent.intent_id}", position_id=intent.position_id,
+            price=intent.limit_price, quantity=intent.quantity, reason="reduce",
+            intent_id=intent.intent_id))
+    elif roll < 0.7:
         price = max(PRICE_STEP, intent.limit_price - PRICE_STEP * rng.randint(0, 3))
         await schedule.execution(account, OrderFilled(
             fill_id=f"fill-{intent.intent_id}", position_id=intent.position_id,
@@ -433,6 +539,10 @@ async def _position_manager(schedule: Schedule, until: float) -> None:
         if not state.positions:
             continue
         position = state.positions[rng.choice(sorted(state.positions))]
+        if rng.random() < (0.7 if state.reducing else 0.2):
+            # Through the dispatcher, as a reducing signal: what passes while reducing.
+            await schedule.reduce(account, position, rng)
+            continue
         partial = rng.random() < 0.3 and position.quantity > 1
         await schedule.execution(account, PositionClosed(
             close_id=f"close-{uuid.uuid4().hex[:12]}", position_id=position.position_id,
@@ -442,23 +552,38 @@ async def _position_manager(schedule: Schedule, until: float) -> None:
 
 
 def limits_for(rng: random.Random) -> LimitsSet:
+    """Limits tight enough that every gate bites within a schedule's few seconds."""
     return LimitsSet(max_open_positions=rng.randint(2, 4),
                      max_exposure=Decimal(rng.choice([3000, 6000, 9000])),
-                     max_order_notional=Decimal(2500))
+                     max_order_notional=Decimal(2500),
+                     max_orders_per_minute=rng.randint(3, 6),
+                     max_underlying_exposure=Decimal(rng.choice([1500, 2500, 4000])),
+                     duplicate_window_s=rng.randint(10, 30))
 
 
 async def _operator(schedule: Schedule, until: float) -> None:
-    """Limit changes and halts, appended straight to the store."""
+    """Limit changes appended straight to the store; halts (which cancel what is pending),
+    spells of reducing (now and then straight from a halt) and resumes, as `ledger halt`,
+    `reduce` and `resume` make them."""
     rng = random.Random(schedule.rng.random())
     while time.monotonic() < until:
         await asyncio.sleep(rng.uniform(0.8, 2.0))
         account = rng.choice(schedule.accounts)
-        if rng.random() < 0.5:
-            await schedule.append(account, limits_for(rng))
-        else:
-            await schedule.append(account, TradingHalted(reason="operator pause"))
+        roll = rng.random()
+        if roll < 0.4:
+            await schedule.append(account, schedule.limits(rng))
+        elif roll < 0.7:
+            await schedule.set_state(account, "halted", "operator pause")
             await asyncio.sleep(rng.uniform(0.3, 1.0))
-            await schedule.append(account, TradingResumed(reason="resumed"))
+            await schedule.set_state(account, "active", "resumed")
+        else:
+            if rng.random() < 0.3:
+                await schedule.set_state(account, "halted", "broker mismatch")
+                await asyncio.sleep(rng.uniform(0.2, 0.5))
+            await schedule.set_state(account, "reducing", "flatten")
+            # Long enough for the position manager to send reductions through the dispatcher.
+            await asyncio.sleep(rng.uniform(1.0, 2.5))
+            await schedule.set_state(account, "active", "resumed")
 
 
 async def _manual_dispatch(schedule: Schedule) -> None:
@@ -656,12 +781,16 @@ async def _faults(schedule: Schedule, plan: list[tuple[float, str]]) -> None:
 
 async def run_schedule(cluster: Cluster, seed: int, *, plan: list[tuple[float, str]] | None = None,
                        manual_dispatch: bool | None = None,
-                       settle_timeout_s: float = SETTLE_TIMEOUT_S) -> Observation:
+                       settle_timeout_s: float = SETTLE_TIMEOUT_S,
+                       limits: Callable[[random.Random], LimitsSet] | None = None,
+                       ) -> Observation:
     """Run one seeded schedule on the cluster and return what settled.
 
     `plan` replaces the drawn faults, and `manual_dispatch` the drawn choice of operators
-    replaying signal files (the planted-bug tests pin both).
+    replaying signal files (the planted-bug tests pin both); `limits` draws the limits the
+    accounts start with and the operator sets (default `limits_for`).
     """
+    limits = limits_for if limits is None else limits
     rng = random.Random(seed)
     suffix = uuid.uuid4().hex[:6]
     accounts = [f"c{seed}_{suffix}_{letter}" for letter in "abc"]
@@ -670,14 +799,19 @@ async def run_schedule(cluster: Cluster, seed: int, *, plan: list[tuple[float, s
     replay_files = rng.random() < 0.5
     manual_dispatch = replay_files if manual_dispatch is None else manual_dispatch
     print(f"schedule seed={seed} accounts={accounts} faults={[k for _, k in plan]}", flush=True)
+    record_operator_events()
     schedule = Schedule(seed=seed, cluster=cluster, rng=rng, accounts=accounts)
+    schedule.limits = limits
+    initial = {account: limits(rng) for account in accounts}
     for account in accounts:
         await commands.add_account(cluster.settings, account, None)
-        await schedule.append(account, limits_for(rng))
         cluster.process(f"dispatcher-{account}", "dispatcher", "--account", account)
     schedule.producer = kafka.producer(cluster.settings, client_id="campaign-client")
     await schedule.producer.start()
     try:
+        await _dispatchers_ready(schedule)
+        for account in accounts:
+            await schedule.append(account, initial[account])
         schedule.started = time.monotonic()
         until = schedule.started + WORKLOAD_S
         tasks = [_strategies(schedule, until), _broker(schedule, until + INTENT_TTL_S),
@@ -694,6 +828,35 @@ async def run_schedule(cluster: Cluster, seed: int, *, plan: list[tuple[float, s
             managed = cluster.processes.pop(f"dispatcher-{account}")
             await asyncio.to_thread(managed.stop)
     return observation
+
+
+async def _dispatchers_ready(schedule: Schedule) -> None:
+    """Wait until every account's dispatcher decides, so the workload meets live dispatchers.
+
+    A new dispatcher takes seconds to start and join its consumer group; without this wait it
+    would decide the whole workload as one backlog after it, and nothing would interleave with
+    the fills, closes, halts and reductions. Each account gets one signal before its limits are
+    set (so it is blocked, limits_not_set), and the wait ends when all are decided or after
+    READY_TIMEOUT_S (the workload then runs all the same).
+    """
+    for account in schedule.accounts:
+        await schedule.send_signal(account, f"s{schedule.seed}-ready", {
+            "symbol": "SPY", "instrument": "equity", "side": "long", "quantity": "1",
+            "limit_price": "1.00"})
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(*CLIENT_ERRORS):
+            conn = await asyncio.wait_for(connect(schedule.settings.database_url), timeout=3)
+            try:
+                decided = await conn.fetchval(
+                    "SELECT count(DISTINCT account) FROM events WHERE account = ANY($1::text[]) "
+                    "AND type = 'SignalEvaluated'", schedule.accounts)
+            finally:
+                conn.terminate()
+            if decided == len(schedule.accounts):
+                return
+        await asyncio.sleep(READY_POLL_S)
+    log.warning("dispatchers of %s not all ready after %ss", schedule.accounts, READY_TIMEOUT_S)
 
 
 async def settle(schedule: Schedule, timeout_s: float) -> Observation:

@@ -4,11 +4,14 @@ campaign hunts, naming the concrete culprit (sequence, id, figures) so a failing
 Method: a small stand-in ledger (`Ledger`) appends events the way the store does (sequences 1..n,
 global positions, recorded_at) and decides signals the way the dispatcher does: it folds the
 account, runs the real `gates.evaluate` and appends `SignalEvaluated` (+ `IntentIssued` when
-allowed), so the recorded gates are genuine. It can also be told to err like a buggy dispatcher
-(a false view of the state, a stale `as_of_sequence`, a missing intent). `observe` then plays a
-correct rest of the system for a store: the projection is the fold, `ledger-events` is what the
-relay publishes (with a redelivery, a hostile forged record and a record of another account),
-the dead letters hold the hostile messages, the history is what the clients were told. Each test
+allowed, marked reducing when the signal reduces an open position), so the recorded gates are
+genuine; it halts as the operator does, cancelling every pending intent. It can also be told to
+err like a buggy dispatcher (a false view of the state, a stale `as_of_sequence`, a missing
+intent, a wrong reducing label). `observe` then plays a correct rest of the system for a store:
+the projection is the fold, `ledger-events` is what the relay publishes (with a redelivery, a
+hostile forged record and a record of another account), `order-intents` the live intents and
+every cancel, the dead letters hold the hostile messages, the history is what the clients were
+told. Each test
 plants one bug in a fresh clean observation, or in a store the stand-in built with a bug, and
 asserts the checker's finding: its check number and the culprit in its message. Pure: no
 database, no Kafka, no clock.
@@ -29,6 +32,8 @@ from ledger.events import (
     EVENT_WRITERS,
     Event,
     EventData,
+    IntentCancelled,
+    IntentCancelledEvent,
     IntentExpired,
     IntentIssued,
     IntentIssuedEvent,
@@ -37,11 +42,13 @@ from ledger.events import (
     LimitsSet,
     OrderFilled,
     PositionClosed,
+    Side,
     Signal,
     SignalEvaluated,
     SignalEvaluatedEvent,
     TradingHalted,
     TradingHaltedEvent,
+    TradingReduced,
     TradingResumed,
     TradingResumedEvent,
     build_event,
@@ -107,6 +114,20 @@ def not_halted(state: AccountState) -> AccountState:
     return dataclasses.replace(state, halted=False, halt_reason=None)
 
 
+def not_reducing(state: AccountState) -> AccountState:
+    return dataclasses.replace(state, reducing=False, halt_reason=None)
+
+
+def opening_freely(state: AccountState) -> AccountState:
+    """The view of a dispatcher that sees neither the reducing state nor the positions."""
+    return ignoring_open_positions(not_reducing(state))
+
+
+def forgetting_recent(state: AccountState) -> AccountState:
+    """The view of a dispatcher that lost the intents it issued lately (rate and duplicates)."""
+    return dataclasses.replace(state, recent_intents=())
+
+
 def with_limits(state: AccountState) -> AccountState:
     limits = Limits(max_open_positions=5, max_exposure=Decimal("10000"), max_order_notional=None,
                     daily_loss_limit=None)
@@ -136,19 +157,26 @@ class Ledger:
 
     def decide(self, account: str, signal_id: str, symbol: str, quantity: str, limit_price: str,
                *, lag: int = 0, view: View | None = None, as_of: int | None = None,
-               issue: bool | None = None) -> gates.Decision:
-        """Decide a signal as the dispatcher does: gates on the head's state, one append."""
+               issue: bool | None = None, side: Side = "long", reduces: str | None = None,
+               reducing: bool | None = None) -> gates.Decision:
+        """Decide a signal as the dispatcher does: gates on the head's state, one append.
+
+        `reduces` names the open position the signal means to reduce; `reducing` overrides the
+        intent's flag (a buggy dispatcher's label).
+        """
         self.now += STEP
         state = self.state(account)
         head = state.sequence
         signal = Signal(signal_id=signal_id, account=account,
                         occurred_at=self.now - SIGNAL_TRANSIT, symbol=symbol,
-                        instrument="option", side="long", quantity=Decimal(quantity),
-                        limit_price=Decimal(limit_price), multiplier=MULTIPLIER)
+                        instrument="option", side=side, quantity=Decimal(quantity),
+                        limit_price=Decimal(limit_price), multiplier=MULTIPLIER,
+                        position_id=reduces)
         # A lag within the bound means the dispatcher folded the tail: it still sees the head.
         freshness = gates.Freshness(head=head, state_sequence=head - lag, fold_bound=FOLD_BOUND)
-        decision = gates.evaluate(state if view is None else view(state), signal, self.now,
-                                  freshness)
+        seen = state if view is None else view(state)
+        decision = gates.evaluate(seen, signal, self.now, freshness)
+        reduced = gates.reduces(seen, signal)
         evaluated = SignalEvaluated(signal_id=signal_id, signal=signal, allowed=decision.allowed,
                                     gates=decision.gates,
                                     as_of_sequence=head if as_of is None else as_of)
@@ -156,12 +184,23 @@ class Ledger:
         if decision.allowed if issue is None else issue:
             events.append(build_event(account, self.now, IntentIssued(
                 intent_id=intent_id(signal_id), signal_id=signal_id,
-                position_id=position_id(signal_id), symbol=symbol, instrument="option",
-                side="long", quantity=signal.quantity, limit_price=signal.limit_price,
-                multiplier=MULTIPLIER, expires_at=self.now + INTENT_TTL)))
+                position_id=position_id(signal_id) if reduced is None else reduced.position_id,
+                symbol=symbol, instrument="option", side=side, quantity=signal.quantity,
+                limit_price=signal.limit_price, multiplier=MULTIPLIER,
+                expires_at=self.now + INTENT_TTL,
+                reducing=reduced is not None if reducing is None else reducing)))
         for event in events:
             self._store(event)
         return decision
+
+    def halt(self, account: str, reason: str) -> list[Event]:
+        """Halt as the operator does: the halt and a cancel of every pending intent, at once."""
+        self.now += STEP
+        halt: list[EventData] = [TradingHalted(reason=reason)]
+        cancels: list[EventData] = [
+            IntentCancelled(intent_id=pending, reason=f"trading halted: {reason}")
+            for pending in sorted(self.state(account).pending)]
+        return [self._store(build_event(account, self.now, data)) for data in halt + cancels]
 
     def _store(self, event: Event) -> Event:
         stream = self.streams.setdefault(event.account, [])
@@ -290,13 +329,19 @@ def told(store: Mapping[str, Sequence[Event]]) -> list[Operation]:
     operations: list[Operation] = []
     for account, events in store.items():
         for event in events:
-            if event.type in ("LimitsSet", "TradingResumed"):
+            if event.type in ("LimitsSet", "TradingResumed", "TradingReduced"):
                 operations.append(Operation(kind="append", account=account,
                                             event_ids=(event.event_id,), outcome="ok"))
             elif event.type == "TradingHalted":
                 # Cut off after the commit: stored all the same.
                 operations.append(Operation(kind="append", account=account,
                                             event_ids=(event.event_id,), outcome="unknown"))
+            elif event.type == "IntentCancelled":
+                # Appended in the halt's transaction: one operation, all or nothing.
+                halt = operations[-1]
+                assert halt.account == account, halt
+                assert halt.event_ids, halt
+                halt.event_ids += (event.event_id,)
             elif event.type in ("OrderFilled", "PositionClosed", "IntentRejected"):
                 outcome: Outcome = "unknown" if account == GAMMA else "ok"
                 operations.append(Operation(kind="execution", account=account,
@@ -355,17 +400,20 @@ ROUTING_DELAY = timedelta(milliseconds=10)
 
 def routed(store: Mapping[str, Sequence[Event]]) -> list[Record]:
     """What a correct relay sent the router: each intent just after it was recorded, unless its
-    account was halted then (in this store nothing expires an intent before it is sent)."""
+    account was halted then (in this store nothing expires an intent before it is sent), and
+    every cancel."""
     records: list[Record] = []
     for events in store.values():
         halted = False
         for event in events:
-            if event.type in ("TradingHalted", "TradingResumed"):
+            if event.type in ("TradingHalted", "TradingResumed", "TradingReduced"):
                 halted = event.type == "TradingHalted"
             if isinstance(event, IntentIssuedEvent) and not halted:
                 assert event.recorded_at is not None
                 sent = event.recorded_at + ROUTING_DELAY
                 records.append(order_record(event, sent, len(records), head_at(events, sent)))
+            elif isinstance(event, IntentCancelledEvent):
+                records.append(cancel_record(event, len(records)))
     return records
 
 
@@ -380,6 +428,15 @@ def order_record(event: Event, sent: datetime, offset: int, head: int | None) ->
     return Record(topic="order-intents", partition=PARTITIONS[event.account], offset=offset,
                   key=event.account.encode(), value=encode_event(event),
                   headers=relay_headers(event) + checked, timestamp_ms=int(sent.timestamp() * 1000))
+
+
+def cancel_record(event: Event, offset: int) -> Record:
+    """A cancel as the relay routes it: the ledger's headers only, no liveness stamp."""
+    assert event.recorded_at is not None
+    sent = event.recorded_at + ROUTING_DELAY
+    return Record(topic="order-intents", partition=PARTITIONS[event.account], offset=offset,
+                  key=event.account.encode(), value=encode_event(event),
+                  headers=relay_headers(event), timestamp_ms=int(sent.timestamp() * 1000))
 
 
 def observe(store: Mapping[str, Sequence[Event]]) -> Observation:
@@ -654,6 +711,145 @@ def test_check_5_when_exposure_over_limit_names_both_figures() -> None:
     caught(observe(ledger.streams), 5, "exposure 5295", "max_exposure 5000")
 
 
+def gamma_limited(**limits: object) -> Ledger:
+    """The clean store with limits set on gamma, which holds 10 x SPY at 1.00 ($1,000)."""
+    ledger = Ledger(clean_store())
+    given: dict[str, object] = {"max_open_positions": 10, "max_exposure": Decimal("100000"),
+                                **limits}
+    ledger.append(GAMMA, LimitsSet.model_validate(given))
+    return ledger
+
+
+def test_check_5_when_order_rate_exceeded_names_count_and_limit() -> None:
+    ledger = gamma_limited(max_orders_per_minute=2)
+    ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00")
+    ledger.decide(GAMMA, "S-G3", "IWM 260220P00200000", "1", "2.00")
+    ledger.decide(GAMMA, "S-G4", "DIA 260220P00400000", "1", "2.00", view=forgetting_recent)
+    over = ledger.streams[GAMMA][-1]
+    assert isinstance(over, IntentIssuedEvent)
+
+    caught(observe(ledger.streams), 5, f"IntentIssued at sequence {over.sequence}",
+           intent_id("S-G4"), "3 intents issued in the 60 s", intent_id("S-G2"),
+           "max_orders_per_minute 2")
+
+
+def test_check_5_an_intent_exactly_60_s_old_no_longer_counts_against_the_rate() -> None:
+    ledger = gamma_limited(max_orders_per_minute=2)
+    ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00")
+    ledger.decide(GAMMA, "S-G3", "IWM 260220P00200000", "1", "2.00")
+    # The next decision comes 60 s after S-G2's: the gate's window (occurred_at > now - 60 s).
+    ledger.wait(INTENT_TTL - 2 * STEP)
+    third = ledger.decide(GAMMA, "S-G4", "DIA 260220P00400000", "1", "2.00")
+
+    assert third.allowed, third.reason
+    assert find_violations(observe(ledger.streams)) == []
+
+
+def test_check_5_when_underlying_exposure_exceeded_names_underlying_and_figures() -> None:
+    ledger = gamma_limited(max_underlying_exposure=Decimal("1500"))
+    # SPY: 1,000 held + 400 = 1,400, within 1,500; another 300 makes 1,700.
+    ledger.decide(GAMMA, "S-G2", "SPY 260220C00610000", "1", "4.00")
+    ledger.decide(GAMMA, "S-G3", "SPY 260220P00590000", "1", "3.00",
+                  view=ignoring_open_positions)
+
+    caught(observe(ledger.streams), 5, intent_id("S-G3"), "SPY exposure 1700",
+           "max_underlying_exposure 1500")
+
+
+def test_check_5_exposure_on_another_underlying_does_not_count() -> None:
+    ledger = gamma_limited(max_underlying_exposure=Decimal("1000"))
+    # SPY is at its 1,000; QQQ has none.
+    allowed = ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "5", "2.00")
+
+    assert allowed.allowed, allowed.reason
+    assert find_violations(observe(ledger.streams)) == []
+
+
+def test_check_5_when_identical_intent_within_window_names_both_intents() -> None:
+    ledger = gamma_limited(duplicate_window_s=30)
+    ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00")
+    ledger.wait(timedelta(seconds=20))
+    ledger.decide(GAMMA, "S-G3", "QQQ 260220P00500000", "1", "2.00", view=forgetting_recent)
+
+    caught(observe(ledger.streams), 5, intent_id("S-G3"), f"identical to intent "
+           f"{intent_id('S-G2')}", "21 s before it", "within duplicate_window_s 30")
+
+
+def test_check_5_an_order_differing_in_price_or_repeated_after_the_window_is_no_duplicate(
+        ) -> None:
+    ledger = gamma_limited(duplicate_window_s=30)
+    decisions = [ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00"),
+                 ledger.decide(GAMMA, "S-G3", "QQQ 260220P00500000", "1", "2.05"),
+                 ledger.decide(GAMMA, "S-G4", "QQQ 260220P00500000", "2", "2.00")]
+    ledger.wait(timedelta(seconds=28))  # S-G2 was 30 s before the next decision
+    decisions.append(ledger.decide(GAMMA, "S-G5", "QQQ 260220P00500000", "1", "2.00"))
+
+    assert all(d.allowed for d in decisions), [d.reason for d in decisions]
+    assert find_violations(observe(ledger.streams)) == []
+
+
+def test_check_5_when_intent_marked_reducing_opens_risk_judges_it_as_an_opening() -> None:
+    ledger = gamma_limited()
+    ledger.append(GAMMA, LimitsSet(max_open_positions=1, max_exposure=Decimal("100000")))
+    # Gamma holds one position, its limit; an opening labelled reducing earns no exemption.
+    ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00",
+                  view=ignoring_open_positions, reducing=True)
+
+    caught(observe(ledger.streams), 5, intent_id("S-G2"), "2 positions > max_open_positions 1")
+
+
+def test_check_5_a_reducing_intent_still_counts_against_rate_and_duplicates() -> None:
+    ledger = reducing_gamma()
+    ledger.decide(GAMMA, "S-G3", "SPY 260220P00600000", "2", "1.10", side="short",
+                  reduces="P-G1")
+    ledger.decide(GAMMA, "S-G4", "SPY 260220P00600000", "2", "1.10", side="short",
+                  reduces="P-G1", view=forgetting_recent)
+
+    caught(observe(ledger.streams), 5, intent_id("S-G4"),
+           f"identical to intent {intent_id('S-G3')}")
+
+
+# --- Trading states: reducing, halts that cancel --------------------------------------------------
+
+
+def reducing_gamma() -> Ledger:
+    """Gamma at its limits (1 position, $1,000 of SPY), halted, then reducing."""
+    ledger = gamma_limited()
+    ledger.append(GAMMA, LimitsSet(
+        max_open_positions=1, max_exposure=Decimal("1000"), max_order_notional=Decimal("500"),
+        max_orders_per_minute=4, max_underlying_exposure=Decimal("1000"), duplicate_window_s=30))
+    ledger.halt(GAMMA, "broker mismatch")
+    ledger.append(GAMMA, TradingReduced(reason="flatten"))
+    return ledger
+
+
+def test_clean_reducing_flow_and_halt_cancels_are_clean() -> None:
+    ledger = reducing_gamma()
+    opening = ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00")
+    # 5 x 1.20 x 100 = 600: over the order limit, and 1 open + 1 pending over the positions
+    # limit, but it only reduces P-G1 (long 10): no new risk.
+    reduction = ledger.decide(GAMMA, "S-G3", "SPY 260220P00600000", "5", "1.20", side="short",
+                              reduces="P-G1")
+    ledger.append(GAMMA, PositionClosed(close_id="C-G3", position_id="P-G1", price=Decimal("1.20"),
+                                        quantity=Decimal("5"), intent_id=intent_id("S-G3")))
+    again = ledger.decide(GAMMA, "S-G4", "SPY 260220P00600000", "4", "1.10", side="short",
+                          reduces="P-G1")
+    cancels = ledger.halt(GAMMA, "desk-wide stop")[1:]
+    ledger.append(GAMMA, TradingResumed(reason="done"))
+    observation = observe(ledger.streams)
+
+    assert (opening.allowed, opening.code) == (False, "trading_reducing")
+    assert reduction.allowed, reduction.reason
+    assert again.allowed, again.reason
+    intents = [e for e in ledger.streams[GAMMA] if isinstance(e, IntentIssuedEvent)]
+    assert [(i.data.reducing, i.data.position_id) for i in intents[-2:]] == [
+        (True, "P-G1"), (True, "P-G1")]
+    assert [c.data.intent_id for c in cancels if isinstance(c.data, IntentCancelled)] == [
+        intent_id("S-G4")]
+    assert sum(r.header("type") == "IntentCancelled" for r in observation.order_intents) == 1
+    assert find_violations(observation) == []
+
+
 # --- Check 6: decisions ---------------------------------------------------------------------------
 
 
@@ -682,6 +878,42 @@ def test_check_6_when_allowed_while_halted_says_halted() -> None:
 
     caught(observe(ledger.streams), 6, "S-A7", "allowed while the account was halted",
            "broker outage", alone=True)
+
+
+def test_check_6_when_allowed_while_reducing_an_opening_says_reducing() -> None:
+    ledger = reducing_gamma()
+    # Gamma is at its limits too: the buggy view also missed its position.
+    ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00", view=opening_freely)
+
+    caught(observe(ledger.streams), 6, "S-G2", "allowed while the account was reducing",
+           "flatten", "reduces no open position")
+
+
+def test_check_6_when_reduction_names_another_side_it_opens_risk() -> None:
+    ledger = reducing_gamma()
+    # Long, like P-G1: it adds to the position rather than reducing it.
+    ledger.decide(GAMMA, "S-G2", "SPY 260220P00600000", "1", "1.00", reduces="P-G1",
+                  view=opening_freely)
+
+    caught(observe(ledger.streams), 6, "S-G2", "allowed while the account was reducing",
+           "position_id P-G1")
+
+
+def test_check_6_when_intent_labelled_reducing_for_an_opening_names_the_label() -> None:
+    ledger = gamma_limited()
+    ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00", reducing=True)
+
+    caught(observe(ledger.streams), 6, "S-G2", "marked reducing=True",
+           "reduces no open position", alone=True)
+
+
+def test_check_6_when_reduction_not_labelled_reducing_names_the_position() -> None:
+    ledger = gamma_limited()
+    ledger.decide(GAMMA, "S-G2", "SPY 260220P00600000", "3", "1.00", side="short",
+                  reduces="P-G1", reducing=False)
+
+    caught(observe(ledger.streams), 6, "S-G2", "marked reducing=False",
+           "reduces position P-G1", alone=True)
 
 
 def test_check_6_when_allowed_without_intent_names_the_signal() -> None:
@@ -867,6 +1099,58 @@ def test_check_9_an_order_checked_before_its_own_intent_is_caught(clean: Observa
                                             issued.sequence - 1))
 
     caught(clean, 9, intent_id("S-A6"), "before the intent itself", alone=True)
+
+
+def test_check_9_when_an_order_is_sent_after_the_store_cancelled_it_names_the_cancel() -> None:
+    ledger = Ledger(clean_store())
+    ledger.decide(BETA, "S-B3", "AMD 260220P00100000", "1", "1.00")
+    cancel = ledger.halt(BETA, "risk review")[1]
+    resume = ledger.append(BETA, TradingResumed(reason="done"))
+    observation = observe(ledger.streams)
+    issued = _event(observation, BETA, IntentIssuedEvent, intent_id=intent_id("S-B3"))
+    assert resume.recorded_at is not None
+    # Not halted any more when checked, and unexpired: only the cancel makes it dead.
+    observation.order_intents.append(order_record(issued, resume.recorded_at + STEP, 99,
+                                                  resume.sequence))
+
+    caught(observation, 9, intent_id("S-B3"), "recorded its IntentCancelled",
+           f"sequence {cancel.sequence}", alone=True)
+
+
+def test_check_9_an_order_proven_live_while_reducing_after_a_halt_is_clean() -> None:
+    ledger = reducing_gamma()
+    ledger.decide(GAMMA, "S-G2", "SPY 260220P00600000", "5", "1.20", side="short",
+                  reduces="P-G1")
+    observation = observe(ledger.streams)
+
+    assert any(_decoded_id(r) == ledger.streams[GAMMA][-1].event_id
+               for r in observation.order_intents)
+    assert check_9_live_orders(observation) == []
+
+
+def test_check_9_when_a_stored_cancel_never_reached_the_router_names_it() -> None:
+    ledger = Ledger(clean_store())
+    ledger.decide(BETA, "S-B3", "AMD 260220P00100000", "1", "1.00")
+    cancel = ledger.halt(BETA, "risk review")[1]
+    observation = observe(ledger.streams)
+    observation.order_intents = [r for r in observation.order_intents
+                                 if r.header("type") != "IntentCancelled"]
+
+    caught(observation, 9, f"IntentCancelled at sequence {cancel.sequence}", intent_id("S-B3"),
+           "never reached order-intents", alone=True)
+
+
+def test_cancels_on_order_intents_are_flagged_by_no_check() -> None:
+    ledger = Ledger(clean_store())
+    ledger.decide(BETA, "S-B3", "AMD 260220P00100000", "1", "1.00")
+    ledger.halt(BETA, "risk review")
+    observation = observe(ledger.streams)
+    cancels = [r for r in observation.order_intents if r.header("type") == "IntentCancelled"]
+    # Delivered twice, as a relay that crashed before marking them published sends them again.
+    observation.order_intents += [dataclasses.replace(r, offset=r.offset + 100) for r in cancels]
+
+    assert cancels
+    assert find_violations(observation) == []
 
 
 def _decoded_id(record: Record) -> object:

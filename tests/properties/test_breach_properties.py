@@ -1,14 +1,23 @@
 """Goal: for any history, the breach finder reports exactly the events at which the account was
-over a limit in force, as ordered, non-overlapping intervals whose peaks exceed their limits;
-feeding in chunks changes nothing; a window only clips; the samples stay within their bound and
-keep the peaks; and the finder's state is the fold's.
+over a limit in force, as ordered, non-overlapping intervals whose peaks exceed their limits,
+whether or not the times follow the sequence; feeding in chunks changes nothing; a window only
+clips; the samples stay within their bound and keep the peaks; the finder's state is the fold's;
+and a history whose every intent the gates allowed breaks no order-rate, underlying-exposure or
+duplicate-order limit.
 
 Method: hypothesis builds valid histories of one account (fills on both sides, adds and flips,
-closes, intents issued, filled, rejected and expired, limits raised and lowered with optional
-order and daily-loss limits, halts and resumes, decisions) across UTC days, through the JSON
-contract and `with_ledger_fields`. An independent model folds every prefix with the public
-`projections.fold.apply` and computes, event by event, which gates are over their limits; the
-finder's intervals must cover exactly those events.
+closes, some executing an intent, intents issued, filled, rejected, expired and cancelled, limits
+raised and lowered with optional order, daily-loss, order-rate, underlying-exposure and
+duplicate-window limits, halts, reductions and resumes, decisions) seconds to days apart, on
+symbols sharing underlyings, through the JSON contract and `with_ledger_fields`. An independent
+model folds every prefix with the public `projections.fold.apply` and computes, event by event,
+which gates are over their limits (the rate and duplicate figures from
+`AccountState.intents_since`, the underlying's from `AccountState.exposure_on`); the finder's
+intervals must cover exactly those events. A decided history is built as the dispatcher builds
+one: each signal of a burst is evaluated by `dispatcher.gates.evaluate` on the state folded so
+far, at the decision's time, and issued as an intent stamped with that time when allowed. Its
+signals open positions: an allowed reducing intent still reserves exposure in the fold, a known
+gap pinned by an xfail below.
 """
 
 from __future__ import annotations
@@ -22,17 +31,24 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import event as tally
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from console.charts import terminal_chart
+from dispatcher.gates import Freshness, evaluate
 from ledger.events import (
     Event,
+    IntentIssued,
     IntentIssuedEvent,
+    LimitsSetEvent,
     OrderFilledEvent,
+    Signal,
     decode_event,
+    decode_signal,
     format_decimal,
     notional,
+    underlying,
     with_ledger_fields,
 )
 from projections.breaches import (
@@ -45,7 +61,15 @@ from projections.breaches import (
     audit_document,
     audit_events,
 )
-from projections.fold import AccountState, apply, fold, initial_state, trading_day
+from projections.fold import (
+    RATE_WINDOW,
+    AccountState,
+    Limits,
+    apply,
+    fold,
+    initial_state,
+    trading_day,
+)
 from tests.factories import signal_evaluated_data
 
 ACCOUNT = "large"
@@ -53,6 +77,9 @@ START = datetime(2026, 2, 3, 14, 30, tzinfo=UTC)
 RECORDED_AT = datetime(2026, 2, 3, 14, 30, tzinfo=UTC)
 MULTIPLIER_BY_POSITION = {"P-0": "100", "P-1": "100", "P-2": "1", "P-3": "100"}
 POSITION_IDS = sorted(MULTIPLIER_BY_POSITION)
+# Two positions on each underlying, so that exposure on one underlying adds up.
+UNDERLYING_BY_POSITION = {"P-0": "AAA", "P-1": "AAA", "P-2": "BBB", "P-3": "BBB"}
+UNDERLYINGS = sorted(set(UNDERLYING_BY_POSITION.values()))
 # Long enough to go over a limit and come back within it.
 HISTORY_LENGTH_MIN = 6
 HISTORY_LENGTH_MAX = 40
@@ -60,7 +87,7 @@ HISTORY_LENGTH_MAX = 40
 KIND_WEIGHTS = {
     "fill": 5,
     "close": 3,
-    "issue": 3,
+    "issue": 4,
     "release": 2,
     "limits": 2,
     "halt": 1,
@@ -93,10 +120,24 @@ money_limits = st.one_of(
 
 # Small, so that a day's losses from a few closes go over them now and then.
 loss_limits = st.sampled_from([Decimal("0"), Decimal("10"), Decimal("100"), Decimal("500")])
+# Around the minute and the steps between events, so that windows end right at an intent.
+duplicate_windows = st.sampled_from([1, 30, 60, 61, 120, 600])
+rates = st.integers(min_value=0, max_value=4)
+# Seconds to days: intents fall inside and outside the rate and duplicate windows, on their
+# edges, and on the next UTC day.
+STEPS = [timedelta(seconds=seconds) for seconds in (0, 1, 30, 59, 60, 61)] + [
+    timedelta(minutes=7), timedelta(hours=3), timedelta(days=1)]
+# Intents repeat these often enough to be duplicates now and then.
+intent_quantities = st.one_of(st.sampled_from([Decimal(1), Decimal(2)]), quantities)
+intent_prices = st.one_of(st.sampled_from([Decimal("1.00"), Decimal("2.50")]), prices)
 
 
 def text(number: Decimal) -> str:
     return format_decimal(number)
+
+
+def symbol_of(position_id: str) -> str:
+    return f"{UNDERLYING_BY_POSITION[position_id]} {position_id}"
 
 
 def stored(event_type: str, data: Mapping[str, Any], at: datetime, sequence: int) -> Event:
@@ -121,7 +162,7 @@ def event_data(
         data: dict[str, Any] = {
             "fill_id": f"X-{index}",
             "position_id": position_id,
-            "symbol": f"SYM-{position_id}",
+            "symbol": symbol_of(position_id),
             "instrument": "option",
             "side": draw(st.sampled_from(["long", "short"])),
             "quantity": text(draw(quantities)),
@@ -138,24 +179,29 @@ def event_data(
         }
         if draw(st.booleans()):
             data["quantity"] = text(draw(quantities))
+        if issued and draw(st.integers(min_value=0, max_value=3)) == 0:
+            # A close that executes an intent releases it.
+            data["intent_id"] = draw(st.sampled_from(issued))
         return "PositionClosed", data
     if kind == "issue":
         position_id = draw(st.sampled_from([*POSITION_IDS, f"P-new-{index}"]))
         issued.append(f"I-{index}")
+        symbol = (symbol_of(position_id) if position_id in UNDERLYING_BY_POSITION
+                  else f"{draw(st.sampled_from(UNDERLYINGS))} NEW")
         return "IntentIssued", {
             "intent_id": f"I-{index}",
             "signal_id": f"S-{index}",
             "position_id": position_id,
-            "symbol": f"SYM-{position_id}",
+            "symbol": symbol,
             "instrument": "option",
             "side": draw(st.sampled_from(["long", "short"])),
-            "quantity": text(draw(quantities)),
-            "limit_price": text(draw(prices)),
+            "quantity": text(draw(intent_quantities)),
+            "limit_price": text(draw(intent_prices)),
             "multiplier": MULTIPLIER_BY_POSITION.get(position_id, "100"),
             "expires_at": (at + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     if kind == "release":
-        event_type = draw(st.sampled_from(["IntentRejected", "IntentExpired"]))
+        event_type = draw(st.sampled_from(["IntentRejected", "IntentExpired", "IntentCancelled"]))
         intent_id = draw(st.sampled_from([*issued, "I-unknown"]))
         return event_type, {"intent_id": intent_id, "reason": "no fill"}
     if kind == "limits":
@@ -167,18 +213,23 @@ def event_data(
             data["max_order_notional"] = text(draw(money_limits))
         if draw(st.booleans()):
             data["daily_loss_limit"] = text(draw(loss_limits))
+        if draw(st.booleans()):
+            data["max_orders_per_minute"] = draw(rates)
+        if draw(st.booleans()):
+            data["max_underlying_exposure"] = text(draw(money_limits))
+        if draw(st.booleans()):
+            data["duplicate_window_s"] = draw(duplicate_windows)
         return "LimitsSet", data
     if kind == "halt":
-        if draw(st.booleans()):
-            return "TradingHalted", {"reason": "operator"}
-        return "TradingResumed", {}
+        state = draw(st.sampled_from(["TradingHalted", "TradingReduced", "TradingResumed"]))
+        return state, ({} if state == "TradingResumed" else {"reason": "operator"})
     return "SignalEvaluated", signal_evaluated_data(ACCOUNT, index, at, allowed=False)
 
 
 
 @st.composite
 def histories(draw: st.DrawFn) -> list[Event]:
-    """Return a stored history, sequences 1..n, times never going back, across UTC days."""
+    """Return a stored history, sequences 1..n, times never going back, seconds to days apart."""
     kinds = draw(
         st.lists(st.sampled_from(KINDS), min_size=HISTORY_LENGTH_MIN, max_size=HISTORY_LENGTH_MAX)
     )
@@ -189,8 +240,7 @@ def histories(draw: st.DrawFn) -> list[Event]:
     issued: list[str] = []
     at = START
     for index, kind in enumerate(kinds):
-        # Mostly minutes apart, sometimes at the same instant, sometimes the next day.
-        at += timedelta(minutes=draw(st.sampled_from([0, 1, 7, 180, 24 * 60])))
+        at += draw(st.sampled_from(STEPS))
         event_type, data = draw(event_data(kind, index, at, issued))
         events.append(stored(event_type, data, at, index + 1))
     return events
@@ -211,9 +261,13 @@ def over_limits(events: list[Event]) -> list[dict[Gate, Over]]:
     """Return, for each event in order, the gates over their limits right after it."""
     state = initial_state(ACCOUNT)
     halted_orders: int | None = None
+    # The order-rate and duplicate-order figures last judged over: they stand until the next
+    # intent, or until new limits take them back within.
+    by_intent: dict[Gate, Over] = {}
     latest = START
     result: list[dict[Gate, Over]] = []
     for event in events:
+        before = state
         state = apply(state, event)
         latest = max(latest, event.occurred_at)
         is_order = isinstance(event, (OrderFilledEvent, IntentIssuedEvent))
@@ -226,8 +280,52 @@ def over_limits(events: list[Event]) -> list[dict[Gate, Over]]:
                 halted_orders = (halted_orders or 0) + is_order
             if halted_orders is not None:
                 over["trading_halted"] = Over(Decimal(halted_orders), Decimal(0))
+            if isinstance(event, IntentIssuedEvent):
+                by_intent = intent_gates_over(before, event, state.limits)
+            elif isinstance(event, LimitsSetEvent):
+                by_intent = rejudged(by_intent, state.limits)
+            over.update(by_intent)
         result.append(over)
     return result
+
+
+def intent_gates_over(before: AccountState, event: IntentIssuedEvent,
+                      limits: Limits) -> dict[Gate, Over]:
+    """Return the rate and duplicate gates an intent is over, judged as the gates judged it."""
+    over: dict[Gate, Over] = {}
+    at = event.occurred_at
+    if limits.max_orders_per_minute is not None:
+        rate = len(before.intents_since(at - RATE_WINDOW)) + 1
+        if rate > limits.max_orders_per_minute:
+            over["max_order_rate"] = Over(Decimal(rate), Decimal(limits.max_orders_per_minute))
+    if limits.duplicate_window_s is not None:
+        data = event.data
+        same = [intent for intent in
+                before.intents_since(at - timedelta(seconds=limits.duplicate_window_s))
+                if (intent.symbol, intent.side, intent.quantity, intent.limit_price)
+                == (data.symbol, data.side, data.quantity, data.limit_price)]
+        if same:
+            over["duplicate_order"] = Over(Decimal(len(same)), Decimal(0))
+    return over
+
+
+def rejudged(by_intent: dict[Gate, Over], limits: Limits) -> dict[Gate, Over]:
+    """Return the rate and duplicate figures still over the limits just set."""
+    kept: dict[Gate, Over] = {}
+    rate = by_intent.get("max_order_rate")
+    if rate is not None and limits.max_orders_per_minute is not None \
+            and rate.value > limits.max_orders_per_minute:
+        kept["max_order_rate"] = Over(rate.value, Decimal(limits.max_orders_per_minute))
+    duplicate = by_intent.get("duplicate_order")
+    if duplicate is not None and limits.duplicate_window_s is not None:
+        kept["duplicate_order"] = duplicate
+    return kept
+
+
+def highest_underlying(state: AccountState) -> Decimal:
+    names = {underlying(position.symbol) for position in state.positions.values()}
+    names |= {underlying(intent.symbol) for intent in state.pending.values()}
+    return max((state.exposure_on(name) for name in names), default=Decimal(0))
 
 
 def level_gates_over(state: AccountState, event: Event, latest: datetime) -> dict[Gate, Over]:
@@ -252,6 +350,9 @@ def level_gates_over(state: AccountState, event: Event, latest: datetime) -> dic
     loss = -state.realized_pnl_on(trading_day(latest))
     if limits.daily_loss_limit is not None and loss > limits.daily_loss_limit:
         over["daily_loss_limit"] = Over(loss, limits.daily_loss_limit)
+    highest = highest_underlying(state)
+    if limits.max_underlying_exposure is not None and highest > limits.max_underlying_exposure:
+        over["max_underlying_exposure"] = Over(highest, limits.max_underlying_exposure)
     return over
 
 
@@ -280,13 +381,37 @@ def test_breaches_when_any_history_cover_exactly_the_events_over_each_limit(
     result = audit_events(ACCOUNT, events)
 
     # Assert
+    assert_covers_exactly(result, expected, len(events))
+
+
+@PROPERTY_SETTINGS
+@given(histories(), st.randoms(use_true_random=False))
+def test_breaches_when_times_run_backwards_still_cover_exactly_the_events_over_each_limit(
+    events: list[Event], shuffler: Any,
+) -> None:
+    """Late and back-dated intents: the rate and duplicate windows count by time, not order."""
+    # Arrange
+    times = [event.occurred_at for event in events]
+    shuffler.shuffle(times)
+    shuffled = _restamped(events, times)
+    expected = over_limits(shuffled)
+
+    # Act
+    result = audit_events(ACCOUNT, shuffled)
+
+    # Assert
+    assert_covers_exactly(result, expected, len(events))
+
+
+def assert_covers_exactly(result: AccountAudit, expected: list[dict[Gate, Over]],
+                          length: int) -> None:
     for gate in GATES:
         over_at = {index + 1: over[gate] for index, over in enumerate(expected) if gate in over}
         breaches = gate_breaches(result, gate)
-        reported = [sequence for breach in breaches for sequence in covered(breach, len(events))]
+        reported = [sequence for breach in breaches for sequence in covered(breach, length)]
         assert reported == sorted(over_at), gate
         for breach in breaches:
-            values = [over_at[sequence].value for sequence in covered(breach, len(events))]
+            values = [over_at[sequence].value for sequence in covered(breach, length)]
             assert breach.peak == max(values), breach
             assert breach.limit == over_at[breach.first_sequence].limit, breach
 
@@ -307,6 +432,8 @@ def test_breaches_when_none_reported_every_prefix_is_within_limits_and_peaks_exc
                 positions = state.open_positions + state.pending_count
                 assert positions <= state.limits.max_open_positions
                 assert state.exposure <= state.limits.max_exposure
+                if state.limits.max_underlying_exposure is not None:
+                    assert highest_underlying(state) <= state.limits.max_underlying_exposure
     for breach in result.breaches:
         assert breach.peak > breach.limit, breach
 
@@ -413,6 +540,10 @@ def test_breaches_when_window_starts_mid_history_only_clip_intervals(
             assert breach.peak <= spanning[0].peak
 
 
+# Gates whose figures depend on when events occurred, not only on their order.
+TIMED_GATES = frozenset({"daily_loss_limit", "max_order_rate", "duplicate_order"})
+
+
 def _restamped(events: list[Event], times: list[datetime]) -> list[Event]:
     return [event.model_copy(update={"occurred_at": at})
             for event, at in zip(events, times, strict=True)]
@@ -437,7 +568,7 @@ def test_audit_when_times_run_backwards_never_raises_and_finds_the_same_breaches
     # Assert: what does not depend on the clock is what it was, and the chart draws.
     def timeless(audit: AccountAudit) -> list[tuple[object, ...]]:
         return [(b.gate, b.limit, b.peak, b.first_sequence, b.last_sequence)
-                for b in audit.breaches if b.gate != "daily_loss_limit"]
+                for b in audit.breaches if b.gate not in TIMED_GATES]
 
     assert timeless(backwards) == timeless(in_order)
     assert (backwards.peak_open_positions, backwards.peak_exposure) == (
@@ -470,3 +601,169 @@ def test_audit_when_an_account_has_one_event_or_none_reports_and_charts(
     assert result.breaches == []
     assert result.events == len(events)
     assert len(terminal_chart(result.samples)) in (0, 2)
+
+
+# --- Decided histories: every intent is one the gates allowed ------------------------------------
+
+# Two underlyings, two strikes each: exposure on one underlying adds up across its symbols.
+DECIDED_SYMBOLS = ["MSFT 260220P00400000", "MSFT 260320C00420000", "AMD 260220P00110000",
+                   "AMD 260320C00120000"]
+# Mostly a burst, seconds apart; now and then around a minute or longer.
+DECIDED_STEPS = [timedelta(seconds=seconds) for seconds in (0, 0, 1, 1, 5, 20, 30, 59, 60, 61, 300)]
+BURST_LENGTH_MIN = 5
+BURST_LENGTH_MAX = 40
+INTENT_TTL = timedelta(minutes=2)
+# The limits these histories are about, each often set, sometimes not.
+NEW_GATES = ("max_order_rate", "max_underlying_exposure", "duplicate_order")
+
+
+@st.composite
+def decided_limits(draw: st.DrawFn) -> dict[str, Any]:
+    """Draw a LimitsSet's data: loose older limits, and the new ones mostly set."""
+    data: dict[str, Any] = {
+        "max_open_positions": draw(st.integers(min_value=1, max_value=30)),
+        "max_exposure": text(draw(st.sampled_from([Decimal("5000"), Decimal("100000")]))),
+    }
+    if draw(st.integers(min_value=0, max_value=3)) > 0:
+        data["max_orders_per_minute"] = draw(st.integers(min_value=1, max_value=4))
+    if draw(st.integers(min_value=0, max_value=3)) > 0:
+        # A few orders' worth (an order is $100 to $1,800): often binding, rarely blocking all.
+        data["max_underlying_exposure"] = text(draw(st.one_of(
+            st.sampled_from([Decimal("1000"), Decimal("2500"), Decimal("4000")]),
+            st.decimals(places=2, min_value=Decimal("500"), max_value=Decimal("8000"),
+                        allow_nan=False))))
+    if draw(st.integers(min_value=0, max_value=3)) > 0:
+        data["duplicate_window_s"] = draw(duplicate_windows)
+    return data
+
+
+# A signal (as its JSON fields, less ids and time); "repeat", the last signal sent again (a
+# strategy's retry: a duplicate if it was issued); what the broker does to the oldest pending
+# intent; or a close of the oldest open position.
+signal_fields = st.fixed_dictionaries({
+    "symbol": st.sampled_from(DECIDED_SYMBOLS),
+    "instrument": st.just("option"),
+    "side": st.sampled_from(["long", "short"]),
+    "quantity": st.sampled_from(["1", "2", "3"]),
+    "limit_price": st.sampled_from(["1.00", "2.50", "6.00"]),
+    "multiplier": st.just("100"),
+})
+actions = st.one_of(signal_fields, signal_fields, signal_fields, st.just("repeat"),
+                    st.sampled_from(["fill", "close", "IntentRejected", "IntentCancelled",
+                                     "IntentExpired"]))
+bursts = st.lists(st.tuples(st.sampled_from(DECIDED_STEPS), actions),
+                  min_size=BURST_LENGTH_MIN, max_size=BURST_LENGTH_MAX)
+
+
+class DecidedHistory:
+    """A stored history built as the dispatcher, broker and position manager build one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.state = initial_state(ACCOUNT)
+        self.allowed = 0
+        self.codes: set[str] = set()
+
+    def append(self, event_type: str, data: Mapping[str, Any], at: datetime) -> None:
+        event = stored(event_type, data, at, len(self.events) + 1)
+        self.events.append(event)
+        self.state = apply(self.state, event)
+
+    def decide(self, fields: Mapping[str, Any], index: int, at: datetime) -> None:
+        """Evaluate a signal on the state folded so far at `at`, and issue it if allowed."""
+        signal = decode_signal(json.dumps({
+            "signal_id": f"S-{index}", "account": ACCOUNT,
+            "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), **fields}))
+        state = self.state
+        decision = evaluate(state, signal, at, Freshness(
+            head=state.sequence, state_sequence=state.sequence, fold_bound=0))
+        self.append("SignalEvaluated",
+                    signal_evaluated_data(ACCOUNT, index, at, allowed=decision.allowed), at)
+        self.codes.add(decision.code or "allowed")
+        if decision.allowed:
+            self.allowed += 1
+            self.append("IntentIssued", intent_data(signal, f"I-{index}", at), at)
+
+    def act(self, action: str, at: datetime) -> None:
+        """Fill (at its limit price) or release the oldest pending intent, or close a position."""
+        if action == "close":
+            if self.state.positions:
+                position_id = next(iter(self.state.positions))
+                self.append("PositionClosed", {"position_id": position_id, "price": "1.00",
+                                               "close_id": f"C-{len(self.events)}"}, at)
+            return
+        if not self.state.pending:
+            return
+        intent = min(self.state.pending.values(), key=lambda pending: pending.issued_sequence)
+        if action == "fill":
+            self.append("OrderFilled", {
+                "fill_id": f"X-{intent.intent_id}", "position_id": intent.position_id,
+                "symbol": intent.symbol, "instrument": intent.instrument, "side": intent.side,
+                "quantity": text(intent.quantity), "price": text(intent.limit_price),
+                "multiplier": text(intent.multiplier), "intent_id": intent.intent_id}, at)
+        else:
+            self.append(action, {"intent_id": intent.intent_id, "reason": "broker"}, at)
+
+
+def intent_data(signal: Signal, intent_id: str, at: datetime) -> dict[str, Any]:
+    issued = IntentIssued(
+        intent_id=intent_id, signal_id=signal.signal_id, position_id=f"P-{intent_id}",
+        symbol=signal.symbol, instrument=signal.instrument, side=signal.side,
+        quantity=signal.quantity, limit_price=signal.limit_price, multiplier=signal.multiplier,
+        expires_at=at + INTENT_TTL)
+    data: dict[str, Any] = json.loads(issued.model_dump_json(exclude_none=True))
+    return data
+
+
+@PROPERTY_SETTINGS
+@given(decided_limits(), bursts)
+def test_audit_when_every_intent_allowed_by_the_gates_finds_no_rate_underlying_or_duplicate_breach(
+    limits_data: dict[str, Any], burst: list[tuple[timedelta, dict[str, Any] | str]],
+) -> None:
+    # Arrange: the gates decide each signal on the state folded so far, at the decision's time.
+    history = DecidedHistory()
+    at = START
+    history.append("LimitsSet", limits_data, at)
+    last: dict[str, Any] | None = None
+    for index, (after, action) in enumerate(burst):
+        at += after
+        if action == "repeat":
+            action = last or {}
+        if isinstance(action, str):
+            history.act(action, at)
+        elif action:
+            history.decide(action, index, at)
+            last = action
+    tally("intents allowed: " + ("5+" if history.allowed >= 5 else str(history.allowed)))
+    for code in history.codes:
+        tally(f"decided: {code}")
+
+    # Act
+    result = audit_events(ACCOUNT, history.events)
+
+    # Assert
+    assert [breach for breach in result.breaches if breach.gate in NEW_GATES] == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: the gates pass a reducing signal as no new risk, but the fold reserves its "
+    "notional like any pending intent, so the audit finds the account over its underlying limit"))
+def test_audit_when_gates_allow_a_reducing_intent_finds_no_underlying_breach() -> None:
+    # Arrange: 900 open on MSFT against 1,000; a signal reducing it by 2 (300) is allowed.
+    history = DecidedHistory()
+    history.append("LimitsSet", {"max_open_positions": 10, "max_exposure": "100000",
+                                 "max_underlying_exposure": "1000"}, START)
+    opening = {"symbol": DECIDED_SYMBOLS[0], "instrument": "option", "side": "long",
+               "quantity": "6", "limit_price": "1.50", "multiplier": "100"}
+    history.decide(opening, 1, START)
+    history.act("fill", START + timedelta(seconds=5))
+    position_id = next(iter(history.state.positions))
+    history.decide({**opening, "side": "short", "quantity": "2", "position_id": position_id}, 2,
+                   START + timedelta(seconds=10))
+    assert history.allowed == 2
+
+    # Act
+    result = audit_events(ACCOUNT, history.events)
+
+    # Assert
+    assert [breach for breach in result.breaches if breach.gate in NEW_GATES] == []

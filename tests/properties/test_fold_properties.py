@@ -1,13 +1,15 @@
 """Goal: the fold is a deterministic, exact function of an account's history: replay from any
 split point equals one fold, redelivered events never count twice, closing everything brings
 open exposure back to exactly 0, P&L is exact Decimal arithmetic, events of another account are
-refused without harm, and counts never go negative.
+refused without harm, counts never go negative, the trading state is the last one set, and the
+recent intents are exactly those issued within the longer of 60 s and the duplicate window.
 
 Method: hypothesis builds valid histories of one account (fills on both sides with fees and
-intents, closes of known and unknown positions, intents issued, rejected and expired, limits,
-halts, decisions) across UTC days, through the JSON contract and `with_ledger_fields`. Each
-property folds them and compares against another folding order or against a small independent
-model (signed quantities, pending ids, P&L by hand).
+intents, closes of known and unknown positions, some naming an intent, intents issued, rejected,
+expired and cancelled, limits, halts, reductions and resumes, decisions) across UTC days, through
+the JSON contract and `with_ledger_fields`, and streams of intents seconds apart. Each property
+folds them and compares against another folding order or against a small independent model
+(signed quantities, pending ids, trading state, P&L by hand, intents within the window).
 """
 
 from __future__ import annotations
@@ -24,12 +26,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.events import (
+    ORDER_RATE_MAX,
     Event,
+    IntentCancelledEvent,
     IntentExpiredEvent,
     IntentIssuedEvent,
     IntentRejectedEvent,
     OrderFilledEvent,
     PositionClosedEvent,
+    TradingHaltedEvent,
+    TradingReducedEvent,
+    TradingResumedEvent,
     decode_event,
     format_decimal,
     with_ledger_fields,
@@ -116,6 +123,9 @@ def event_data(
         }
         if draw(st.booleans()):
             data["quantity"] = text(draw(quantities))
+        if draw(st.booleans()):
+            # The close executes an intent (a reduction): it releases it, whatever it closes.
+            data["intent_id"] = draw(st.sampled_from([*issued, "I-unknown"]))
         return "PositionClosed", data
     if kind == "issue":
         position_id = draw(st.sampled_from(POSITION_IDS))
@@ -132,18 +142,22 @@ def event_data(
             "expires_at": (at + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     if kind == "release":
-        event_type = draw(st.sampled_from(["IntentRejected", "IntentExpired"]))
+        event_type = draw(st.sampled_from(["IntentRejected", "IntentExpired", "IntentCancelled"]))
         intent_id = draw(st.sampled_from([*issued, "I-unknown"]))
         return event_type, {"intent_id": intent_id, "reason": "no fill"}
     if kind == "limits":
-        return "LimitsSet", {
+        limits: dict[str, Any] = {
             "max_open_positions": draw(st.integers(min_value=0, max_value=20)),
             "max_exposure": text(draw(prices)),
         }
-    if kind == "halt":
         if draw(st.booleans()):
-            return "TradingHalted", {"reason": "operator"}
-        return "TradingResumed", {}
+            limits.update(max_orders_per_minute=draw(st.integers(0, 10)),
+                          max_underlying_exposure=text(draw(prices)),
+                          duplicate_window_s=draw(st.integers(1, 600)))
+        return "LimitsSet", limits
+    if kind == "halt":
+        event_type = draw(st.sampled_from(["TradingHalted", "TradingReduced", "TradingResumed"]))
+        return event_type, {} if event_type == "TradingResumed" else {"reason": "operator"}
     return "SignalEvaluated", signal_evaluated_data(ACCOUNT, index, at, allowed=True)
 
 
@@ -175,6 +189,7 @@ class Model:
 
     signed: dict[str, Decimal]
     pending: set[str]
+    trading: str = "active"
 
     def step(self, event: Event) -> None:
         if isinstance(event, OrderFilledEvent):
@@ -185,13 +200,21 @@ class Model:
             self._set(fill.position_id, self.signed.get(fill.position_id, Decimal(0)) + delta)
         elif isinstance(event, PositionClosedEvent):
             close = event.data
+            if close.intent_id is not None:
+                self.pending.discard(close.intent_id)
             net = self.signed.get(close.position_id, Decimal(0))
             closed = abs(net) if close.quantity is None else min(close.quantity, abs(net))
             self._set(close.position_id, net - closed if net > 0 else net + closed)
         elif isinstance(event, IntentIssuedEvent):
             self.pending.add(event.data.intent_id)
-        elif isinstance(event, IntentRejectedEvent | IntentExpiredEvent):
+        elif isinstance(event, IntentRejectedEvent | IntentExpiredEvent | IntentCancelledEvent):
             self.pending.discard(event.data.intent_id)
+        elif isinstance(event, TradingHaltedEvent):
+            self.trading = "halted"
+        elif isinstance(event, TradingReducedEvent):
+            self.trading = "reducing"
+        elif isinstance(event, TradingResumedEvent):
+            self.trading = "active"
 
     def _set(self, position_id: str, net: Decimal) -> None:
         if net == 0:
@@ -394,6 +417,9 @@ def test_apply_when_each_event_applied_matches_model_and_counts_stay_non_negativ
         assert all(position.quantity > 0 for position in state.positions.values())
         assert signed_quantities(state) == model.signed
         assert set(state.pending) == model.pending
+        assert state.trading_state == model.trading
+        assert (state.halted, state.reducing) == (model.trading == "halted",
+                                                  model.trading == "reducing")
         assert state.open_exposure == sum(
             (p.quantity * p.average_price * p.multiplier for p in state.positions.values()),
             Decimal(0),
@@ -429,3 +455,56 @@ def test_apply_when_event_of_another_account_raises_and_leaves_state_intact(
         fold([intruder], state)
     assert state == copy
     assert state.sequence == len(events)
+
+
+# --- Recent intents: what the order-rate and duplicate gates look back on -------------------------
+
+
+@PROPERTY_SETTINGS
+@given(
+    window=st.none() | st.sampled_from([1, 30, 59, 60, 61, 120, 600]),
+    steps=st.lists(st.tuples(st.sampled_from([0, 1, 10, 30, 59, 60, 61, 119, 120, 121, 600]),
+                             st.sampled_from(["issue"] * 3 + ["release", "close", "halt"])),
+                   max_size=40),
+)
+def test_apply_when_intents_issued_over_time_keeps_exactly_those_within_the_longer_window(
+    window: int | None, steps: list[tuple[int, str]],
+) -> None:
+    # Arrange: limits first, then intents seconds apart, with releases and other events between.
+    limits: dict[str, Any] = {"max_open_positions": 5, "max_exposure": "10000"}
+    if window is not None:
+        limits["duplicate_window_s"] = window
+    events = [stored(ACCOUNT, "LimitsSet", limits, START, 1)]
+    kept_for = timedelta(seconds=max(60, window or 0))
+    issued: list[tuple[str, datetime]] = []
+    at = START
+    for index, (gap, kind) in enumerate(steps):
+        at += timedelta(seconds=gap)
+        sequence = len(events) + 1
+        if kind == "issue" or not issued:
+            data = {
+                "intent_id": f"I-{index}", "signal_id": f"S-{index}", "position_id": "P-0",
+                "symbol": "SYM-P-0", "instrument": "option", "side": "long", "quantity": "1",
+                "limit_price": "1.00", "multiplier": "100",
+                "expires_at": (at + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            events.append(stored(ACCOUNT, "IntentIssued", data, at, sequence))
+            issued.append((f"I-{index}", at))
+        elif kind == "release":
+            events.append(stored(ACCOUNT, "IntentCancelled",
+                                 {"intent_id": issued[-1][0], "reason": "halt"}, at, sequence))
+        elif kind == "close":
+            events.append(stored(ACCOUNT, "PositionClosed", {
+                "position_id": "P-0", "price": "1.00", "intent_id": issued[0][0]}, at, sequence))
+        else:
+            events.append(stored(ACCOUNT, "TradingReduced", {"reason": "review"}, at, sequence))
+
+    # Act
+    state = fold(events, account=ACCOUNT)
+
+    # Assert: pruned when an intent is issued, of what it puts out of the longer window.
+    last = issued[-1][1] if issued else START
+    expected = [intent_id for intent_id, issued_at in issued if issued_at > last - kept_for]
+    assert [recent.intent_id for recent in state.recent_intents] == expected[-ORDER_RATE_MAX:]
+    assert [recent.occurred_at for recent in state.recent_intents] == sorted(
+        recent.occurred_at for recent in state.recent_intents)

@@ -1,20 +1,24 @@
 """Goal: whatever the account's history, limits and signals, the risk gates never let the account
-go over its limits (open + pending positions, exposure, order notional), not even in a burst of
-signals each reserved as a pending intent; raising a limit never turns an allow into a block and
-lowering one never turns a block into an allow; the same inputs always give an equal decision; and
-a decision is allowed exactly when every gate it reports passed, its code being the first failed
-gate in `gates.GATES` order.
+go over its limits (open + pending positions, exposure, order notional, exposure on one
+underlying), not even in a burst of signals each reserved as a pending intent; over time, the
+intents issued in any 60 s up to an allowed one stay within the order rate and no two identical
+intents fall within the duplicate window; while reducing only reductions pass; raising (or
+removing) a limit never turns an allow into a block and lowering one never turns a block into an
+allow; the same inputs always give an equal decision; and a decision is allowed exactly when every
+gate it reports passed, its code being the first failed gate in `gates.GATES` order.
 
 Method: hypothesis draws limits (0..8 positions, $0..$20,000 exposure in cents, optional order
-notional and daily loss limits), account states either folded from random stored histories
-(fills on both sides, partial and full closes, intents issued, filled, rejected and expired,
-halts, across two UTC days, through the JSON contract and `with_ledger_fields`) or constructed
-directly from random positions and pending intents, and signals (quantity 1..20, limit price
-$0.01..$50.00, multiplier 1 or 100) decoded from JSON. Fills of one position and side share one
-price, so that average prices terminate: a repeating one is a separate, known crash, pinned by an
-xfail in tests/unit/test_gates.py. Each property calls the pure `evaluate`
-and checks its decision against the state's own figures; the burst folds every decision and
-every reservation back into the state, as the dispatcher's transaction does.
+notional, daily loss, orders per minute, underlying exposure and duplicate window), account states
+either folded from random stored histories (fills on both sides, partial and full closes, intents
+issued, filled, rejected and expired, halts, across two UTC days, through the JSON contract and
+`with_ledger_fields`) or constructed directly from random positions, pending and recent intents on
+several symbols of a few underlyings, active, reducing or halted, and signals (quantity 1..20,
+limit price $0.01..$50.00, multiplier 1 or 100; some copy a recent intent, some name an open
+position to reduce) decoded from JSON. Fills of one position and side share one price, so that
+average prices terminate. Each property calls the pure `evaluate` and checks its decision against
+the state's own figures; the bursts fold every decision and every reservation back into the state,
+as the dispatcher's transaction does, the timed one with the decision time as the intent's time,
+and check it against a model of every intent issued.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dispatcher import gates
 from dispatcher.gates import Decision, Freshness, evaluate
 from ledger.events import (
     Event,
+    IntentIssued,
     Side,
     Signal,
     decode_event,
@@ -42,7 +47,15 @@ from ledger.events import (
     format_time,
     with_ledger_fields,
 )
-from projections.fold import AccountState, Limits, PendingIntent, Position, fold
+from projections.fold import (
+    RATE_WINDOW,
+    AccountState,
+    Limits,
+    PendingIntent,
+    Position,
+    RecentIntent,
+    fold,
+)
 
 ACCOUNT = "large"
 YESTERDAY = datetime(2026, 2, 2, 14, 30, tzinfo=UTC)
@@ -72,7 +85,19 @@ KINDS = ["fill"] * 6 + ["close"] * 3 + ["issue"] * 2 + ["release"] * 2 + ["pause
 ONE_IN_10 = 6
 # hypothesis draws integers from a range this narrow about evenly.
 SPREAD_STEPS = 200
-LIMIT_NAMES = ("max_open_positions", "max_exposure", "max_order_notional", "daily_loss_limit")
+LIMIT_NAMES = ("max_open_positions", "max_exposure", "max_order_notional", "daily_loss_limit",
+               "max_orders_per_minute", "max_underlying_exposure", "duplicate_window_s")
+# Several symbols on a few underlyings (a symbol's first word), so that exposure on one name is
+# not the account's exposure.
+SYMBOLS = ("MSFT 260220P00400000", "MSFT 260220C00410000", "QCOM 260320P00150000",
+           "QCOM 260320P00145000", "AAPL 260220P00230000")
+ORDERS_PER_MINUTE_MAX = 6
+# Windows on both sides of the 60 s the order rate looks back, and its boundaries.
+DUPLICATE_WINDOWS = (1, 10, 30, 59, 60, 61, 90, 120, 600)
+WINDOW_SECONDS_MAX = 86_400
+# Recent intents of a constructed state were issued up to this long before NOW.
+RECENT_AGE_MAX_S = 150
+DIRECT_RECENT_MAX = 8
 
 # Each example folds up to a few dozen events through pydantic: 200 examples run in seconds.
 # No deadline: building events through the JSON contract is slow enough to trip it on a busy box.
@@ -127,11 +152,18 @@ def limits_set(limits: Limits, at: datetime) -> Event:
         data["max_order_notional"] = text(limits.max_order_notional)
     if limits.daily_loss_limit is not None:
         data["daily_loss_limit"] = text(limits.daily_loss_limit)
+    if limits.max_orders_per_minute is not None:
+        data["max_orders_per_minute"] = limits.max_orders_per_minute
+    if limits.max_underlying_exposure is not None:
+        data["max_underlying_exposure"] = text(limits.max_underlying_exposure)
+    if limits.duplicate_window_s is not None:
+        data["duplicate_window_s"] = limits.duplicate_window_s
     return unstored("LimitsSet", data, at)
 
 
-def intent_issued(signal: Signal, intent_id: str, position_id: str, at: datetime) -> Event:
-    data = {
+def intent_issued(signal: Signal, intent_id: str, position_id: str, at: datetime, *,
+                  reducing: bool = False) -> Event:
+    data: dict[str, Any] = {
         "intent_id": intent_id,
         "signal_id": signal.signal_id,
         "position_id": position_id,
@@ -142,6 +174,7 @@ def intent_issued(signal: Signal, intent_id: str, position_id: str, at: datetime
         "limit_price": text(signal.limit_price),
         "multiplier": text(signal.multiplier),
         "expires_at": format_time(EXPIRES_AT),
+        "reducing": reducing,
     }
     return unstored("IntentIssued", data, at)
 
@@ -193,13 +226,17 @@ held_prices = spread_cents(1, HELD_PRICE_CENTS_MAX)
 @st.composite
 def limits_values(draw: st.DrawFn) -> Limits:
     max_exposure = draw(spread_cents(0, EXPOSURE_CENTS_MAX))
-    # An order limit above the exposure limit could never bind: draw it below, where it matters.
+    # An order or underlying limit above the exposure limit could never bind: draw it below,
+    # where it matters.
     order_cents_max = int(max_exposure * 100)
     return Limits(
         max_open_positions=draw(st.integers(0, POSITIONS_MAX)),
         max_exposure=max_exposure,
         max_order_notional=draw(st.none() | spread_cents(0, order_cents_max)),
         daily_loss_limit=draw(st.none() | spread_cents(0, DAILY_LOSS_CENTS_MAX)),
+        max_orders_per_minute=draw(st.none() | st.integers(0, ORDERS_PER_MINUTE_MAX)),
+        max_underlying_exposure=draw(st.none() | spread_cents(0, order_cents_max)),
+        duplicate_window_s=draw(st.none() | st.sampled_from(DUPLICATE_WINDOWS)),
     )
 
 
@@ -210,7 +247,7 @@ def signal_documents(draw: st.DrawFn, quantity: st.SearchStrategy[int] = quantit
     return {
         "account": ACCOUNT,
         "occurred_at": format_time(NOW),
-        "symbol": SYMBOL,
+        "symbol": draw(st.sampled_from(SYMBOLS)),
         "instrument": "option",
         "side": draw(sides),
         "quantity": str(draw(quantity)),
@@ -304,7 +341,8 @@ def constructed_states(draw: st.DrawFn,
     for index in range(draw(st.integers(0, DIRECT_POSITIONS_MAX))):
         position_id = f"P-{index}"
         positions[position_id] = Position(
-            position_id=position_id, symbol=SYMBOL, instrument="option", side=draw(sides),
+            position_id=position_id, symbol=draw(st.sampled_from(SYMBOLS)), instrument="option",
+            side=draw(sides),
             quantity=Decimal(draw(held_quantities)), average_price=draw(held_prices),
             multiplier=Decimal(draw(multipliers)), realized_pnl=Decimal("0"),
             opened_at=TODAY,
@@ -314,12 +352,21 @@ def constructed_states(draw: st.DrawFn,
         intent_id = f"I-{index}"
         pending[intent_id] = PendingIntent(
             intent_id=intent_id, signal_id=f"S-{index}", position_id=f"N-{index}",
-            symbol=SYMBOL, instrument="option", side=draw(sides),
+            symbol=draw(st.sampled_from(SYMBOLS)), instrument="option", side=draw(sides),
             quantity=Decimal(draw(held_quantities)), limit_price=draw(held_prices),
             multiplier=Decimal(draw(multipliers)), expires_at=EXPIRES_AT,
             issued_sequence=len(positions) + index + 1,
         )
-    halted = draw(st.integers(0, 9)) == ONE_IN_10
+    # Issued lately, oldest first: what the order-rate and duplicate gates look back on.
+    ages = sorted(draw(st.lists(st.integers(0, RECENT_AGE_MAX_S), max_size=DIRECT_RECENT_MAX)),
+                  reverse=True)
+    recent = tuple(
+        RecentIntent(intent_id=f"R-{index}", occurred_at=NOW - timedelta(seconds=age),
+                     symbol=draw(st.sampled_from(SYMBOLS)), side=draw(sides),
+                     quantity=Decimal(draw(held_quantities)), limit_price=draw(held_prices))
+        for index, age in enumerate(ages))
+    trading = draw(st.sampled_from(["active"] * 7 + ["reducing"] * 2 + ["halted"]))
+    halted = trading == "halted"
     pnl_days = {day: draw(spread_cents(-DAILY_LOSS_CENTS_MAX, DAILY_LOSS_CENTS_MAX))
                 for day in draw(st.sets(st.sampled_from([YESTERDAY.date(), TODAY.date(),
                                                          TOMORROW.date()])))}
@@ -330,10 +377,12 @@ def constructed_states(draw: st.DrawFn,
         pending=pending,
         limits=draw(limits),
         halted=halted,
-        halt_reason="manual stop" if halted else None,
+        halt_reason=None if trading == "active" else "manual stop",
         realized_pnl_days=pnl_days,
         realized_pnl_total=sum(pnl_days.values(), Decimal("0")),
         last_occurred_at=TODAY,
+        reducing=trading == "reducing",
+        recent_intents=recent,
     )
 
 
@@ -369,7 +418,29 @@ def cases(draw: st.DrawFn,
     freshness = Freshness(head=max(0, state.sequence + lag), state_sequence=state.sequence,
                           fold_bound=draw(st.integers(0, 3)))
     now = draw(st.sampled_from([NOW, NOW, NOW, NOW + timedelta(days=1)]))
-    return Case(state=state, signal=draw(signals), now=now, freshness=freshness)
+    return Case(state=state, signal=draw(case_signals(state)), now=now, freshness=freshness)
+
+
+@st.composite
+def case_signals(draw: st.DrawFn, state: AccountState) -> Signal:
+    """Draw a signal for a state: any signal, a copy of a recent intent (a duplicate when it is
+    recent enough), or one naming an open position (mostly a reduction of it)."""
+    kind = draw(st.sampled_from(["any"] * 3 + ["copy", "reduce"]))
+    document = draw(signal_documents())
+    if kind == "copy" and state.recent_intents:
+        recent = draw(st.sampled_from(state.recent_intents))
+        document.update(symbol=recent.symbol, side=recent.side, quantity=text(recent.quantity),
+                        limit_price=text(recent.limit_price))
+    elif kind == "reduce" and state.positions:
+        held = state.positions[draw(st.sampled_from(sorted(state.positions)))]
+        opposite = "short" if held.side == "long" else "long"
+        # Mostly the opposite side and at most the open quantity; sometimes one more, or the
+        # same side: an opening that names a position.
+        side = draw(st.sampled_from([opposite] * 4 + [held.side]))
+        quantity = draw(st.integers(1, int(held.quantity) + 1))
+        document.update(symbol=held.symbol, side=side, quantity=str(quantity),
+                        multiplier=text(held.multiplier), position_id=held.position_id)
+    return make_signal(document, "S-1")
 
 
 # --- Limit changes -------------------------------------------------------------------------------
@@ -384,6 +455,8 @@ class LimitChange:
     money_by: Decimal
     toggles: bool
     money_set: Decimal
+    # How much shorter (looser) or longer (stricter) the duplicate window gets.
+    seconds_by: int
 
 
 limit_changes = st.builds(
@@ -393,6 +466,7 @@ limit_changes = st.builds(
     money_by=spread_cents(0, EXPOSURE_CENTS_MAX),
     toggles=st.booleans(),
     money_set=spread_cents(0, EXPOSURE_CENTS_MAX),
+    seconds_by=st.sampled_from([0, 1, 30, 60, 600]),
 )
 
 
@@ -409,6 +483,31 @@ def lowered_optional(limit: Decimal | None, change: LimitChange) -> Decimal:
     return max(Decimal("0"), limit - change.money_by)
 
 
+def raised_count(limit: int | None, change: LimitChange) -> int | None:
+    if limit is None or change.toggles:
+        return None
+    return limit + change.positions_by
+
+
+def lowered_count(limit: int | None, change: LimitChange) -> int:
+    if limit is None:
+        return change.positions_by
+    return max(0, limit - change.positions_by)
+
+
+def raised_window(window: int | None, change: LimitChange) -> int | None:
+    # A shorter duplicate window looks back on fewer intents: a looser limit.
+    if window is None or change.toggles:
+        return None
+    return max(1, window - change.seconds_by)
+
+
+def lowered_window(window: int | None, change: LimitChange) -> int:
+    if window is None:
+        return max(1, change.seconds_by)
+    return min(WINDOW_SECONDS_MAX, window + change.seconds_by)
+
+
 def raise_limits(limits: Limits, change: LimitChange) -> Limits:
     names = change.names
     return Limits(
@@ -420,6 +519,12 @@ def raise_limits(limits: Limits, change: LimitChange) -> Limits:
         if "max_order_notional" in names else limits.max_order_notional,
         daily_loss_limit=raised_optional(limits.daily_loss_limit, change)
         if "daily_loss_limit" in names else limits.daily_loss_limit,
+        max_orders_per_minute=raised_count(limits.max_orders_per_minute, change)
+        if "max_orders_per_minute" in names else limits.max_orders_per_minute,
+        max_underlying_exposure=raised_optional(limits.max_underlying_exposure, change)
+        if "max_underlying_exposure" in names else limits.max_underlying_exposure,
+        duplicate_window_s=raised_window(limits.duplicate_window_s, change)
+        if "duplicate_window_s" in names else limits.duplicate_window_s,
     )
 
 
@@ -434,6 +539,12 @@ def lower_limits(limits: Limits, change: LimitChange) -> Limits:
         if "max_order_notional" in names else limits.max_order_notional,
         daily_loss_limit=lowered_optional(limits.daily_loss_limit, change)
         if "daily_loss_limit" in names else limits.daily_loss_limit,
+        max_orders_per_minute=lowered_count(limits.max_orders_per_minute, change)
+        if "max_orders_per_minute" in names else limits.max_orders_per_minute,
+        max_underlying_exposure=lowered_optional(limits.max_underlying_exposure, change)
+        if "max_underlying_exposure" in names else limits.max_underlying_exposure,
+        duplicate_window_s=lowered_window(limits.duplicate_window_s, change)
+        if "duplicate_window_s" in names else limits.duplicate_window_s,
     )
 
 
@@ -454,6 +565,40 @@ def record(decision: Decision) -> None:
     event("allowed" if decision.allowed else f"blocked: {decision.code}")
 
 
+# --- The figures of the newer gates, worked out from the state's own fields ----------------------
+
+
+def reduction_of(state: AccountState, signal: Signal) -> Position | None:
+    """Return the open position the signal only reduces: it names it, on the other side, for at
+    most its open quantity, on its symbol."""
+    held = state.positions.get(signal.position_id) if signal.position_id is not None else None
+    if held is None or held.side == signal.side or held.symbol != signal.symbol \
+            or signal.quantity > held.quantity:
+        return None
+    return held
+
+
+def exposure_on(state: AccountState, symbol: str) -> Decimal:
+    """Return open + pending exposure on the symbol's underlying (its first word)."""
+    name = symbol.split()[0]
+    held = [p.notional for p in state.positions.values() if p.symbol.split()[0] == name]
+    pending = [i.notional for i in state.pending.values() if i.symbol.split()[0] == name]
+    return sum(held + pending, Decimal("0"))
+
+
+def issued_within(state: AccountState, now: datetime, seconds: int) -> int:
+    since = now - timedelta(seconds=seconds)
+    return sum(1 for intent in state.recent_intents if since < intent.occurred_at)
+
+
+def identical_within(state: AccountState, signal: Signal, now: datetime, seconds: int) -> bool:
+    since = now - timedelta(seconds=seconds)
+    return any(since < intent.occurred_at and (intent.symbol, intent.side, intent.quantity,
+                                               intent.limit_price)
+               == (signal.symbol, signal.side, signal.quantity, signal.limit_price)
+               for intent in state.recent_intents)
+
+
 # --- (a) Never over the limits -------------------------------------------------------------------
 
 
@@ -469,10 +614,21 @@ def test_evaluate_when_allowed_leaves_room_under_every_limit(case: Case) -> None
         return
     state, signal, limits = case.state, case.signal, case.state.limits
     assert limits is not None
-    assert state.open_positions + state.pending_count + 1 <= limits.max_open_positions
-    assert state.exposure + signal.notional <= limits.max_exposure
-    if limits.max_order_notional is not None:
-        assert signal.notional <= limits.max_order_notional
+    reduced = reduction_of(state, signal)
+    if reduced is None:
+        # An opening: every opening limit has room for it.
+        assert state.reducing is False
+        assert state.open_positions + state.pending_count + 1 <= limits.max_open_positions
+        assert state.exposure + signal.notional <= limits.max_exposure
+        if limits.max_order_notional is not None:
+            assert signal.notional <= limits.max_order_notional
+        if limits.max_underlying_exposure is not None:
+            assert exposure_on(state, signal.symbol) + signal.notional \
+                <= limits.max_underlying_exposure
+    if limits.max_orders_per_minute is not None:
+        assert issued_within(state, case.now, 60) + 1 <= limits.max_orders_per_minute
+    if limits.duplicate_window_s is not None:
+        assert not identical_within(state, signal, case.now, limits.duplicate_window_s)
     if limits.daily_loss_limit is not None:
         assert -state.realized_pnl_on(case.now.astimezone(UTC).date()) < limits.daily_loss_limit
     assert state.halted is False
@@ -532,6 +688,306 @@ def test_evaluate_when_burst_of_signals_reserved_one_by_one_never_exceeds_limits
         burst_intents = [intent for intent in state.pending.values()
                          if intent.intent_id.startswith("BI-")]
         assert all(intent.notional <= limits.max_order_notional for intent in burst_intents)
+
+
+# --- (b') Orders over time: rate, duplicates and exposure per underlying -------------------------
+
+# Seconds between two steps of a timed burst: mostly the windows' boundaries (so that an intent
+# falls exactly 30 or 60 s before a decision) and both sides of them.
+GAPS_S = (0, 0, 1, 5, 29, 30, 30, 30, 31, 59, 60, 60, 60, 61, 90)
+# Windows a timed burst is bounded by: the boundary gaps, or a second more (an intent then falls
+# exactly a second inside), sometimes others.
+TIMED_WINDOWS = (30, 31, 60, 61, 30, 31, 60, 61, 1, 59, 90, 120, 600)
+# Few prices and quantities, so that a strategy's orders often repeat exactly.
+TIMED_PRICES = (Decimal("1.00"), Decimal("2.50"), Decimal("6.00"))
+TIMED_QUANTITY_MAX = 3
+TIMED_POSITIONS_MAX = 20
+TIMED_EXPOSURE_CENTS_MAX = 2_000_000
+TIMED_UNDERLYING_CENTS_MAX = 600_000
+# Every order notional of a timed burst is a multiple of $0.50, most (multiplier 100) of $50:
+# limits that are multiples of $50 too are often reached exactly.
+TIMED_LIMIT_STEP = Decimal(50)
+TIMED_LIMIT_STEPS = 60
+TIMED_HISTORY_MAX = 8
+TIMED_BURST_MAX = 30
+# History intents were issued up to this long before the burst starts.
+TIMED_HISTORY_AGE_MAX_S = 180
+TIMED_SETTINGS = settings(max_examples=150, deadline=None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Order:
+    """What a strategy asks for; the same Order twice is a duplicate."""
+
+    symbol: str
+    side: Side
+    quantity: int
+    limit_price: Decimal
+    multiplier: str
+
+    def document(self) -> dict[str, Any]:
+        return {"account": ACCOUNT, "occurred_at": format_time(NOW), "symbol": self.symbol,
+                "instrument": "option", "side": self.side, "quantity": str(self.quantity),
+                "limit_price": text(self.limit_price), "multiplier": self.multiplier}
+
+
+orders = st.builds(Order, symbol=st.sampled_from(SYMBOLS), side=sides,
+                   quantity=st.integers(1, TIMED_QUANTITY_MAX),
+                   limit_price=st.sampled_from(TIMED_PRICES),
+                   multiplier=st.sampled_from(["100"] * 4 + ["1"]))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """One step of a timed burst, `gap` seconds after the previous one.
+
+    kind "open": the strategy's order `order` (an index into its few orders); "reduce": an order
+    naming the open position `pick` (an index into the sorted ids), on the other side, for
+    `over` more than a share of its quantity (over 1: more than is open); "fill", "reject",
+    "cancel": the oldest pending intent is filled at its limit price (a reduction as a close
+    naming it), rejected or cancelled.
+    """
+
+    kind: str
+    gap: int
+    order: int = 0
+    pick: int = 0
+    over: int = 0
+
+
+timed_steps = st.builds(
+    Step, kind=st.sampled_from(["open"] * 6 + ["reduce"] * 2 + ["fill", "reject", "cancel"]),
+    gap=st.sampled_from(GAPS_S), order=st.integers(0, 3), pick=st.integers(0, 20),
+    over=st.sampled_from([0, 0, 0, 1]))
+
+
+timed_amounts = st.integers(0, TIMED_LIMIT_STEPS).map(lambda steps: steps * TIMED_LIMIT_STEP) \
+    | spread_cents(0, TIMED_UNDERLYING_CENTS_MAX)
+
+
+@st.composite
+def timed_limits(draw: st.DrawFn) -> Limits:
+    """Limits roomy enough in positions and exposure that the newer limits often decide."""
+    return Limits(
+        max_open_positions=draw(st.integers(0, TIMED_POSITIONS_MAX)),
+        max_exposure=draw(spread_cents(0, TIMED_EXPOSURE_CENTS_MAX)),
+        max_order_notional=draw(st.none() | spread_cents(0, TIMED_UNDERLYING_CENTS_MAX)),
+        daily_loss_limit=None,
+        max_orders_per_minute=draw(st.none() | st.integers(0, ORDERS_PER_MINUTE_MAX)),
+        max_underlying_exposure=draw(st.none() | timed_amounts),
+        duplicate_window_s=draw(st.none() | st.sampled_from(TIMED_WINDOWS)),
+    )
+
+
+
+@st.composite
+def recent_histories(draw: st.DrawFn, strategy: Sequence[Order]) -> list[Event]:
+    """Draw what happened in the minutes before the burst: positions opened, the strategy's
+    orders issued (some released), and at times a move to reducing or a halt."""
+    events: list[Event] = []
+    start = NOW - timedelta(seconds=TIMED_HISTORY_AGE_MAX_S + 1)
+    for index in range(draw(st.integers(0, TIMED_HISTORY_MAX))):
+        held = draw(orders)
+        events.append(unstored("OrderFilled", {
+            "fill_id": f"HX-{index}", "position_id": f"HP-{index}", "symbol": held.symbol,
+            "instrument": "option", "side": held.side, "quantity": str(held.quantity),
+            "price": text(held.limit_price), "multiplier": held.multiplier}, start))
+    ages = sorted(draw(st.lists(st.integers(1, TIMED_HISTORY_AGE_MAX_S),
+                                max_size=TIMED_HISTORY_MAX)), reverse=True)
+    for index, age in enumerate(ages):
+        at = NOW - timedelta(seconds=age)
+        order = strategy[draw(st.integers(0, len(strategy) - 1))]
+        signal = make_signal(order.document(), f"HS-{index}")
+        events.append(intent_issued(signal, f"HI-{index}", f"HN-{index}", at))
+        if draw(st.integers(0, 3)) == 0:
+            events.append(intent_rejected(f"HI-{index}", at))
+    trading = draw(st.sampled_from(["active"] * 6 + ["reducing"] * 3 + ["halted"]))
+    if trading == "reducing":
+        events.append(unstored("TradingReduced", {"reason": "risk review"}, NOW))
+    elif trading == "halted":
+        events.append(unstored("TradingHalted", {"reason": "manual stop"}, NOW))
+    return events
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Issued:
+    """An intent as the model remembers it: when, and what it asked for."""
+
+    intent_id: str
+    at: datetime
+    key: tuple[str, str, Decimal, Decimal]
+    underlying: str
+
+
+def issued_in(events: Sequence[Event]) -> list[Issued]:
+    issued = []
+    for stored_event in events:
+        data = stored_event.data
+        if stored_event.type == "IntentIssued":
+            assert isinstance(data, IntentIssued)
+            issued.append(Issued(
+                intent_id=data.intent_id, at=stored_event.occurred_at,
+                key=(data.symbol, data.side, data.quantity, data.limit_price),
+                underlying=data.symbol.split()[0]))
+    return issued
+
+
+def risk_by_underlying(state: AccountState, reductions: set[str]) -> dict[str, Decimal]:
+    """Return open exposure plus the pending openings' exposure, per underlying: what could be
+    held if every opening intent filled (a pending reduction only lowers it)."""
+    risk = {symbol.split()[0]: Decimal("0") for symbol in SYMBOLS}
+    for held in state.positions.values():
+        risk[held.symbol.split()[0]] += held.notional
+    for intent in state.pending.values():
+        if intent.intent_id not in reductions:
+            risk[intent.symbol.split()[0]] += intent.notional
+    return risk
+
+
+def timed_signal(state: AccountState, step: Step, strategy: Sequence[Order],
+                 signal_id: str) -> Signal | None:
+    if step.kind == "open":
+        return make_signal(strategy[step.order % len(strategy)].document(), signal_id)
+    if not state.positions:
+        return None
+    held = state.positions[sorted(state.positions)[step.pick % len(state.positions)]]
+    quantity = held.quantity + 1 if step.over else max(Decimal(1), held.quantity // 2)
+    order = Order(symbol=held.symbol, side="short" if held.side == "long" else "long",
+                  quantity=int(quantity), limit_price=TIMED_PRICES[step.pick % 3],
+                  multiplier=text(held.multiplier))
+    return make_signal({**order.document(), "position_id": held.position_id}, signal_id)
+
+
+def timed_release(state: AccountState, step: Step, reductions: set[str],
+                  at: datetime) -> list[Event]:
+    if not state.pending:
+        return []
+    oldest = min(state.pending.values(), key=lambda intent: intent.issued_sequence)
+    if step.kind == "reject":
+        return [intent_rejected(oldest.intent_id, at)]
+    if step.kind == "cancel":
+        return [unstored("IntentCancelled", {"intent_id": oldest.intent_id, "reason": "halt"},
+                         at)]
+    if oldest.intent_id in reductions:
+        # A reduction executes as a close of the position it names (docs/events.md).
+        return [unstored("PositionClosed", {
+            "close_id": f"C-{oldest.intent_id}", "position_id": oldest.position_id,
+            "price": text(oldest.limit_price), "quantity": text(oldest.quantity),
+            "intent_id": oldest.intent_id}, at)]
+    return [intent_filled(oldest, at)]
+
+
+def loosened(limits: Limits) -> list[Limits]:
+    """Return the limits with one limit at a time raised a little, and each optional one unset."""
+    looser = []
+    for name in LIMIT_NAMES:
+        for toggles in (False, True):
+            change = LimitChange(names=frozenset({name}), positions_by=1,
+                                 money_by=Decimal("0.01"), toggles=toggles,
+                                 money_set=Decimal("0"), seconds_by=1)
+            looser.append(raise_limits(limits, change))
+    return looser
+
+
+@TIMED_SETTINGS
+@given(
+    strategy=st.lists(orders, min_size=1, max_size=3),
+    limits=timed_limits(),
+    data=st.data(),
+    steps=st.lists(timed_steps, min_size=1, max_size=TIMED_BURST_MAX),
+)
+def test_evaluate_when_orders_come_over_time_keeps_rate_duplicates_and_names_within_limits(
+    strategy: list[Order], limits: Limits, data: st.DataObject, steps: list[Step],
+) -> None:
+    # Arrange: limits first, then the minutes before the burst.
+    history = data.draw(recent_histories(strategy))
+    events = stored([limits_set(limits, NOW - timedelta(hours=1)), *history], 1)
+    state = fold(events, account=ACCOUNT)
+    issued = issued_in(events)
+    reductions: set[str] = set()
+    start_risk = risk_by_underlying(state, reductions)
+    now = NOW
+
+    for index, step in enumerate(steps):
+        now += timedelta(seconds=step.gap)
+        signal = None if step.kind in ("fill", "reject", "cancel") \
+            else timed_signal(state, step, strategy, f"T-{index}")
+        if signal is None:
+            state = fold_more(state, timed_release(state, step, reductions, now))
+            continue
+
+        # Act
+        before = state
+        decision = evaluate(before, signal, now, Freshness(
+            head=before.sequence, state_sequence=before.sequence, fold_bound=0))
+        reduced = reduction_of(before, signal)
+        record(decision)
+        appended = [signal_evaluated(signal, decision, before.sequence, now)]
+        if decision.allowed:
+            intent_id = f"TI-{index}"
+            if reduced is not None:
+                reductions.add(intent_id)
+            appended.append(intent_issued(
+                signal, intent_id, f"TP-{index}" if reduced is None else reduced.position_id,
+                now, reducing=reduced is not None))
+        state = fold_more(before, appended)
+        issued += issued_in(appended)
+
+        # Assert: the newer gates decide exactly as the model of every intent issued says.
+        passed = passed_by_gate(decision)
+        earlier = [intent for intent in issued if intent.intent_id != f"TI-{index}"]
+        if limits.max_orders_per_minute is not None:
+            in_minute = [intent for intent in earlier if now - RATE_WINDOW < intent.at <= now]
+            assert passed[gates.MAX_ORDER_RATE] == (
+                len(in_minute) + 1 <= limits.max_orders_per_minute), (index, in_minute)
+        if limits.duplicate_window_s is not None:
+            key = (signal.symbol, signal.side, signal.quantity, signal.limit_price)
+            window = timedelta(seconds=limits.duplicate_window_s)
+            twins = [intent for intent in earlier
+                     if intent.key == key and now - window < intent.at <= now]
+            assert passed[gates.DUPLICATE_ORDER] == (twins == []), (index, twins)
+            ages = {now - intent.at for intent in earlier if intent.key == key}
+            if window in ages:
+                event("identical intent exactly a window before")
+            if window - timedelta(seconds=1) in ages:
+                event("identical intent a second inside the window")
+        if limits.max_underlying_exposure is not None and reduced is None:
+            assert passed[gates.MAX_UNDERLYING_EXPOSURE] == (
+                exposure_on(before, signal.symbol) + signal.notional
+                <= limits.max_underlying_exposure)
+            if exposure_on(before, signal.symbol) + signal.notional \
+                    == limits.max_underlying_exposure:
+                event("exactly at the underlying limit")
+
+        # Assert (b): a looser limit, any one, keeps every gate that passed passing.
+        for looser in loosened(limits):
+            again = evaluate(dataclasses.replace(before, limits=looser), signal, now,
+                             Freshness(head=before.sequence, state_sequence=before.sequence,
+                                       fold_bound=0))
+            assert again.allowed or not decision.allowed, (looser, again.reason)
+            assert all(passed_by_gate(again)[code] for code, ok in passed.items() if ok)
+        if not decision.allowed:
+            continue
+
+        # Assert (a): the intents issued in the 60 s up to this one are within the rate...
+        assert before.trading_state == "active" or (
+            before.trading_state == "reducing" and reduced is not None), decision.reason
+        new = issued[-1]
+        if limits.max_orders_per_minute is not None:
+            in_minute = [intent for intent in issued if now - RATE_WINDOW < intent.at <= now]
+            assert len(in_minute) <= limits.max_orders_per_minute, (index, in_minute)
+        # ...no identical intent was issued within the duplicate window...
+        if limits.duplicate_window_s is not None:
+            window = timedelta(seconds=limits.duplicate_window_s)
+            twins = [intent for intent in issued[:-1]
+                     if intent.key == new.key and now - window < intent.at <= now]
+            assert twins == [], (index, new, twins)
+        # ...and no opening took an underlying over its limit.
+        if limits.max_underlying_exposure is not None:
+            if reduced is None:
+                assert state.exposure_on(new.underlying) <= limits.max_underlying_exposure
+            for name, risk in risk_by_underlying(state, reductions).items():
+                assert risk <= max(limits.max_underlying_exposure, start_risk[name]), name
 
 
 # --- (c) Monotonic in every limit ----------------------------------------------------------------
@@ -646,5 +1102,6 @@ def test_evaluate_when_any_inputs_allows_iff_every_gate_passed_and_codes_first_f
     if not decision.gates[0].passed:
         assert codes == [gates.PROJECTION_STALE]
     if case.state.limits is None and decision.gates[0].passed:
-        assert decision.code in (gates.TRADING_HALTED, gates.LIMITS_NOT_SET)
+        assert decision.code in (gates.TRADING_HALTED, gates.TRADING_REDUCING,
+                                 gates.LIMITS_NOT_SET)
 

@@ -1,7 +1,8 @@
 """Goal: the audit's breach finder reports exactly the intervals in which an account was over a
 limit in force (open + pending positions, open + pending exposure, order notional, daily loss,
-orders while halted), with the limit, peak, times and sequences docs/design.md's `audit --json`
-shows; clips them to a window; keeps its plot samples bounded; and renders the document.
+orders while halted, order rate, exposure on one underlying, duplicate orders), with the limit,
+peak, times and sequences docs/design.md's `audit --json` shows; clips them to a window; keeps its
+plot samples bounded; and renders the document.
 
 Method: hand-built histories whose intervals and peaks are worked out by hand (including one
 shaped like the incident of docs/design.md: limits 5 / $10,000, twelve put fills in 13 minutes, six
@@ -22,6 +23,7 @@ import pytest
 
 from ledger.events import Event, decode_event, with_ledger_fields
 from projections.breaches import (
+    GATES,
     SAMPLES_MAX,
     AccountAudit,
     Breach,
@@ -72,15 +74,22 @@ def limits(
     at: str,
     max_order_notional: str | None = None,
     daily_loss_limit: str | None = None,
+    max_orders_per_minute: int | None = None,
+    max_underlying_exposure: str | None = None,
+    duplicate_window_s: int | None = None,
 ) -> Event:
     data: dict[str, Any] = {
         "max_open_positions": max_open_positions,
         "max_exposure": max_exposure,
     }
-    if max_order_notional is not None:
-        data["max_order_notional"] = max_order_notional
-    if daily_loss_limit is not None:
-        data["daily_loss_limit"] = daily_loss_limit
+    optional = {
+        "max_order_notional": max_order_notional,
+        "daily_loss_limit": daily_loss_limit,
+        "max_orders_per_minute": max_orders_per_minute,
+        "max_underlying_exposure": max_underlying_exposure,
+        "duplicate_window_s": duplicate_window_s,
+    }
+    data.update({name: value for name, value in optional.items() if value is not None})
     return unstored("LimitsSet", data, at)
 
 
@@ -110,8 +119,19 @@ def fill(
     return unstored("OrderFilled", data, at, account)
 
 
-def close(position_id: str, *, at: str, price: str = "1.00") -> Event:
+def close(
+    position_id: str,
+    *,
+    at: str,
+    price: str = "1.00",
+    quantity: str | None = None,
+    intent_id: str | None = None,
+) -> Event:
     data = {"position_id": position_id, "price": price, "reason": "stop_loss"}
+    if quantity is not None:
+        data["quantity"] = quantity
+    if intent_id is not None:
+        data["intent_id"] = intent_id
     return unstored("PositionClosed", data, at)
 
 
@@ -123,14 +143,16 @@ def issue(
     limit_price: str = "1.00",
     position_id: str | None = None,
     expires_at: str = "2026-02-06T00:00:00Z",
+    symbol: str = "AMD 260220P00110000",
+    side: str = "long",
 ) -> Event:
     data = {
         "intent_id": intent_id,
         "signal_id": f"S-{intent_id}",
         "position_id": position_id or f"P-{intent_id}",
-        "symbol": "AMD 260220P00110000",
+        "symbol": symbol,
         "instrument": "option",
-        "side": "long",
+        "side": side,
         "quantity": quantity,
         "limit_price": limit_price,
         "multiplier": "100",
@@ -605,6 +627,460 @@ def test_audit_when_day_loss_exactly_at_limit_reports_nothing() -> None:
 
     # Assert
     assert result.breaches == []
+
+
+# --- max_order_rate -------------------------------------------------------------------------------
+
+
+def rate_history() -> list[Event]:
+    """Limit 2 a minute: the 3rd intent in 60 s (seq 4) goes over, the 4th reaches 4 (seq 6), and
+    the one at 17:01:40 has only I-4 (17:00:50) in its minute: 2, within, closing it (seq 7)."""
+    return stream(
+        limits(10, BIG, at=stamp("17:00:00"), max_orders_per_minute=2),
+        issue("I-1", at=stamp("17:00:10")),
+        issue("I-2", at=stamp("17:00:20")),
+        issue("I-3", at=stamp("17:00:30")),
+        fill("P-I-1", at=stamp("17:00:40"), intent_id="I-1"),
+        issue("I-4", at=stamp("17:00:50")),
+        issue("I-5", at=stamp("17:01:40")),
+    )
+
+
+def test_audit_when_intents_exceed_rate_opens_at_intent_over_and_closes_at_next_within() -> None:
+    # Arrange
+    events = rate_history()
+
+    # Act
+    result = audit(events)
+
+    # Assert: the fill between two intents over the rate neither closes nor extends it.
+    assert result.breaches == [
+        Breach(
+            gate="max_order_rate",
+            limit=Decimal(2),
+            peak=Decimal(4),
+            opened_at=moment("17:00:30"),
+            closed_at=moment("17:01:40"),
+            first_sequence=4,
+            last_sequence=7,
+            opening_event_id=events[3].event_id,
+            closing_event_id=events[6].event_id,
+        )
+    ]
+    assert audit_document([result])["accounts"][0]["breaches"] == [
+        {
+            "gate": "max_order_rate",
+            "limit": "2",
+            "peak": "4",
+            "from": "2026-02-03T17:00:30Z",
+            "to": "2026-02-03T17:01:40Z",
+            "first_sequence": 4,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("second", "breached"),
+    [("17:01:00", False), ("17:00:59", True)],
+    ids=["exactly-60-s-later-is-a-new-minute", "59-s-later-is-the-same-minute"],
+)
+def test_audit_when_second_intent_near_minute_boundary_counts_only_after_now_minus_60_s(
+    second: str, breached: bool
+) -> None:
+    # Arrange: the gates count intents with occurred_at > now - 60 s.
+    events = stream(
+        limits(10, BIG, at=stamp("16:59:00"), max_orders_per_minute=1),
+        issue("I-1", at=stamp("17:00:00")),
+        issue("I-2", at=stamp(second)),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert [(b.gate, b.peak, b.first_sequence) for b in result.breaches] == (
+        [("max_order_rate", Decimal(2), 3)] if breached else []
+    )
+
+
+@pytest.mark.parametrize(
+    ("new_limit", "closed"),
+    [(2, True), (None, True), (0, False)],
+    ids=["raised-to-the-figure", "cleared", "lowered"],
+)
+def test_audit_when_limits_set_during_rate_interval_judges_last_figure_by_new_limit(
+    new_limit: int | None, closed: bool
+) -> None:
+    # Arrange: 2 intents in a minute against 1 (open at seq 3), then new limits at seq 4.
+    events = stream(
+        limits(10, BIG, at=stamp("17:00:00"), max_orders_per_minute=1),
+        issue("I-1", at=stamp("17:00:10")),
+        issue("I-2", at=stamp("17:00:20")),
+        limits(10, BIG, at=stamp("17:00:25"), max_orders_per_minute=new_limit),
+    )
+
+    # Act
+    breach = only_breach(audit(events))
+
+    # Assert: the limit reported is the one in force when it opened.
+    assert (breach.gate, breach.limit, breach.peak) == ("max_order_rate", Decimal(1), Decimal(2))
+    assert breach.first_sequence == 3
+    assert breach.last_sequence == (4 if closed else None)
+
+
+def test_audit_when_intent_back_dated_counts_every_intent_after_its_minute_start() -> None:
+    # Arrange: I-3 is stamped 17:00:30, before I-2: the gates count every intent after 16:59:30
+    # (I-1 and I-2, later or not) plus itself: 3 > 2. The 10-minute duplicate window keeps I-1
+    # among the fold's recent intents; the quantities differ, so none is a duplicate.
+    events = stream(
+        limits(10, BIG, at=stamp("16:59:00"), max_orders_per_minute=2, duplicate_window_s=600),
+        issue("I-1", at=stamp("17:00:00"), quantity="1"),
+        issue("I-2", at=stamp("17:02:00"), quantity="2"),
+        issue("I-3", at=stamp("17:00:30"), quantity="3"),
+    )
+
+    # Act
+    breach = only_breach(audit(events))
+
+    # Assert
+    assert (breach.gate, breach.peak, breach.first_sequence) == (
+        "max_order_rate", Decimal(3), 4)
+
+
+def test_audit_when_rate_limit_lowered_below_past_minute_opens_nothing() -> None:
+    # Arrange: 3 intents in a minute within 5; the limit then drops to 1 but no intent follows.
+    events = stream(
+        limits(10, BIG, at=stamp("17:00:00"), max_orders_per_minute=5),
+        issue("I-1", at=stamp("17:00:10")),
+        issue("I-2", at=stamp("17:00:20")),
+        issue("I-3", at=stamp("17:00:30")),
+        limits(10, BIG, at=stamp("17:00:40"), max_orders_per_minute=1),
+        signal_evaluated("S-1", at=stamp("17:00:50")),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert: the rate is judged at each intent, as the gates judge each decision.
+    assert result.breaches == []
+
+
+def test_audit_when_intents_spaced_within_rate_finds_no_breach() -> None:
+    # Arrange: one intent every 30 s: never more than 2 in a minute.
+    events = stream(
+        limits(10, BIG, at=stamp("17:00:00"), max_orders_per_minute=2),
+        *(issue(f"I-{n}", at=stamp(f"17:0{n // 2}:{30 * (n % 2):02d}")) for n in range(8)),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert result.breaches == []
+
+
+def test_audit_when_rate_interval_open_at_window_start_reports_it_from_first_event_inside() -> None:
+    # Arrange
+    events = rate_history()
+
+    # Act: the window starts at the fill (seq 5), while the rate is 3 against 2.
+    breach = only_breach(audit(events, window_from=moment("17:00:35")))
+
+    # Assert
+    assert (breach.gate, breach.limit, breach.peak) == ("max_order_rate", Decimal(2), Decimal(4))
+    assert (breach.first_sequence, breach.last_sequence) == (5, 7)
+
+
+# --- max_underlying_exposure ----------------------------------------------------------------------
+
+MSFT_PUT = "MSFT 260220P00400000"
+MSFT_CALL = "MSFT 260320C00420000"
+AMD_PUT = "AMD 260220P00110000"
+
+
+def test_audit_when_one_underlying_goes_over_opens_and_closes_when_every_one_is_within() -> None:
+    # Arrange: limit 1,000 per underlying. MSFT 600, AMD 900 (1,500 in all, each within); an
+    # intent on another MSFT strike takes MSFT to 1,050 (seq 4); its fill keeps it there; AMD
+    # reaches 1,020; MSFT drops to 450 with AMD still over; AMD back to 900 closes it (seq 8).
+    events = stream(
+        limits(10, BIG, at=stamp("17:00:00"), max_underlying_exposure="1000"),
+        fill("P-1", at=stamp("17:01:00"), quantity="4", price="1.50", symbol=MSFT_PUT),
+        fill("P-2", at=stamp("17:02:00"), quantity="5", price="1.80", symbol=AMD_PUT),
+        issue("I-1", at=stamp("17:03:00"), quantity="3", limit_price="1.50", symbol=MSFT_CALL),
+        fill("P-I-1", at=stamp("17:04:00"), quantity="3", price="1.50", symbol=MSFT_CALL,
+             intent_id="I-1"),
+        fill("P-4", at=stamp("17:05:00"), quantity="1", price="1.20", symbol=AMD_PUT),
+        close("P-1", at=stamp("17:06:00")),
+        close("P-4", at=stamp("17:07:00")),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert result.breaches == [
+        Breach(
+            gate="max_underlying_exposure",
+            limit=Decimal("1000"),
+            peak=Decimal("1050"),
+            opened_at=moment("17:03:00"),
+            closed_at=moment("17:07:00"),
+            first_sequence=4,
+            last_sequence=8,
+            opening_event_id=events[3].event_id,
+            closing_event_id=events[7].event_id,
+        )
+    ]
+    assert audit_document([result])["accounts"][0]["breaches"][0] == {
+        "gate": "max_underlying_exposure",
+        "limit": "1000.00",
+        "peak": "1050.00",
+        "from": "2026-02-03T17:03:00Z",
+        "to": "2026-02-03T17:07:00Z",
+        "first_sequence": 4,
+    }
+
+
+def test_audit_when_limit_set_over_held_underlying_opens_at_limits_set_until_cancel() -> None:
+    # Arrange: MSFT 600 open + 450 pending before any underlying limit; then 1,000 is set.
+    events = stream(
+        limits(10, BIG, at=stamp("17:00:00")),
+        fill("P-1", at=stamp("17:01:00"), quantity="4", price="1.50", symbol=MSFT_PUT),
+        issue("I-1", at=stamp("17:02:00"), quantity="3", limit_price="1.50", symbol=MSFT_CALL),
+        limits(10, BIG, at=stamp("17:05:00"), max_underlying_exposure="1000"),
+        release("I-1", at=stamp("17:06:00"), event_type="IntentCancelled"),
+    )
+
+    # Act
+    breach = only_breach(audit(events))
+
+    # Assert
+    assert (breach.gate, breach.limit, breach.peak) == (
+        "max_underlying_exposure", Decimal("1000"), Decimal("1050"))
+    assert (breach.first_sequence, breach.last_sequence) == (4, 5)
+
+
+def test_audit_when_limit_lowered_during_underlying_interval_keeps_limit_in_force_at_opening(
+) -> None:
+    # Arrange
+    events = stream(
+        limits(10, BIG, at=stamp("17:00:00"), max_underlying_exposure="1000"),
+        fill("P-1", at=stamp("17:01:00"), quantity="11", price="1.00", symbol=MSFT_PUT),
+        limits(10, BIG, at=stamp("17:02:00"), max_underlying_exposure="500"),
+        close("P-1", at=stamp("17:03:00")),
+    )
+
+    # Act
+    breach = only_breach(audit(events))
+
+    # Assert
+    assert (breach.limit, breach.peak) == (Decimal("1000"), Decimal("1100"))
+    assert (breach.first_sequence, breach.last_sequence) == (2, 4)
+
+
+def test_audit_when_reducing_intent_executed_by_close_releases_its_reservation() -> None:
+    # Arrange: 900 held; a reducing intent reserves 300 more (1,200 > 1,000); the close that
+    # executes it names it, releasing the 300 and leaving 600 open.
+    events = stream(
+        limits(10, BIG, at=stamp("17:00:00"), max_underlying_exposure="1000"),
+        fill("P-1", at=stamp("17:01:00"), quantity="6", price="1.50", symbol=MSFT_PUT),
+        issue("I-1", at=stamp("17:02:00"), quantity="2", limit_price="1.50", symbol=MSFT_PUT,
+              side="short", position_id="P-1"),
+        close("P-1", at=stamp("17:03:00"), price="1.50", quantity="2", intent_id="I-1"),
+    )
+
+    # Act
+    breach = only_breach(audit(events))
+
+    # Assert
+    assert (breach.gate, breach.peak) == ("max_underlying_exposure", Decimal("1200"))
+    assert (breach.first_sequence, breach.last_sequence) == (3, 4)
+
+
+@pytest.mark.parametrize("released_by", ["IntentCancelled", "PositionClosed"])
+def test_audit_when_intent_cancelled_or_closed_releases_its_exposure(released_by: str) -> None:
+    # Arrange: 900 held + 300 reserved > 1,000 until the intent is released.
+    releasing = (
+        release("I-1", at=stamp("17:03:00"), event_type="IntentCancelled")
+        if released_by == "IntentCancelled"
+        else close("P-1", at=stamp("17:03:00"), price="1.50", quantity="2", intent_id="I-1")
+    )
+    events = stream(
+        limits(10, "1000", at=stamp("17:00:00")),
+        fill("P-1", at=stamp("17:01:00"), quantity="6", price="1.50", symbol=MSFT_PUT),
+        issue("I-1", at=stamp("17:02:00"), quantity="2", limit_price="1.50", symbol=MSFT_PUT,
+              side="short", position_id="P-1"),
+        releasing,
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    breach = only_breach(result)
+    assert (breach.gate, breach.peak) == ("max_exposure", Decimal("1200"))
+    assert (breach.first_sequence, breach.last_sequence) == (3, 4)
+    assert result.samples[-1].exposure == fold(events, account=ACCOUNT).exposure
+
+
+def test_audit_when_exposure_spread_over_underlyings_each_within_finds_no_breach() -> None:
+    # Arrange: 1,000 on each of MSFT (two strikes) and AMD, against 1,000 per underlying.
+    events = stream(
+        limits(10, BIG, at=stamp("17:00:00"), max_underlying_exposure="1000"),
+        fill("P-1", at=stamp("17:01:00"), quantity="4", price="1.00", symbol=MSFT_PUT),
+        fill("P-2", at=stamp("17:02:00"), quantity="6", price="1.00", symbol=MSFT_CALL),
+        fill("P-3", at=stamp("17:03:00"), quantity="5", price="1.00", symbol=AMD_PUT),
+        issue("I-1", at=stamp("17:04:00"), quantity="5", limit_price="1.00", symbol=AMD_PUT),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert result.breaches == []
+
+
+# --- duplicate_order ------------------------------------------------------------------------------
+
+
+def test_audit_when_identical_intents_within_window_reports_one_interval_until_a_new_one() -> None:
+    # Arrange: window 120 s. I-2 repeats I-1 (1 earlier), I-3 repeats both (2); the decision and
+    # the fill between them change nothing; I-4, of another quantity, closes it.
+    events = stream(
+        limits(10, BIG, at=stamp("16:59:00"), duplicate_window_s=120),
+        issue("I-1", at=stamp("17:00:00")),
+        signal_evaluated("S-1", at=stamp("17:00:30")),
+        issue("I-2", at=stamp("17:01:00")),
+        fill("P-I-1", at=stamp("17:01:10"), intent_id="I-1"),
+        issue("I-3", at=stamp("17:01:30")),
+        issue("I-4", at=stamp("17:01:40"), quantity="2"),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert result.breaches == [
+        Breach(
+            gate="duplicate_order",
+            limit=Decimal(0),
+            peak=Decimal(2),
+            opened_at=moment("17:01:00"),
+            closed_at=moment("17:01:40"),
+            first_sequence=4,
+            last_sequence=7,
+            opening_event_id=events[3].event_id,
+            closing_event_id=events[6].event_id,
+        )
+    ]
+    assert audit_document([result])["accounts"][0]["breaches"][0] == {
+        "gate": "duplicate_order",
+        "limit": "0",
+        "peak": "2",
+        "from": "2026-02-03T17:01:00Z",
+        "to": "2026-02-03T17:01:40Z",
+        "first_sequence": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    ("second", "breached"),
+    [("17:02:00", False), ("17:01:59", True)],
+    ids=["exactly-the-window-later", "within-the-window"],
+)
+def test_audit_when_repeat_near_window_end_counts_only_after_now_minus_window(
+    second: str, breached: bool
+) -> None:
+    # Arrange
+    events = stream(
+        limits(10, BIG, at=stamp("16:59:00"), duplicate_window_s=120),
+        issue("I-1", at=stamp("17:00:00")),
+        issue("I-2", at=stamp(second)),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert [(b.gate, b.peak, b.first_sequence) for b in result.breaches] == (
+        [("duplicate_order", Decimal(1), 3)] if breached else []
+    )
+
+
+@pytest.mark.parametrize(
+    "differing",
+    [{"symbol": MSFT_PUT}, {"side": "short"}, {"quantity": "2"}, {"limit_price": "1.01"}],
+    ids=["symbol", "side", "quantity", "limit-price"],
+)
+def test_audit_when_intent_differs_in_one_field_is_no_duplicate(differing: dict[str, str]) -> None:
+    # Arrange
+    events = stream(
+        limits(10, BIG, at=stamp("16:59:00"), duplicate_window_s=600),
+        issue("I-1", at=stamp("17:00:00")),
+        issue("I-2", at=stamp("17:00:01"), **differing),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert result.breaches == []
+
+
+@pytest.mark.parametrize(
+    ("window", "closed"), [(None, True), (30, False)], ids=["cleared", "shortened"]
+)
+def test_audit_when_limits_set_during_duplicate_interval_closes_it_only_if_cleared(
+    window: int | None, closed: bool
+) -> None:
+    # Arrange
+    events = stream(
+        limits(10, BIG, at=stamp("16:59:00"), duplicate_window_s=120),
+        issue("I-1", at=stamp("17:00:00")),
+        issue("I-2", at=stamp("17:01:00")),
+        limits(10, BIG, at=stamp("17:01:10"), duplicate_window_s=window),
+    )
+
+    # Act
+    breach = only_breach(audit(events))
+
+    # Assert
+    assert (breach.gate, breach.limit, breach.peak) == ("duplicate_order", Decimal(0), Decimal(1))
+    assert breach.first_sequence == 3
+    assert breach.last_sequence == (4 if closed else None)
+
+
+def test_audit_when_no_duplicate_window_set_repeats_are_no_breach() -> None:
+    # Arrange
+    events = stream(
+        limits(10, BIG, at=stamp("16:59:00")),
+        issue("I-1", at=stamp("17:00:00")),
+        issue("I-2", at=stamp("17:00:00")),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert result.breaches == []
+
+
+def test_audit_when_new_gates_open_at_one_event_lists_them_in_gates_order() -> None:
+    # Arrange: one intent is over the rate, over its underlying and a duplicate, all at seq 3.
+    events = stream(
+        limits(10, BIG, at=stamp("16:59:00"), max_orders_per_minute=1,
+               max_underlying_exposure="150", duplicate_window_s=60),
+        issue("I-1", at=stamp("17:00:00")),
+        issue("I-2", at=stamp("17:00:01")),
+    )
+
+    # Act
+    result = audit(events)
+
+    # Assert
+    assert GATES[-3:] == ("max_order_rate", "max_underlying_exposure", "duplicate_order")
+    assert [(b.gate, b.first_sequence) for b in result.breaches] == [
+        ("max_order_rate", 3), ("max_underlying_exposure", 3), ("duplicate_order", 3)]
 
 
 # --- No breach ------------------------------------------------------------------------------------

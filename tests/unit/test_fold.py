@@ -1,6 +1,8 @@
-"""Goal: the one fold turns an account's stored events into exactly the positions, pending
-intents, limits, halt flag and realised P&L that docs/design.md describes, refuses to be fed wrongly
-(foreign account, unsequenced event, sequence gap), and skips duplicates.
+"""Goal: the one fold turns an account's stored events into exactly the positions, pending intents,
+limits, trading state (active, reducing, halted: the last change wins), recent intents (pruned to
+the longer of 60 s and the duplicate window, at most ORDER_RATE_MAX) and realised P&L that
+docs/design.md describes (a cancel, and a close naming an intent, release it), refuses to be fed
+wrongly (foreign account, unsequenced event, sequence gap), and skips duplicates.
 
 Method: build events through the public JSON contract (`decode_event`), stamp them as stored
 with `with_ledger_fields`, fold them, and compare the resulting state with figures worked out by
@@ -9,22 +11,24 @@ hand. Arrange/Act/Assert, no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import json
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
-from ledger.events import Event, decode_event, with_ledger_fields
+from ledger.events import ORDER_RATE_MAX, Event, decode_event, format_time, with_ledger_fields
 from projections.fold import (
     AccountState,
     ForeignEvent,
     Limits,
     Position,
+    RecentIntent,
     SequenceGap,
     UnsequencedEvent,
     apply,
@@ -99,10 +103,13 @@ def close(
     price: str,
     quantity: str | None = None,
     occurred_at: str = MORNING,
+    intent_id: str | None = None,
 ) -> Event:
     data: dict[str, Any] = {"position_id": position_id, "price": price, "reason": "stop_loss"}
     if quantity is not None:
         data["quantity"] = quantity
+    if intent_id is not None:
+        data["intent_id"] = intent_id
     return unstored("PositionClosed", data, occurred_at=occurred_at)
 
 
@@ -113,20 +120,23 @@ def issue(
     limit_price: str = "6.00",
     multiplier: str = "100",
     expires_at: str = "2026-02-03T17:34:04Z",
+    side: str = "long",
+    position_id: str | None = None,
+    occurred_at: str = MORNING,
 ) -> Event:
     data = {
         "intent_id": intent_id,
         "signal_id": f"S-{intent_id}",
-        "position_id": f"P-{intent_id}",
+        "position_id": position_id or f"P-{intent_id}",
         "symbol": SYMBOL,
         "instrument": "option",
-        "side": "long",
+        "side": side,
         "quantity": quantity,
         "limit_price": limit_price,
         "multiplier": multiplier,
         "expires_at": expires_at,
     }
-    return unstored("IntentIssued", data)
+    return unstored("IntentIssued", data, occurred_at=occurred_at)
 
 
 def release(intent_id: str = "I-1", *, event_type: str = "IntentRejected") -> Event:
@@ -139,16 +149,24 @@ def limits(
     *,
     max_order_notional: str | None = None,
     daily_loss_limit: str | None = None,
+    max_orders_per_minute: int | None = None,
+    max_underlying_exposure: str | None = None,
+    duplicate_window_s: int | None = None,
+    occurred_at: str = MORNING,
 ) -> Event:
     data: dict[str, Any] = {
         "max_open_positions": max_open_positions,
         "max_exposure": max_exposure,
     }
-    if max_order_notional is not None:
-        data["max_order_notional"] = max_order_notional
-    if daily_loss_limit is not None:
-        data["daily_loss_limit"] = daily_loss_limit
-    return unstored("LimitsSet", data)
+    optional: dict[str, Any] = {
+        "max_order_notional": max_order_notional,
+        "daily_loss_limit": daily_loss_limit,
+        "max_orders_per_minute": max_orders_per_minute,
+        "max_underlying_exposure": max_underlying_exposure,
+        "duplicate_window_s": duplicate_window_s,
+    }
+    data.update({name: value for name, value in optional.items() if value is not None})
+    return unstored("LimitsSet", data, occurred_at=occurred_at)
 
 
 def signal_evaluated(signal_id: str = "S-9") -> Event:
@@ -634,7 +652,7 @@ def test_apply_when_intent_issued_reserves_its_notional() -> None:
     assert state.exposure == Decimal("1800")
 
 
-@pytest.mark.parametrize("event_type", ["IntentRejected", "IntentExpired"])
+@pytest.mark.parametrize("event_type", ["IntentRejected", "IntentExpired", "IntentCancelled"])
 def test_apply_when_intent_released_frees_its_reservation(event_type: str) -> None:
     # Act
     state = folded(issue("I-1"), issue("I-2"), release("I-1", event_type=event_type))
@@ -727,6 +745,214 @@ def test_apply_when_signal_evaluated_changes_only_sequence() -> None:
     assert after.positions == before.positions
     assert after.pending == before.pending
     assert after.limits == before.limits
+
+
+# --- Trading states: active, reducing, halted -----------------------------------------------------
+
+
+def reduced(reason: str = "risk review") -> Event:
+    return unstored("TradingReduced", {"reason": reason})
+
+
+def halted(reason: str = "manual stop") -> Event:
+    return unstored("TradingHalted", {"reason": reason})
+
+
+def resumed() -> Event:
+    return unstored("TradingResumed", {})
+
+
+def test_initial_state_when_new_account_is_active_with_no_recent_intents() -> None:
+    # Act
+    state = initial_state(ACCOUNT)
+
+    # Assert
+    assert (state.halted, state.reducing, state.trading_state) == (False, False, "active")
+    assert state.recent_intents == ()
+
+
+@pytest.mark.parametrize(("events", "expected"), [
+    ([reduced("risk review")], (False, True, "risk review", "reducing")),
+    ([reduced("risk review"), reduced("flatten")], (False, True, "flatten", "reducing")),
+    ([reduced("risk review"), halted("manual stop")], (True, False, "manual stop", "halted")),
+    ([halted("manual stop"), reduced("flatten")], (False, True, "flatten", "reducing")),
+    ([reduced("risk review"), resumed()], (False, False, None, "active")),
+    ([halted("manual stop"), resumed()], (False, False, None, "active")),
+    ([reduced("risk review"), halted("manual stop"), resumed()], (False, False, None, "active")),
+], ids=["reduced", "reduced-again", "reduced-then-halted", "halted-then-reduced",
+        "reduced-then-resumed", "halted-then-resumed", "reduced-halted-resumed"])
+def test_apply_when_trading_state_changes_the_last_change_wins(
+    events: list[Event], expected: tuple[bool, bool, str | None, str],
+) -> None:
+    # Act
+    state = folded(limits(), *events)
+
+    # Assert
+    assert (state.halted, state.reducing, state.halt_reason, state.trading_state) == expected
+
+
+def test_account_state_when_both_halted_and_reducing_is_halted() -> None:
+    # Arrange: the fold never sets both; a state built by hand may, and the halt wins.
+    state = dataclasses.replace(initial_state(ACCOUNT), halted=True, reducing=True)
+
+    # Act / Assert
+    assert state.trading_state == "halted"
+
+
+def test_apply_when_trading_reduced_keeps_positions_intents_and_limits() -> None:
+    # Arrange
+    before = folded(limits(), fill(), issue())
+
+    # Act
+    after = apply(before, stored(reduced(), 4))
+
+    # Assert
+    assert (after.positions, after.pending, after.limits) == (
+        before.positions, before.pending, before.limits)
+    assert after.recent_intents == before.recent_intents
+
+
+# --- Releases: a cancel, and a close that executes an intent --------------------------------------
+
+
+def test_apply_when_intent_cancelled_it_still_counts_as_a_recent_order() -> None:
+    # Act
+    state = folded(issue("I-1"), release("I-1", event_type="IntentCancelled"))
+
+    # Assert
+    assert state.pending_count == 0
+    assert [recent.intent_id for recent in state.recent_intents] == ["I-1"]
+
+
+def test_apply_when_close_names_its_intent_releases_it_and_reduces_the_position() -> None:
+    # Arrange: long 12; a reduction of 3 is pending on P-1, and another intent I-2.
+    before = folded(fill(quantity="12", price="6.00"),
+                    issue("I-1", side="short", quantity="3", position_id="P-1"), issue("I-2"))
+
+    # Act
+    state = apply(before, stored(close(price="6.50", quantity="3", intent_id="I-1"), 4))
+
+    # Assert
+    assert set(state.pending) == {"I-2"}
+    assert position(state).quantity == Decimal("9")
+    assert state.realized_pnl_total == Decimal("150")
+
+
+def test_apply_when_close_of_everything_names_its_intent_releases_it_and_closes() -> None:
+    # Act
+    state = folded(fill(quantity="12", price="6.00"),
+                   issue("I-1", side="short", quantity="12", position_id="P-1"),
+                   close(price="5.00", intent_id="I-1"))
+
+    # Assert
+    assert state.pending_count == 0
+    assert state.open_positions == 0
+    assert state.exposure == 0
+    assert state.realized_pnl_total == Decimal("-1200")
+
+
+def test_apply_when_close_of_an_unknown_position_names_its_intent_still_releases_it() -> None:
+    # Act
+    state = folded(fill(), issue("I-1", side="short", position_id="P-404"),
+                   close("P-404", price="5.00", intent_id="I-1"))
+
+    # Assert
+    assert state.pending_count == 0
+    assert position(state).quantity == Decimal("12")
+    assert state.realized_pnl_total == 0
+
+
+def test_apply_when_close_names_no_intent_leaves_pending_intents() -> None:
+    # Act
+    state = folded(fill(), issue("I-1", side="short", quantity="3", position_id="P-1"),
+                   close(price="6.00", quantity="3"))
+
+    # Assert
+    assert set(state.pending) == {"I-1"}
+    assert position(state).quantity == Decimal("9")
+
+
+# --- Recent intents: what the order-rate and duplicate gates look back on -------------------------
+
+
+def at(seconds: float) -> str:
+    """Return the time `seconds` after MORNING, as an event states it."""
+    return format_time(MORNING_AT + timedelta(seconds=seconds))
+
+
+def test_apply_when_intent_issued_records_it_as_a_recent_intent() -> None:
+    # Act
+    state = folded(issue("I-1", quantity="3", limit_price="6.00", side="short", occurred_at=at(7)))
+
+    # Assert
+    assert state.recent_intents == (RecentIntent(
+        intent_id="I-1", occurred_at=MORNING_AT + timedelta(seconds=7), symbol=SYMBOL,
+        side="short", quantity=Decimal("3"), limit_price=Decimal("6.00")),)
+    assert state.intents_since(MORNING_AT + timedelta(seconds=6)) == list(state.recent_intents)
+    assert state.intents_since(MORNING_AT + timedelta(seconds=7)) == []
+
+
+@pytest.mark.parametrize(("window", "age", "kept"), [
+    (None, 59, True), (None, 60, False), (None, 61, False),
+    # A duplicate window shorter than the rate's 60 s keeps 60 s.
+    (30, 45, True), (30, 60, False),
+    # A longer one keeps that long.
+    (120, 90, True), (120, 119, True), (120, 120, False), (120, 121, False),
+    (86_400, 86_399, True), (86_400, 86_400, False),
+])
+def test_apply_when_intent_issued_prunes_recent_intents_beyond_the_longer_window(
+    window: int | None, age: int, kept: bool,
+) -> None:
+    # Arrange: I-old issued `age` seconds before I-new; I-mid 1 s before.
+    events = [limits(duplicate_window_s=window), issue("I-old", occurred_at=at(0)),
+              issue("I-mid", occurred_at=at(age - 1)), issue("I-new", occurred_at=at(age))]
+
+    # Act
+    state = folded(*events)
+
+    # Assert
+    expected = ["I-old", "I-mid", "I-new"] if kept else ["I-mid", "I-new"]
+    assert [recent.intent_id for recent in state.recent_intents] == expected
+
+
+def test_apply_when_no_intent_is_issued_keeps_recent_intents_however_late() -> None:
+    # Arrange
+    before = folded(limits(), issue("I-1", occurred_at=at(0)))
+
+    # Act: later events of every other kind prune nothing; the gates look at the time.
+    state = fold(stream(fill(occurred_at=at(3600)), release("I-1"), reduced(), first=3), before)
+
+    # Assert
+    assert [recent.intent_id for recent in state.recent_intents] == ["I-1"]
+
+
+def test_apply_when_recent_intents_are_at_the_cap_drops_the_oldest() -> None:
+    # Arrange: ORDER_RATE_MAX intents in the same second.
+    base = folded(limits())
+    recent = tuple(RecentIntent(intent_id=f"I-{index}", occurred_at=MORNING_AT, symbol=SYMBOL,
+                                side="long", quantity=Decimal("1"), limit_price=Decimal("1"))
+                   for index in range(ORDER_RATE_MAX))
+    before = dataclasses.replace(base, recent_intents=recent)
+
+    # Act
+    state = apply(before, stored(issue("I-new", occurred_at=at(1)), 2))
+
+    # Assert
+    assert len(state.recent_intents) == ORDER_RATE_MAX
+    assert state.recent_intents[0].intent_id == "I-1"
+    assert state.recent_intents[-1].intent_id == "I-new"
+
+
+def test_apply_when_limits_set_folds_the_new_limits() -> None:
+    # Act
+    state = folded(limits(3, "2500", max_orders_per_minute=4, max_underlying_exposure="1000.50",
+                          duplicate_window_s=30))
+
+    # Assert
+    assert state.limits == Limits(
+        max_open_positions=3, max_exposure=Decimal("2500"), max_order_notional=None,
+        daily_loss_limit=None, max_orders_per_minute=4,
+        max_underlying_exposure=Decimal("1000.50"), duplicate_window_s=30)
 
 
 # --- Values --------------------------------------------------------------------------------------

@@ -118,6 +118,9 @@ def test_positions_document_when_state_has_positions_and_intents_renders_design_
             "max_exposure": "10000",
             "max_order_notional": None,
             "daily_loss_limit": "500.5",
+            "max_orders_per_minute": None,
+            "max_underlying_exposure": None,
+            "duplicate_window_s": None,
         },
         "open_positions": [
             {
