@@ -92,11 +92,12 @@ async def progress_table(conn: asyncpg.Connection, tally: Tally, remaining_s: fl
         """SELECT s.account, s.head, coalesce(p.applied_sequence, 0) AS projected,
                   (SELECT count(*) FROM projection_positions x WHERE x.account = s.account) AS open,
                   (SELECT count(*) FROM projection_pending x
-                   WHERE x.account = s.account) AS pending,
+                   WHERE x.account = s.account AND NOT x.reducing) AS pending,
                   coalesce((SELECT sum(quantity * average_price * multiplier)
                             FROM projection_positions x WHERE x.account = s.account), 0)
                   + coalesce((SELECT sum(abs(quantity) * limit_price * multiplier)
-                              FROM projection_pending x WHERE x.account = s.account), 0)
+                              FROM projection_pending x
+                              WHERE x.account = s.account AND NOT x.reducing), 0)
                       AS exposure,
                   p.max_open_positions, p.max_exposure, p.trading_state,
                   (SELECT count(*) FILTER (WHERE (data->>'allowed')::boolean)

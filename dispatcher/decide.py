@@ -23,7 +23,6 @@ from ledger.events import (
     LEDGER_NAMESPACE,
     Event,
     IntentExpired,
-    IntentIssued,
     Signal,
     SignalEvaluated,
     build_event,
@@ -166,14 +165,8 @@ def _decision_events(config: DispatcherConfig, signal: Signal, decision: gates.D
     events = [build_event(config.account, now, evaluated)]
     if decision.allowed:
         intent_id = intent_id_for(config.account, signal.signal_id)
-        # A reducing intent names the position it reduces; an opening one, the position it opens.
-        position_id = reduced.position_id if reduced is not None else f"P-{intent_id}"
-        events.append(build_event(config.account, now, IntentIssued(
-            intent_id=intent_id, signal_id=signal.signal_id, position_id=position_id,
-            symbol=signal.symbol, instrument=signal.instrument, side=signal.side,
-            quantity=signal.quantity, limit_price=signal.limit_price,
-            multiplier=signal.multiplier, expires_at=now + config.intent_ttl,
-            reducing=reduced is not None)))
+        events.append(build_event(config.account, now, gates.issued_intent(
+            signal, intent_id, now + config.intent_ttl, reduced)))
     return events
 
 

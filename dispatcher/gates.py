@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from ledger.events import DECIMAL_CONTEXT, DECIMAL_DIGITS_MAX, GateResult, Signal, underlying
+from ledger.events import (
+    DECIMAL_CONTEXT,
+    DECIMAL_DIGITS_MAX,
+    GateResult,
+    IntentIssued,
+    Signal,
+    underlying,
+)
 from ledger.money import money_text
 from projections.fold import RATE_WINDOW, AccountState, Limits, Position, trading_day
 from projections.rules import RULES, LimitRule
@@ -148,15 +155,35 @@ def _signal_age(signal: Signal, now: datetime, max_age: timedelta | None) -> Gat
 
 
 def reduces(state: AccountState, signal: Signal) -> Position | None:
-    """Return the open position a signal only reduces (it names it, takes the opposite side and
-    at most its open quantity), or None when the signal would open or add risk."""
+    """Return the open position a signal only reduces, or None when it would open or add risk.
+
+    It reduces when it names an open position of its symbol, takes the opposite side and at most
+    the quantity still open once the reductions already pending on that position are done: two
+    reductions of 3 on a position of 5 would sell 6, and the second one opens a short of 1.
+    """
     if signal.position_id is None:
         return None
     position = state.positions.get(signal.position_id)
-    if position is None or position.side == signal.side or signal.quantity > position.quantity \
-            or position.symbol != signal.symbol:
+    if position is None or position.side == signal.side or position.symbol != signal.symbol:
+        return None
+    if signal.quantity > position.quantity - state.reducing_pending_on(position.position_id):
         return None
     return position
+
+
+def issued_intent(signal: Signal, intent_id: str, expires_at: datetime,
+                  reduced: Position | None) -> IntentIssued:
+    """Return the intent an allowed signal issues; `reduced`: what `reduces` returned for it.
+
+    A reducing intent names the position it reduces and reserves nothing; an opening one names
+    the position it opens.
+    """
+    position_id = reduced.position_id if reduced is not None else f"P-{intent_id}"
+    return IntentIssued(
+        intent_id=intent_id, signal_id=signal.signal_id, position_id=position_id,
+        symbol=signal.symbol, instrument=signal.instrument, side=signal.side,
+        quantity=signal.quantity, limit_price=signal.limit_price, multiplier=signal.multiplier,
+        expires_at=expires_at, reducing=reduced is not None)
 
 
 def _reducing(state: AccountState, signal: Signal, reduced: Position | None) -> GateResult:

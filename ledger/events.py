@@ -631,7 +631,7 @@ class IntentIssued(_Traded):
     limit_price: Price
     multiplier: Multiplier = Decimal("1")
     expires_at: UtcDatetime
-    # Reduces the open position it names (issued while the account was reducing).
+    # Only reduces the open position it names (dispatcher.gates.reduces): it reserves nothing.
     reducing: bool = False
 
 

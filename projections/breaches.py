@@ -466,11 +466,15 @@ class BreachFinder:
                 underlyings.change(_POSITIONS_KIND, position_id, position, figure)
         if intent_id is not None:
             intent = draft.pending.get(intent_id)
+            if intent is not None and intent.reducing:
+                # It reserves nothing (AccountState.pending_exposure): as if not pending.
+                intent = None
             figure = None if intent is None else intent.notional
             self._pending_exposure = _synced(self._intent_notionals, intent_id, figure)
             if underlyings is not None:
                 underlyings.change(_INTENTS_KIND, intent_id, intent, figure)
-        positions = len(draft.positions) + len(draft.pending)
+        # The intents that reserve capacity are those _intent_notionals holds.
+        positions = len(draft.positions) + len(self._intent_notionals)
         exposure = self._open_exposure + self._pending_exposure
         changes = self._changes
         limits = draft.limits
@@ -507,7 +511,8 @@ class BreachFinder:
             for position_id, position in draft.positions.items():
                 underlyings.change(_POSITIONS_KIND, position_id, position, position.notional)
             for intent_id, intent in draft.pending.items():
-                underlyings.change(_INTENTS_KIND, intent_id, intent, intent.notional)
+                if not intent.reducing:
+                    underlyings.change(_INTENTS_KIND, intent_id, intent, intent.notional)
         if in_force.rate is None and in_force.duplicate is None:
             self._recent = None
         elif self._recent is None:
@@ -534,7 +539,7 @@ class BreachFinder:
             if interval is not None:
                 interval.rebase(event, sequence)
         # The figures in force when the window starts belong to it.
-        self._peak_positions = len(self._draft.positions) + len(self._draft.pending)
+        self._peak_positions = len(self._draft.positions) + len(self._intent_notionals)
         self._peak_exposure = self._open_exposure + self._pending_exposure
 
     def _check_gates(

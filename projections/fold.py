@@ -147,7 +147,12 @@ class Position:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PendingIntent:
-    """An issued intent that is neither filled, rejected nor expired: it counts against limits."""
+    """An issued intent that is neither filled, rejected, expired nor cancelled.
+
+    An opening intent counts against the limits like an open position; a reducing one (it only
+    reduces an open position, `IntentIssued.reducing`) reserves nothing, but the quantity it
+    will sell or buy back is spoken for: another reduction of that position sees less open.
+    """
 
     intent_id: str
     signal_id: str
@@ -160,10 +165,11 @@ class PendingIntent:
     multiplier: Decimal
     expires_at: datetime
     issued_sequence: int
+    reducing: bool = False
 
     @property
     def notional(self) -> Decimal:
-        """Return the reserved exposure: |quantity| x limit_price x multiplier."""
+        """Return the order's notional: |quantity| x limit_price x multiplier."""
         return notional(self.quantity, self.limit_price, self.multiplier)
 
 
@@ -235,8 +241,8 @@ class AccountState:
 
     @property
     def pending_count(self) -> int:
-        """Return the number of pending intents."""
-        return len(self.pending)
+        """Return the number of pending intents that count as positions (not reducing ones)."""
+        return sum(1 for intent in self.pending.values() if not intent.reducing)
 
     @property
     def open_exposure(self) -> Decimal:
@@ -245,8 +251,9 @@ class AccountState:
 
     @property
     def pending_exposure(self) -> Decimal:
-        """Return the sum of the pending intents' notional."""
-        return sum((intent.notional for intent in self.pending.values()), _ZERO)
+        """Return the exposure the pending intents reserve (reducing ones reserve none)."""
+        return sum((intent.notional for intent in self.pending.values() if not intent.reducing),
+                   _ZERO)
 
     @property
     def exposure(self) -> Decimal:
@@ -267,7 +274,12 @@ class AccountState:
         held = sum((p.notional for p in self.positions.values()
                     if underlying(p.symbol) == name), _ZERO)
         return held + sum((i.notional for i in self.pending.values()
-                           if underlying(i.symbol) == name), _ZERO)
+                           if not i.reducing and underlying(i.symbol) == name), _ZERO)
+
+    def reducing_pending_on(self, position_id: str) -> Decimal:
+        """Return the quantity pending reducing intents will take off one open position."""
+        return sum((i.quantity for i in self.pending.values()
+                    if i.reducing and i.position_id == position_id), _ZERO)
 
     def intents_since(self, moment: datetime) -> list[RecentIntent]:
         """Return the recent intents issued after `moment`, oldest first."""
@@ -540,6 +552,7 @@ def _apply_intent_issued(draft: Folding, event: IntentIssuedEvent) -> None:
         multiplier=issued.multiplier,
         expires_at=issued.expires_at,
         issued_sequence=draft.sequence,
+        reducing=issued.reducing,
     )
     recent = draft.recent_intents
     recent.append(RecentIntent(

@@ -61,6 +61,7 @@ _PENDING_COLUMNS = (
     "multiplier",
     "expires_at",
     "issued_sequence",
+    "reducing",
 )
 
 
@@ -296,6 +297,7 @@ def _pending_values(i: PendingIntent) -> tuple[Any, ...]:
         i.multiplier,
         i.expires_at,
         i.issued_sequence,
+        i.reducing,
     )
 
 

@@ -65,6 +65,8 @@ def _intent_document(intent: PendingIntent) -> dict[str, Any]:
         "symbol": intent.symbol,
         "notional": money_json(intent.notional),
         "expires_at": format_time(intent.expires_at),
+        # A reducing intent reserves nothing: it is not in pending_exposure.
+        "reducing": intent.reducing,
     }
 
 

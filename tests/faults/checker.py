@@ -30,7 +30,7 @@ The checks, each guarding one promise of docs/design.md:
    max_orders_per_minute, and no identical intent (symbol, side, quantity, limit price) was
    issued within duplicate_window_s before it (invariant 2). An intent marked reducing that
    truly reduces an open position (names it, opposite side, same symbol, at most its open
-   quantity) adds no risk: it is exempt from positions, exposure, underlying and order notional,
+   quantity less the other reductions pending on it) adds no risk and reserves nothing: it is exempt from positions, exposure, underlying and order notional,
    never from the rate or duplicates; one marked reducing that does not is judged as an opening.
    It uses the fold only, not the gates, so a bug in the gates cannot hide here.
 6. decisions - every SignalEvaluated was decided on the head (as_of_sequence = sequence - 1),
@@ -435,31 +435,40 @@ def _limits_problem(state: AccountState, event: IntentIssuedEvent,
     issued = event.data
     breaches: list[str] = []
     reduced = (_reduced_position(state, issued.position_id, issued.symbol, issued.side,
-                                 issued.quantity) if issued.reducing else None)
+                                 issued.quantity, issued.intent_id) if issued.reducing else None)
     if reduced is None:
+        # Marked reducing, the fold reserved nothing for it; judged as an opening, it counts.
         breaches += _risk_breaches(state, issued.symbol, issued.quantity, issued.limit_price,
-                                   issued.multiplier, limits)
+                                   issued.multiplier, limits, unreserved=issued.reducing)
     breaches += _pace_breaches(event, earlier, limits)
     return "; ".join(breaches) if breaches else None
 
 
 def _risk_breaches(state: AccountState, symbol: str, quantity: decimal.Decimal,
                    limit_price: decimal.Decimal, multiplier: decimal.Decimal,
-                   limits: Limits) -> list[str]:
-    """Return the opening limits (positions, exposure, underlying, order) the state is beyond."""
+                   limits: Limits, *, unreserved: bool = False) -> list[str]:
+    """Return the opening limits (positions, exposure, underlying, order) the state is beyond.
+
+    `unreserved`: the order is pending in `state` but reserves nothing there (it was marked
+    reducing), so its position and notional are added here.
+    """
     # The dispatcher computes in the ledger's decimal context; so must its judge.
     with decimal.localcontext(DECIMAL_CONTEXT):
-        exposure = state.exposure
         order = notional(quantity, limit_price, multiplier)
+        added = order if unreserved else decimal.Decimal(0)
+        exposure = state.exposure + added
         name = underlying(symbol)
         on_name = sum((p.notional for p in state.positions.values()
                        if underlying(p.symbol) == name), decimal.Decimal(0))
+        # A pending reduction reserves nothing (nor does it in state.exposure).
         on_name += sum((i.notional for i in state.pending.values()
-                        if underlying(i.symbol) == name), decimal.Decimal(0))
+                        if not i.reducing and underlying(i.symbol) == name), decimal.Decimal(0))
+        on_name += added
     breaches: list[str] = []
-    positions = state.open_positions + state.pending_count
+    pending = state.pending_count + (1 if unreserved else 0)
+    positions = state.open_positions + pending
     if positions > limits.max_open_positions:
-        breaches.append(f"open {state.open_positions} + pending {state.pending_count} = "
+        breaches.append(f"open {state.open_positions} + pending {pending} = "
                         f"{positions} positions > max_open_positions {limits.max_open_positions}")
     if exposure > limits.max_exposure:
         breaches.append(f"exposure {_money(exposure)} > max_exposure "
@@ -508,13 +517,19 @@ def _order_of(event: IntentIssuedEvent) -> tuple[object, ...]:
 
 
 def _reduced_position(state: AccountState, position_id: str | None, symbol: str, side: str,
-                      quantity: decimal.Decimal) -> Position | None:
+                      quantity: decimal.Decimal, intent_id: str | None = None) -> Position | None:
     """Return the open position an order only reduces: it names it, takes the opposite side,
-    the same symbol and at most its open quantity (README, "Limits, trading states and gates").
-    None when the order would open or add risk. The checker's own reading, not the gates'."""
+    the same symbol and at most its open quantity less what the other pending reductions of it
+    will take (README, "Limits, trading states and gates"); `intent_id`: the order itself when
+    it is already pending. None when the order would open or add risk. The checker's own
+    reading, not the gates'."""
     position = state.positions.get(position_id) if position_id is not None else None
-    if position is None or position.side == side or position.symbol != symbol \
-            or quantity > position.quantity:
+    if position is None or position.side == side or position.symbol != symbol:
+        return None
+    spoken_for = sum((i.quantity for i in state.pending.values()
+                      if i.reducing and i.position_id == position.position_id
+                      and i.intent_id != intent_id), decimal.Decimal(0))
+    if quantity > position.quantity - spoken_for:
         return None
     return position
 

@@ -850,6 +850,25 @@ def test_clean_reducing_flow_and_halt_cancels_are_clean() -> None:
     assert find_violations(observation) == []
 
 
+def forgetting_pending_reductions(state: AccountState) -> AccountState:
+    """The view of a dispatcher that does not subtract the reductions already pending."""
+    return dataclasses.replace(state, pending={
+        key: intent for key, intent in state.pending.items() if not intent.reducing})
+
+
+def test_check_5_when_two_pending_reductions_sell_more_than_is_open_judges_the_second_an_opening(
+) -> None:
+    ledger = reducing_gamma()
+    # P-G1 is long 10; 6 then 6 would sell 12: the second is a short of 2 at its limits.
+    first = ledger.decide(GAMMA, "S-G3", "SPY 260220P00600000", "6", "0.50", side="short",
+                          reduces="P-G1")
+    ledger.decide(GAMMA, "S-G4", "SPY 260220P00600000", "6", "0.60", side="short",
+                  reduces="P-G1", view=forgetting_pending_reductions)
+
+    assert first.allowed, first.reason
+    caught(observe(ledger.streams), 5, intent_id("S-G4"), "max_open_positions 1")
+
+
 # --- Check 6: decisions ---------------------------------------------------------------------------
 
 

@@ -16,8 +16,8 @@ which gates are over their limits (the rate and duplicate figures from
 intervals must cover exactly those events. A decided history is built as the dispatcher builds
 one: each signal of a burst is evaluated by `dispatcher.gates.evaluate` on the state folded so
 far, at the decision's time, and issued as an intent stamped with that time when allowed. Its
-signals open positions: an allowed reducing intent still reserves exposure in the fold, a known
-gap pinned by an xfail below.
+signals open positions, and some reduce them: an allowed reducing intent reserves nothing, in the
+gates as in the fold.
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from console.charts import terminal_chart
-from dispatcher.gates import Freshness, evaluate
+from dispatcher.gates import Freshness, evaluate, issued_intent, reduces
 from ledger.events import (
     Event,
-    IntentIssued,
     IntentIssuedEvent,
     LimitsSetEvent,
     OrderFilledEvent,
@@ -682,7 +681,7 @@ class DecidedHistory:
         self.codes.add(decision.code or "allowed")
         if decision.allowed:
             self.allowed += 1
-            self.append("IntentIssued", intent_data(signal, f"I-{index}", at), at)
+            self.append("IntentIssued", intent_data(state, signal, f"I-{index}", at), at)
 
     def act(self, action: str, at: datetime) -> None:
         """Fill (at its limit price) or release the oldest pending intent, or close a position."""
@@ -705,12 +704,10 @@ class DecidedHistory:
             self.append(action, {"intent_id": intent.intent_id, "reason": "broker"}, at)
 
 
-def intent_data(signal: Signal, intent_id: str, at: datetime) -> dict[str, Any]:
-    issued = IntentIssued(
-        intent_id=intent_id, signal_id=signal.signal_id, position_id=f"P-{intent_id}",
-        symbol=signal.symbol, instrument=signal.instrument, side=signal.side,
-        quantity=signal.quantity, limit_price=signal.limit_price, multiplier=signal.multiplier,
-        expires_at=at + INTENT_TTL)
+def intent_data(state: AccountState, signal: Signal, intent_id: str,
+                at: datetime) -> dict[str, Any]:
+    """Return the intent's data as the dispatcher issues it for an allowed signal."""
+    issued = issued_intent(signal, intent_id, at + INTENT_TTL, reduces(state, signal))
     data: dict[str, Any] = json.loads(issued.model_dump_json(exclude_none=True))
     return data
 
@@ -745,9 +742,6 @@ def test_audit_when_every_intent_allowed_by_the_gates_finds_no_rate_underlying_o
     assert [breach for breach in result.breaches if breach.gate in NEW_GATES] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: the gates pass a reducing signal as no new risk, but the fold reserves its "
-    "notional like any pending intent, so the audit finds the account over its underlying limit"))
 def test_audit_when_gates_allow_a_reducing_intent_finds_no_underlying_breach() -> None:
     # Arrange: 900 open on MSFT against 1,000; a signal reducing it by 2 (300) is allowed.
     history = DecidedHistory()

@@ -570,19 +570,24 @@ def record(decision: Decision) -> None:
 
 def reduction_of(state: AccountState, signal: Signal) -> Position | None:
     """Return the open position the signal only reduces: it names it, on the other side, for at
-    most its open quantity, on its symbol."""
+    most what is open less the reductions already pending on it, on its symbol."""
     held = state.positions.get(signal.position_id) if signal.position_id is not None else None
-    if held is None or held.side == signal.side or held.symbol != signal.symbol \
-            or signal.quantity > held.quantity:
+    if held is None or held.side == signal.side or held.symbol != signal.symbol:
+        return None
+    spoken_for = sum((i.quantity for i in state.pending.values()
+                      if i.reducing and i.position_id == held.position_id), Decimal("0"))
+    if signal.quantity > held.quantity - spoken_for:
         return None
     return held
 
 
 def exposure_on(state: AccountState, symbol: str) -> Decimal:
-    """Return open + pending exposure on the symbol's underlying (its first word)."""
+    """Return open + pending exposure on the symbol's underlying (its first word); a pending
+    reduction reserves nothing."""
     name = symbol.split()[0]
     held = [p.notional for p in state.positions.values() if p.symbol.split()[0] == name]
-    pending = [i.notional for i in state.pending.values() if i.symbol.split()[0] == name]
+    pending = [i.notional for i in state.pending.values()
+               if not i.reducing and i.symbol.split()[0] == name]
     return sum(held + pending, Decimal("0"))
 
 

@@ -1352,11 +1352,12 @@ def test_evaluate_when_a_reducing_signal_is_over_the_order_rate_blocks() -> None
 
 
 def test_evaluate_when_a_reducing_signal_repeats_an_intent_within_the_window_blocks() -> None:
-    # Arrange
+    # Arrange: the same reduction was issued 4 s ago and rejected, so all 5 are open again.
     state = at_limits(
         reduce_only("risk review"),
         issue("I-1", side="short", quantity="5", limit_price="6.00", position_id="P-1",
               occurred_at=ago(4)),
+        reject("I-1"),
         duplicate_window_s=30)
 
     # Act
@@ -1422,12 +1423,9 @@ def test_evaluate_when_reducing_and_limits_never_set_blocks_a_reduction_too() ->
     assert gate(decision, gates.TRADING_REDUCING).passed is True
 
 
-# --- Known gaps, pinned: each xfail is strict, so a fix makes it pass and asks to drop the mark --
+# --- Pending reductions and the duplicate window's memory --------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gates.reduces compares the signal with the open quantity only: reductions already pending "
-    "on the position are not subtracted, so two reductions of 3 pass on a position of 5"))
 def test_evaluate_when_pending_reductions_already_cover_the_position_a_new_one_is_an_opening(
 ) -> None:
     # Arrange: long 5; a reduction of 3 is pending on P-1; another of 3 would sell 6 of 5.
@@ -1443,17 +1441,31 @@ def test_evaluate_when_pending_reductions_already_cover_the_position_a_new_one_i
     assert decision.code == gates.TRADING_REDUCING
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the fold prunes recent intents with the duplicate window in force when each intent is "
-    "issued: after duplicate_window_s is raised, identical intents older than the old window "
-    "(60 s) but within the new one are already forgotten"))
-def test_evaluate_when_the_duplicate_window_was_raised_sees_intents_within_the_new_window(
+def test_evaluate_when_the_duplicate_window_was_just_raised_looks_back_as_far_as_remembered(
 ) -> None:
-    # Arrange: I-1 100 s ago, I-2 30 s ago (I-1 pruned then: 60 s window), window raised to 300.
+    # Arrange: I-1 100 s ago, I-2 30 s ago (I-1 forgotten then: 60 s kept), window raised to
+    # 300 s 20 s ago; the bound in docs/design.md: a raised window looks back at first only as
+    # far as the fold remembered, and I-3 (50 s ago) is within that.
     state = folded(roomy(occurred_at=ago(200)),
                    issue("I-1", quantity="3", limit_price="6.00", occurred_at=ago(100)),
+                   issue("I-3", quantity="2", limit_price="6.00", occurred_at=ago(50)),
                    issue("I-2", quantity="1", limit_price="6.00", occurred_at=ago(30)),
                    roomy(duplicate_window_s=300, occurred_at=ago(20)))
+
+    # Act
+    forgotten = evaluate(state, signal(quantity="3", limit_price="6.00"), NOW, current(state))
+    remembered = evaluate(state, signal(quantity="2", limit_price="6.00"), NOW, current(state))
+
+    # Assert
+    assert forgotten.allowed is True
+    assert remembered.code == gates.DUPLICATE_ORDER
+
+
+def test_evaluate_when_a_raised_duplicate_window_has_run_its_length_sees_all_of_it() -> None:
+    # Arrange: window raised to 300 s, then an intent 250 s ago: kept for the whole new window.
+    state = folded(roomy(duplicate_window_s=300, occurred_at=ago(400)),
+                   issue("I-1", quantity="3", limit_price="6.00", occurred_at=ago(250)),
+                   issue("I-2", quantity="1", limit_price="6.00", occurred_at=ago(30)))
 
     # Act
     decision = evaluate(state, signal(quantity="3", limit_price="6.00"), NOW, current(state))

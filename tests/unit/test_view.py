@@ -148,6 +148,7 @@ def test_positions_document_when_state_has_positions_and_intents_renders_design_
                 "symbol": "AMD 260220P00110000",
                 "notional": "1800.00",
                 "expires_at": "2026-02-03T17:34:04Z",
+                "reducing": False,
             }
         ],
         "open_exposure": "12160.00",
