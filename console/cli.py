@@ -7,6 +7,7 @@ Exit codes (docs/design.md): 0 success; 1 error, one line on stderr and never a 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Awaitable
@@ -22,6 +23,7 @@ from console.asyncapi import describe as describe_asyncapi
 from ledger import roles
 from ledger.clock import utc_now
 from ledger.errors import LedgerError
+from ledger.events import format_time
 from ledger.runtime import configure_logging, tune_gc
 from ledger.settings import Settings, load_settings
 from projections import replay
@@ -141,10 +143,13 @@ def limits_set(
     duplicate_window: Annotated[int | None, typer.Option(
         "--duplicate-window", help="Seconds in which an identical order (symbol, side, "
         "quantity, limit price) is refused as a duplicate.")] = None,
+    max_reconcile_age: Annotated[int | None, typer.Option(
+        "--max-reconcile-age", help="Seconds: openings are blocked unless the broker's "
+        "positions matched the ledger's (PositionsReconciled) at most this long ago.")] = None,
     clear: Annotated[list[str] | None, typer.Option(
         "--clear", help="Remove an optional limit (max-order, daily-loss, "
-        "max-orders-per-minute, max-underlying-exposure, duplicate-window; or its field name). "
-        "Repeat for several.")] = None,
+        "max-orders-per-minute, max-underlying-exposure, duplicate-window, max-reconcile-age; "
+        "or its field name). Repeat for several.")] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Append LimitsSet: the limits named change, the others keep their values.
@@ -160,6 +165,7 @@ def limits_set(
         "max_orders_per_minute": max_orders_per_minute,
         "max_underlying_exposure": max_underlying_exposure,
         "duplicate_window_s": duplicate_window,
+        "max_reconcile_age_s": max_reconcile_age,
     }
     if all(value is None for value in given.values()) and not clear:
         raise typer.BadParameter("nothing to change: name a limit to set, or --clear one")
@@ -187,6 +193,38 @@ def _change_state(name: str | None, every: bool, state: str, reason: str | None,
                    f"{cancelled}")
     if not changed:
         typer.echo("no account")
+
+
+@app.command()
+def reconcile(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    broker: Annotated[Path, typer.Option(
+        "--broker", help='The broker\'s positions as JSON: {"account": NAME, "as_of": TIME, '
+        '"positions": [{"symbol", "side", "quantity"}]}.', exists=True, dir_okay=False)],
+    json_output: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Compare the broker's positions with the ledger's at its head, and record the outcome.
+
+    A match appends PositionsReconciled (exit 0); a mismatch appends ReconciliationFailed with
+    every difference and moves the account to reducing (exit 3). One outcome per broker as_of:
+    running it again reports the outcome on record.
+    """
+    outcome = _run(commands.reconcile(_settings(database_url), name, broker))
+    if json_output:
+        typer.echo(json.dumps(outcome.document()))
+    else:
+        repeated = " (already on record)" if outcome.repeated else ""
+        if outcome.matched:
+            typer.echo(f"{name}: broker positions as of {format_time(outcome.as_of)} match the "
+                       f"ledger at sequence {outcome.head}{repeated}")
+        else:
+            typer.echo(f"{name}: broker positions as of {format_time(outcome.as_of)} differ "
+                       f"from the ledger at sequence {outcome.head}{repeated}; account reducing")
+            for d in outcome.differences:
+                typer.echo(f"  {d.symbol} {d.side}: broker {d.broker:f}, ledger {d.ledger:f}")
+    if not outcome.matched:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -47,6 +47,7 @@ from ledger.events import (
     Event,
     LimitsSet,
     Signal,
+    decode_broker_positions,
     decode_event,
     decode_signal,
     encode_event,
@@ -63,6 +64,8 @@ from projections.view import limits_document, positions_document
 from services import audit as audit_module
 from services import ingest, relay
 from services.follow import follow as follow_account
+from services.reconcile import Reconciliation
+from services.reconcile import reconcile as reconcile_account
 
 REPORT_WIDTH = 120
 
@@ -274,7 +277,8 @@ def _operator_event(account: str, event_type: str, data: dict[str, Any],
 CLEARABLE_LIMITS = {"max-order": "max_order_notional", "daily-loss": "daily_loss_limit",
                     "max-orders-per-minute": "max_orders_per_minute",
                     "max-underlying-exposure": "max_underlying_exposure",
-                    "duplicate-window": "duplicate_window_s"}
+                    "duplicate-window": "duplicate_window_s",
+                    "max-reconcile-age": "max_reconcile_age_s"}
 REQUIRED_LIMITS = ("max_open_positions", "max_exposure")
 
 
@@ -320,6 +324,26 @@ def _clearable(name: str) -> str:
         raise InvalidEvent("--clear", name, "is not a limit that can be removed: expected one "
                            f"of {', '.join(sorted(CLEARABLE_LIMITS))}")
     return field_name
+
+
+async def reconcile(settings: Settings, account: str, path: Path) -> Reconciliation:
+    """Judge the broker's positions in a file against the account, as ingest does.
+
+    Raises:
+        InvalidEvent: the file is not a broker's positions, or names another account.
+        UnknownAccount: the account has no stream.
+    """
+    validate_account_name(account)
+    view = decode_broker_positions(path.read_bytes())
+    if view.account != account:
+        raise InvalidEvent("account", view.account, f"is not {account!r}: the file holds "
+                           "another account's positions")
+    conn = await connect(job_dsn(settings, roles.Job.ingest))
+    try:
+        async with conn.transaction():
+            return await reconcile_account(conn, view, utc_now())
+    finally:
+        await conn.close()
 
 
 async def import_file(

@@ -32,6 +32,7 @@ SIGNAL_STALE = "signal_stale"
 TRADING_HALTED = "trading_halted"
 TRADING_REDUCING = "trading_reducing"
 LIMITS_NOT_SET = "limits_not_set"
+RECONCILIATION_STALE = "reconciliation_stale"
 MAX_ORDER_NOTIONAL = "max_order_notional"
 MAX_OPEN_POSITIONS = "max_open_positions"
 MAX_EXPOSURE = "max_exposure"
@@ -40,8 +41,8 @@ MAX_ORDER_RATE = "max_order_rate"
 DUPLICATE_ORDER = "duplicate_order"
 DAILY_LOSS_LIMIT = "daily_loss_limit"
 GATES = (PROJECTION_STALE, SIGNAL_STALE, TRADING_HALTED, TRADING_REDUCING, LIMITS_NOT_SET,
-         MAX_ORDER_NOTIONAL, MAX_OPEN_POSITIONS, MAX_EXPOSURE, MAX_UNDERLYING_EXPOSURE,
-         MAX_ORDER_RATE, DUPLICATE_ORDER, DAILY_LOSS_LIMIT)
+         RECONCILIATION_STALE, MAX_ORDER_NOTIONAL, MAX_OPEN_POSITIONS, MAX_EXPOSURE,
+         MAX_UNDERLYING_EXPOSURE, MAX_ORDER_RATE, DUPLICATE_ORDER, DAILY_LOSS_LIMIT)
 
 _CENT = Decimal("0.01")
 # Figures are compared exactly but recorded to this many places: an average like 1.41666…
@@ -102,6 +103,7 @@ def evaluate(state: AccountState, signal: Signal, now: datetime, freshness: Fres
         results.append(GateResult(gate=LIMITS_NOT_SET, passed=False, value=None, limit=None,
                                   reason="Limits never set: nothing may be traded"))
         return Decision(allowed=False, gates=tuple(results))
+    results.append(_reconciled(state, now, limits, reduced))
     order = signal.notional
     positions = Decimal(state.open_positions + state.pending_count)
     exposure = state.exposure
@@ -197,6 +199,29 @@ def _reducing(state: AccountState, signal: Signal, reduced: Position | None) -> 
     return GateResult(gate=TRADING_REDUCING, passed=False, value=None, limit=None,
                       reason=f"Trading reducing ({state.halt_reason or 'no reason given'}): "
                              "openings blocked")
+
+
+def _reconciled(state: AccountState, now: datetime, limits: Limits,
+                reduced: Position | None) -> GateResult:
+    """Openings need a reconciliation with the broker at most max_reconcile_age_s old."""
+    limit_s = limits.max_reconcile_age_s
+    last = state.reconciled_as_of
+    age = None if last is None else Decimal(round((now - last) / _MILLISECOND)) / 1000
+    if limit_s is None:
+        return GateResult(gate=RECONCILIATION_STALE, passed=True, value=age, limit=None,
+                          reason="Reconciliation age: no limit set")
+    limit = Decimal(limit_s)
+    if reduced is not None:
+        return GateResult(gate=RECONCILIATION_STALE, passed=True, value=age, limit=limit,
+                          reason=f"reduces position {reduced.position_id}: no new risk")
+    if age is None:
+        return GateResult(gate=RECONCILIATION_STALE, passed=False, value=None, limit=limit,
+                          reason=f"Never reconciled with the broker: openings need a "
+                                 f"reconciliation at most {limit_s} s old")
+    passed = age <= limit
+    return GateResult(gate=RECONCILIATION_STALE, passed=passed, value=age, limit=limit,
+                      reason=f"Last reconciliation {age:f} s old {'<=' if passed else '>'} "
+                             f"{limit_s} s")
 
 
 def _reduces(rule: LimitRule, why: str) -> GateResult:

@@ -98,6 +98,8 @@ class Running:
     companions: list[Coroutine[Any, Any, None]] = field(default_factory=list)
     # Forget what lives only in memory, so the next attempt starts from the store.
     on_close: Callable[[], None] | None = None
+    # Other clients of the attempt, closed after the broker.
+    closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     started: str = ""
 
 
@@ -123,6 +125,8 @@ async def serve(name: str, stop: asyncio.Event,
                 task.cancel()
             await asyncio.gather(*tasks, stopping, return_exceptions=True)
             await running.broker.stop()
+            for close in running.closing:
+                await close()
             await running.pool.close()
             if running.on_close is not None:
                 running.on_close()

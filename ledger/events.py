@@ -53,9 +53,17 @@ __all__ = [
     "MISSING",
     "ORDER_RATE_MAX",
     "REGISTRY",
+    "REPORTED_TYPES",
+    "SNAPSHOT_POSITIONS_MAX",
     "TEXT_LENGTH_MAX",
     "WINDOW_SECONDS_MAX",
     "AccountName",
+    "BrokerPosition",
+    "BrokerPositions",
+    "Difference",
+    "DiscrepancyFound",
+    "DiscrepancyFoundEvent",
+    "DiscrepancyKind",
     "Event",
     "EventData",
     "EventKind",
@@ -67,6 +75,7 @@ __all__ = [
     "IntentCancelledEvent",
     "IntentExpired",
     "IntentExpiredEvent",
+    "IntentFate",
     "IntentIssued",
     "IntentIssuedEvent",
     "IntentRejected",
@@ -82,9 +91,13 @@ __all__ = [
     "OrderRate",
     "PositionClosed",
     "PositionClosedEvent",
+    "PositionsReconciled",
+    "PositionsReconciledEvent",
     "PositiveDecimal",
     "Price",
     "Quantity",
+    "ReconciliationFailed",
+    "ReconciliationFailedEvent",
     "Side",
     "Signal",
     "SignalEvaluated",
@@ -100,6 +113,7 @@ __all__ = [
     "WindowSeconds",
     "build_event",
     "configure_decimal_context",
+    "decode_broker_positions",
     "decode_event",
     "decode_signal",
     "derive_event_id",
@@ -110,6 +124,7 @@ __all__ = [
     "intent_key",
     "natural_key",
     "notional",
+    "reconciliation_key",
     "refuse_future",
     "types_written_by",
     "underlying",
@@ -500,6 +515,8 @@ OrderRate: TypeAlias = Annotated[int, Field(ge=0, le=ORDER_RATE_MAX)]
 # A look-back window: up to a day, so what the fold keeps to answer it stays bounded.
 WINDOW_SECONDS_MAX = 86_400
 WindowSeconds: TypeAlias = Annotated[int, Field(ge=1, le=WINDOW_SECONDS_MAX)]
+# Lines of a broker's positions, and differences a reconciliation records.
+SNAPSHOT_POSITIONS_MAX = 10_000
 # A stream position: PostgreSQL's bigint.
 SequenceNumber: TypeAlias = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
@@ -564,6 +581,9 @@ class LimitsSet(_Frozen):
     # An intent with the same symbol, side, quantity and limit price issued within this many
     # seconds before a decision blocks it (a duplicative order).
     duplicate_window_s: WindowSeconds | None = None
+    # Openings are blocked unless the last PositionsReconciled (its broker `as_of`) is at most
+    # this many seconds old at the decision (gate reconciliation_stale).
+    max_reconcile_age_s: WindowSeconds | None = None
 
 
 class OrderFilled(_Traded):
@@ -674,6 +694,83 @@ class IntentCancelled(_Frozen):
     reason: Text
 
 
+class Difference(_Frozen):
+    """One (symbol, side) where the broker's open quantity is not the ledger's ("0": none)."""
+
+    symbol: Identifier
+    side: Side
+    broker: NonNegativeDecimal
+    ledger: NonNegativeDecimal
+
+
+class PositionsReconciled(_Frozen):
+    """Data of PositionsReconciled: the broker's positions as of `as_of` are the ledger's at
+    `head` (the last event the comparison saw)."""
+
+    as_of: UtcDatetime
+    head: SequenceNumber
+
+
+class ReconciliationFailed(_Frozen):
+    """Data of ReconciliationFailed: the broker's positions as of `as_of` differ from the
+    ledger's at `head`; the account goes to reducing."""
+
+    as_of: UtcDatetime
+    head: SequenceNumber
+    differences: tuple[Difference, ...] = Field(min_length=1, max_length=SNAPSHOT_POSITIONS_MAX)
+
+
+DiscrepancyKind: TypeAlias = Literal[
+    "close_beyond_open",
+    "close_of_unknown_position",
+    "fill_after_expiry",
+    "fill_after_rejection",
+    "fill_after_cancel",
+    "fill_beyond_quantity",
+    "fill_beyond_price",
+]
+
+
+class DiscrepancyFound(_Frozen):
+    """Data of DiscrepancyFound: the broker reported an execution the ledger cannot reconcile.
+
+    The execution itself is recorded as reported (the broker's truth, applied where it can be);
+    this names what is wrong with it and the figures: `reported` is the broker's (a quantity or
+    a price), `ledger` what the ledger held (open quantity, the intent's quantity or limit
+    price). The account goes to reducing.
+    """
+
+    kind: DiscrepancyKind
+    # The natural key of the execution it is about, e.g. `OrderFilled:fill_id="X-1"`.
+    execution: Text
+    position_id: Identifier
+    intent_id: Identifier | None = None
+    reported: NonNegativeDecimal | None = None
+    ledger: NonNegativeDecimal | None = None
+    reason: Text
+
+
+# How an intent that is no longer pending ended, when it did not end in a fill.
+IntentFate: TypeAlias = Literal["expired", "rejected", "cancelled"]
+
+
+class BrokerPosition(_Frozen):
+    """One line of a broker's positions: open quantity on one side of a symbol."""
+
+    symbol: Identifier
+    side: Side
+    quantity: NonNegativeDecimal
+
+
+class BrokerPositions(_Frozen):
+    """The broker's own view of an account's open positions at `as_of` (topic
+    `broker-positions`, or the file of `ledger reconcile`); lines of one (symbol, side) add up."""
+
+    account: AccountName
+    as_of: UtcDatetime
+    positions: tuple[BrokerPosition, ...] = Field(max_length=SNAPSHOT_POSITIONS_MAX)
+
+
 EventData: TypeAlias = (
     LimitsSet
     | OrderFilled
@@ -686,6 +783,9 @@ EventData: TypeAlias = (
     | TradingResumed
     | TradingReduced
     | IntentCancelled
+    | PositionsReconciled
+    | ReconciliationFailed
+    | DiscrepancyFound
 )
 EventType: TypeAlias = Literal[
     "LimitsSet",
@@ -699,6 +799,9 @@ EventType: TypeAlias = Literal[
     "TradingResumed",
     "TradingReduced",
     "IntentCancelled",
+    "PositionsReconciled",
+    "ReconciliationFailed",
+    "DiscrepancyFound",
 ]
 
 # Who may append each type (docs/roles.md), enforced by the database's append function
@@ -800,6 +903,27 @@ class IntentCancelledEvent(_Envelope):
     data: IntentCancelled
 
 
+class PositionsReconciledEvent(_Envelope):
+    """The broker's positions matched the ledger's."""
+
+    type: Literal["PositionsReconciled"] = "PositionsReconciled"
+    data: PositionsReconciled
+
+
+class ReconciliationFailedEvent(_Envelope):
+    """The broker's positions differed from the ledger's: the account is reducing."""
+
+    type: Literal["ReconciliationFailed"] = "ReconciliationFailed"
+    data: ReconciliationFailed
+
+
+class DiscrepancyFoundEvent(_Envelope):
+    """The broker reported what the ledger cannot reconcile: the account is reducing."""
+
+    type: Literal["DiscrepancyFound"] = "DiscrepancyFound"
+    data: DiscrepancyFound
+
+
 Event: TypeAlias = Annotated[
     LimitsSetEvent
     | OrderFilledEvent
@@ -811,7 +935,10 @@ Event: TypeAlias = Annotated[
     | TradingHaltedEvent
     | TradingResumedEvent
     | TradingReducedEvent
-    | IntentCancelledEvent,
+    | IntentCancelledEvent
+    | PositionsReconciledEvent
+    | ReconciliationFailedEvent
+    | DiscrepancyFoundEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
@@ -833,6 +960,8 @@ class EventKind:
     key_fields: tuple[str, ...]
     # A setting with no identifier of its own: it happens at an instant, so the time is its key.
     keyed_by_time: bool = False
+    # What a broker adapter reports on `executions` (ingest accepts only these there).
+    reported: bool = False
 
     @property
     def keyed(self) -> bool:
@@ -845,12 +974,15 @@ class EventKind:
 # `Event` must name the same types (checked below) because static types cannot be derived.
 REGISTRY: dict[EventType, EventKind] = {
     "LimitsSet": EventKind(LimitsSetEvent, LimitsSet, "operator", (), keyed_by_time=True),
-    "OrderFilled": EventKind(OrderFilledEvent, OrderFilled, "broker", ("fill_id",)),
-    "PositionClosed": EventKind(PositionClosedEvent, PositionClosed, "broker", ("close_id",)),
+    "OrderFilled": EventKind(OrderFilledEvent, OrderFilled, "broker", ("fill_id",),
+                             reported=True),
+    "PositionClosed": EventKind(PositionClosedEvent, PositionClosed, "broker", ("close_id",),
+                                reported=True),
     "SignalEvaluated": EventKind(SignalEvaluatedEvent, SignalEvaluated, "dispatcher",
                                  ("signal_id",)),
     "IntentIssued": EventKind(IntentIssuedEvent, IntentIssued, "dispatcher", ("intent_id",)),
-    "IntentRejected": EventKind(IntentRejectedEvent, IntentRejected, "broker", ("intent_id",)),
+    "IntentRejected": EventKind(IntentRejectedEvent, IntentRejected, "broker", ("intent_id",),
+                                reported=True),
     "IntentExpired": EventKind(IntentExpiredEvent, IntentExpired, "dispatcher", ("intent_id",)),
     "TradingHalted": EventKind(TradingHaltedEvent, TradingHalted, "operator", (),
                                keyed_by_time=True),
@@ -860,6 +992,14 @@ REGISTRY: dict[EventType, EventKind] = {
                                 keyed_by_time=True),
     "IntentCancelled": EventKind(IntentCancelledEvent, IntentCancelled, "operator",
                                  ("intent_id",)),
+    # Ingest's conclusions about what the broker reported: one per broker `as_of`, one per
+    # execution and kind. Written by the ingest role, never accepted on `executions`.
+    "PositionsReconciled": EventKind(PositionsReconciledEvent, PositionsReconciled, "broker",
+                                     ("as_of",)),
+    "ReconciliationFailed": EventKind(ReconciliationFailedEvent, ReconciliationFailed,
+                                      "broker", ("as_of",)),
+    "DiscrepancyFound": EventKind(DiscrepancyFoundEvent, DiscrepancyFound, "broker",
+                                  ("execution", "kind")),
 }
 assert tuple(REGISTRY) == get_args(EventType)
 assert {kind.data for kind in REGISTRY.values()} == set(get_args(EventData))
@@ -878,6 +1018,11 @@ def types_written_by(writer: Writer) -> tuple[EventType, ...]:
     return tuple(name for name, kind in REGISTRY.items() if kind.writer == writer)
 
 
+# What ingest accepts on `executions`: the broker's reports, not ingest's own conclusions.
+REPORTED_TYPES: tuple[EventType, ...] = tuple(
+    name for name, kind in REGISTRY.items() if kind.reported)
+
+
 def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> str:
     if _TYPE_OF_DATA[type(data)] != event_type:
         raise ValueError(f"event_type={event_type!r} does not match data of {type(data).__name__}")
@@ -889,7 +1034,7 @@ def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> st
             ("position_id", data.position_id), ("occurred_at", format_time(occurred_at)),
             ("quantity", quantity), ("price", format_decimal(data.price))])
     kind = REGISTRY[event_type]
-    parts = [(name, str(getattr(data, name))) for name in kind.key_fields]
+    parts = [(name, _key_text(getattr(data, name))) for name in kind.key_fields]
     if kind.keyed_by_time:
         parts.append(("occurred_at", format_time(occurred_at)))
     if not kind.keyed:
@@ -897,6 +1042,11 @@ def _key_of(event_type: EventType, data: EventData, occurred_at: datetime) -> st
         # events, and only a repeat of the same one is a duplicate.
         parts.append(("data", data.model_dump_json()))
     return _render_key(event_type, parts)
+
+
+def _key_text(value: object) -> str:
+    # A time keys as it is written (a broker's `as_of`), whatever offset it was given in.
+    return format_time(value) if isinstance(value, datetime) else str(value)
 
 
 def _render_key(event_type: str, parts: list[tuple[str, str]]) -> str:
@@ -912,6 +1062,11 @@ def underlying(symbol: str) -> str:
 def intent_key(event_type: EventType, intent_id: str) -> str:
     """Return the natural key of an event about an intent (issued, expired, rejected...)."""
     return _render_key(event_type, [("intent_id", intent_id)])
+
+
+def reconciliation_key(event_type: EventType, as_of: datetime) -> str:
+    """Return the natural key of a reconciliation's outcome for one broker `as_of`."""
+    return _render_key(event_type, [("as_of", format_time(as_of))])
 
 
 def decision_key(signal_id: str) -> str:
@@ -1105,6 +1260,18 @@ def decode_signal(raw: bytes | str, line: int | None = None) -> Signal:
         return Signal.model_validate_json(raw)
     except ValidationError as error:
         raise _invalid(error, raw, line, "signal") from None
+
+
+def decode_broker_positions(raw: bytes | str, line: int | None = None) -> BrokerPositions:
+    """Decode and validate a broker's positions from JSON.
+
+    Raises:
+        InvalidEvent: the JSON is malformed or invalid; one line naming the first bad field.
+    """
+    try:
+        return BrokerPositions.model_validate_json(raw)
+    except ValidationError as error:
+        raise _invalid(error, raw, line, "positions") from None
 
 
 def build_event(

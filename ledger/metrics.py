@@ -26,6 +26,9 @@ DECISIONS = Counter("ledger_decisions_total",
                     ["account", "outcome", "gate"])
 DEAD_LETTERS = Counter("ledger_dead_letters_total",
                        "Messages refused to dead-letters, by consumer.", ["consumer"])
+DISCREPANCIES = Counter("ledger_discrepancies_total",
+                        "Executions the broker reported that the ledger cannot reconcile "
+                        "(DiscrepancyFound), by account.", ["account"])
 PROJECTION_LAG = Gauge("ledger_projection_lag_events",
                        "Events appended but not yet in the projection, by account.", ["account"])
 

@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from ledger.db import Conn
 
 from ledger.errors import AppendRefused, ConcurrencyConflict, InvalidEvent, UnknownAccount
-from ledger.events import KEYED_TYPES, Event, decode_event, natural_key
+from ledger.events import (
+    KEYED_TYPES,
+    Event,
+    EventType,
+    IntentFate,
+    decode_event,
+    intent_key,
+    natural_key,
+)
 
 READ_BATCH_SIZE = 1000
 # SQLSTATEs raised by ledger_append and ledger_lock_head (migrations/0011_least_privilege.sql).
@@ -209,6 +217,29 @@ async def stored_identities(conn: Conn, account: str, events: Sequence[Event]) -
         if row["natural_key"] is not None:
             found.add(row["natural_key"])
     return found
+
+
+# How an intent ended, by the type of the event that ended it (a fill aside).
+_FATES: dict[EventType, IntentFate] = {
+    "IntentExpired": "expired", "IntentRejected": "rejected", "IntentCancelled": "cancelled"}
+
+
+async def intent_fates(conn: Conn, account: str,
+                       intent_ids: Sequence[str]) -> dict[str, IntentFate]:
+    """Return how each of the intents that was expired, rejected or cancelled ended."""
+    if not intent_ids:
+        return {}
+    keys = {intent_key(kind, intent_id): (intent_id, fate)
+            for intent_id in intent_ids for kind, fate in _FATES.items()}
+    rows = await conn.fetch(
+        "SELECT natural_key FROM events WHERE account = $1 AND natural_key = ANY($2::text[]) "
+        "ORDER BY sequence", account, list(keys))
+    # The first end on record is how it ended.
+    fates: dict[str, IntentFate] = {}
+    for row in rows:
+        intent_id, fate = keys[row["natural_key"]]
+        fates.setdefault(intent_id, fate)
+    return fates
 
 
 async def read_stream(

@@ -27,6 +27,7 @@ class Topics:
     signals: str
     order_intents: str
     dead_letters: str
+    broker_positions: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -36,11 +37,12 @@ class Topics:
             signals=settings.topic("signals"),
             order_intents=settings.topic("order-intents"),
             dead_letters=settings.topic("dead-letters"),
+            broker_positions=settings.topic("broker-positions"),
         )
 
     def all(self) -> list[str]:
         return [self.executions, self.ledger_events, self.signals, self.order_intents,
-                self.dead_letters]
+                self.dead_letters, self.broker_positions]
 
 
 async def ensure_topics(settings: Settings) -> Topics:

@@ -28,6 +28,7 @@ from ledger.errors import LedgerError
 from ledger.events import (
     DECIMAL_CONTEXT,
     ORDER_RATE_MAX,
+    DiscrepancyFoundEvent,
     Event,
     Instrument,
     IntentCancelledEvent,
@@ -38,6 +39,8 @@ from ledger.events import (
     OrderFilled,
     OrderFilledEvent,
     PositionClosedEvent,
+    PositionsReconciledEvent,
+    ReconciliationFailedEvent,
     Side,
     SignalEvaluatedEvent,
     TradingHaltedEvent,
@@ -184,6 +187,7 @@ class Limits:
     max_orders_per_minute: int | None = None
     max_underlying_exposure: Decimal | None = None
     duplicate_window_s: int | None = None
+    max_reconcile_age_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,6 +222,8 @@ class AccountState:
     # Intents issued within the look-back of the rate and duplicate gates, oldest first
     # (RATE_WINDOW, or the duplicate window if longer; at most ORDER_RATE_MAX of them).
     recent_intents: tuple[RecentIntent, ...] = ()
+    # The broker `as_of` of the latest PositionsReconciled (None: never reconciled).
+    reconciled_as_of: datetime | None = None
 
     # Mapping proxies compare by value but cannot be hashed; say so plainly rather than fail
     # inside a generated __hash__.
@@ -325,6 +331,7 @@ class Folding:
         "realized_pnl_days",
         "realized_pnl_total",
         "recent_intents",
+        "reconciled_as_of",
         "reducing",
         "sequence",
     )
@@ -342,6 +349,7 @@ class Folding:
         self.last_occurred_at = state.last_occurred_at
         self.reducing = state.reducing
         self.recent_intents = list(state.recent_intents)
+        self.reconciled_as_of = state.reconciled_as_of
 
     def accepts(self, event: Event) -> int | None:
         """Return the event's sequence if it is the next to apply, None if already applied.
@@ -364,7 +372,7 @@ class Folding:
             halt_reason=self.halt_reason, realized_pnl_days=dict(self.realized_pnl_days),
             realized_pnl_total=self.realized_pnl_total,
             last_occurred_at=self.last_occurred_at, reducing=self.reducing,
-            recent_intents=tuple(self.recent_intents),
+            recent_intents=tuple(self.recent_intents), reconciled_as_of=self.reconciled_as_of,
         )
 
     def freeze(self) -> AccountState:
@@ -382,6 +390,7 @@ class Folding:
             last_occurred_at=self.last_occurred_at,
             reducing=self.reducing,
             recent_intents=tuple(self.recent_intents),
+            reconciled_as_of=self.reconciled_as_of,
         )
 
 
@@ -477,6 +486,7 @@ def _step(draft: Folding, event: Event, sequence: int) -> None:
                 max_orders_per_minute=data.max_orders_per_minute,
                 max_underlying_exposure=data.max_underlying_exposure,
                 duplicate_window_s=data.duplicate_window_s,
+                max_reconcile_age_s=data.max_reconcile_age_s,
             )
         case TradingHaltedEvent():
             draft.halted, draft.reducing = True, False
@@ -487,8 +497,29 @@ def _step(draft: Folding, event: Event, sequence: int) -> None:
         case TradingResumedEvent():
             draft.halted, draft.reducing = False, False
             draft.halt_reason = None
+        case PositionsReconciledEvent():
+            as_of = event.data.as_of
+            if draft.reconciled_as_of is None or as_of > draft.reconciled_as_of:
+                draft.reconciled_as_of = as_of
+        case ReconciliationFailedEvent():
+            count = len(event.data.differences)
+            _fail_closed(draft, f"reconciliation failed: {count} difference"
+                                f"{'' if count == 1 else 's'} with the broker")
+        case DiscrepancyFoundEvent():
+            _fail_closed(draft, f"discrepancy: {event.data.reason}")
         case _:
             assert_never(event)
+
+
+def _fail_closed(draft: Folding, reason: str) -> None:
+    """The ledger and the broker disagree: openings stop (reducing) until an operator resumes.
+
+    A halted account stays halted: reducing would loosen it.
+    """
+    if draft.halted:
+        return
+    draft.reducing = True
+    draft.halt_reason = reason
 
 
 def _apply_fill(draft: Folding, event: OrderFilledEvent) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 _ACCOUNT_COLUMNS = """applied_sequence, max_open_positions, max_exposure, max_order_notional,
     daily_loss_limit, max_orders_per_minute, max_underlying_exposure, duplicate_window_s,
     halted, halt_reason, trading_state, realized_pnl_days::text AS realized_pnl_days,
+    max_reconcile_age_s, reconciled_as_of,
     realized_pnl_total, last_occurred_at, recent_intents::text AS recent_intents"""
 
 _POSITION_COLUMNS = (
@@ -111,6 +112,7 @@ async def load_state(conn: Conn, account: str) -> AccountState:
             max_orders_per_minute=row["max_orders_per_minute"],
             max_underlying_exposure=row["max_underlying_exposure"],
             duplicate_window_s=row["duplicate_window_s"],
+            max_reconcile_age_s=row["max_reconcile_age_s"],
         )
     positions = [Position(**dict(zip(_POSITION_COLUMNS, p, strict=True)))
                  for p in row["positions"]]
@@ -129,6 +131,7 @@ async def load_state(conn: Conn, account: str) -> AccountState:
         last_occurred_at=row["last_occurred_at"],
         reducing=row["trading_state"] == "reducing",
         recent_intents=_recent(row["recent_intents"]),
+        reconciled_as_of=row["reconciled_as_of"],
     )
 
 
@@ -207,9 +210,9 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
                max_exposure, max_order_notional, daily_loss_limit, halted, halt_reason,
                realized_pnl_days, realized_pnl_total, last_occurred_at, max_orders_per_minute,
                max_underlying_exposure, duplicate_window_s, trading_state, recent_intents,
-               updated_at)
+               max_reconcile_age_s, reconciled_as_of, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15,
-                   $16::jsonb, now())
+                   $16::jsonb, $17, $18, now())
            ON CONFLICT (account) DO UPDATE SET
                applied_sequence = excluded.applied_sequence,
                max_open_positions = excluded.max_open_positions,
@@ -224,7 +227,9 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
                max_underlying_exposure = excluded.max_underlying_exposure,
                duplicate_window_s = excluded.duplicate_window_s,
                trading_state = excluded.trading_state,
-               recent_intents = excluded.recent_intents, updated_at = now()""",
+               recent_intents = excluded.recent_intents,
+               max_reconcile_age_s = excluded.max_reconcile_age_s,
+               reconciled_as_of = excluded.reconciled_as_of, updated_at = now()""",
         state.account,
         state.sequence,
         limits.max_open_positions if limits else None,
@@ -241,6 +246,8 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
         limits.duplicate_window_s if limits else None,
         state.trading_state,
         _recent_json(state.recent_intents),
+        limits.max_reconcile_age_s if limits else None,
+        state.reconciled_as_of,
     )
 
 
@@ -329,6 +336,7 @@ def differences(live: AccountState, rebuilt: AccountState) -> list[Difference]:
         "last_occurred_at",
         "reducing",
         "recent_intents",
+        "reconciled_as_of",
     ):
         a, b = getattr(live, name), getattr(rebuilt, name)
         if a != b:

@@ -40,6 +40,7 @@ def limits_document(limits: Limits | None) -> dict[str, Any] | None:
         "max_orders_per_minute": limits.max_orders_per_minute,
         "max_underlying_exposure": _optional_decimal(limits.max_underlying_exposure),
         "duplicate_window_s": limits.duplicate_window_s,
+        "max_reconcile_age_s": limits.max_reconcile_age_s,
     }
 
 

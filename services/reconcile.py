@@ -1,0 +1,99 @@
+"""Reconcile an account with the broker: compare the broker's positions with the ledger at its
+head and record the outcome, once per broker `as_of`.
+
+Under the account's head lock, in the caller's transaction: prove the state at the head, compare
+(`projections.reconcile.compare`), append `PositionsReconciled` when they agree or
+`ReconciliationFailed` with every difference when they do not (the fold then moves the account
+to reducing). A broker `as_of` already judged is not judged again: the outcome on record is
+returned, so a redelivered snapshot or a rerun of `ledger reconcile` changes nothing. Used by
+ingest (topic `broker-positions`) and by `ledger reconcile`. Must not import the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ledger import store
+from ledger.events import (
+    BrokerPositions,
+    Difference,
+    EventType,
+    PositionsReconciled,
+    ReconciliationFailed,
+    build_event,
+    decode_event,
+    reconciliation_key,
+)
+from projections.current import state_at_head
+from projections.reconcile import compare
+
+if TYPE_CHECKING:
+    from ledger.db import Conn
+
+_OUTCOME_TYPES: tuple[EventType, ...] = ("PositionsReconciled", "ReconciliationFailed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reconciliation:
+    """What comparing one broker view did."""
+
+    account: str
+    as_of: datetime
+    # The head compared at (for a repeat: the head recorded the first time).
+    head: int
+    differences: tuple[Difference, ...]
+    # True when this `as_of` had been judged before: nothing was appended.
+    repeated: bool = False
+
+    @property
+    def matched(self) -> bool:
+        return not self.differences
+
+    def document(self) -> dict[str, object]:
+        """Return the `reconcile --json` document."""
+        return {
+            "account": self.account,
+            "matched": self.matched,
+            "differences": [
+                {"symbol": d.symbol, "side": d.side, "broker": f"{d.broker:f}",
+                 "ledger": f"{d.ledger:f}"} for d in self.differences],
+        }
+
+
+async def reconcile(conn: Conn, view: BrokerPositions, now: datetime) -> Reconciliation:
+    """Compare the broker's view with the account at its head and record it, in the caller's
+    transaction; `now` is the time the outcome is recorded at.
+
+    Raises:
+        UnknownAccount: the account has no stream.
+        AppendRefused: the session's role may not write the outcome.
+    """
+    account = view.account
+    head = await store.lock_head(conn, account)
+    earlier = await _judged(conn, account, view.as_of)
+    if earlier is not None:
+        return earlier
+    proven = await state_at_head(conn, account, head, fold_bound=None)
+    differences = tuple(compare(proven.state.positions, view))
+    data = (ReconciliationFailed(as_of=view.as_of, head=head, differences=differences)
+            if differences else PositionsReconciled(as_of=view.as_of, head=head))
+    await store.append(conn, account, [build_event(account, now, data)], expected_sequence=head)
+    return Reconciliation(account=account, as_of=view.as_of, head=head,
+                          differences=differences)
+
+
+async def _judged(conn: Conn, account: str, as_of: datetime) -> Reconciliation | None:
+    """Return the outcome already recorded for this broker `as_of`, if any."""
+    keys = [reconciliation_key(name, as_of) for name in _OUTCOME_TYPES]
+    raw = await conn.fetchval(
+        f"SELECT {store.EVENT_JSON_SQL} FROM events WHERE account = $1 "
+        "AND natural_key = ANY($2::text[]) ORDER BY sequence LIMIT 1", account, keys)
+    if raw is None:
+        return None
+    data = decode_event(raw).data
+    assert isinstance(data, (PositionsReconciled, ReconciliationFailed)), type(data)
+    differences = data.differences if isinstance(data, ReconciliationFailed) else ()
+    return Reconciliation(account=account, as_of=data.as_of, head=data.head,
+                          differences=differences, repeated=True)
