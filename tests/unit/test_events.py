@@ -21,6 +21,7 @@ from ledger.events import (
     ACCOUNT_PATTERN,
     EVENT_TYPES,
     MISSING,
+    DiscrepancyFoundEvent,
     IntentCancelledEvent,
     IntentExpiredEvent,
     IntentIssuedEvent,
@@ -29,6 +30,8 @@ from ledger.events import (
     OrderFilled,
     OrderFilledEvent,
     PositionClosedEvent,
+    PositionsReconciledEvent,
+    ReconciliationFailedEvent,
     SignalEvaluatedEvent,
     TradingHaltedEvent,
     TradingReducedEvent,
@@ -110,6 +113,17 @@ DATA_BY_TYPE: dict[str, dict[str, Any]] = {
     "TradingResumed": {"reason": None},
     "TradingReduced": {"reason": "reconciliation failed"},
     "IntentCancelled": {"intent_id": "I-1", "reason": "trading halted"},
+    "PositionsReconciled": {"as_of": "2026-02-03T17:30:00Z", "head": 41},
+    "ReconciliationFailed": {
+        "as_of": "2026-02-03T17:30:00Z", "head": 41,
+        "differences": [{"symbol": "MSFT 260220P00400000", "side": "long", "broker": "12",
+                         "ledger": "0"}],
+    },
+    "DiscrepancyFound": {
+        "kind": "close_beyond_open", "execution": 'PositionClosed:close_id="C-9"',
+        "position_id": "P-1", "reported": "50", "ledger": "10",
+        "reason": "close C-9 of 50 on position P-1, where 10 are open",
+    },
 }
 CLASS_BY_TYPE = {
     "LimitsSet": LimitsSetEvent,
@@ -123,6 +137,9 @@ CLASS_BY_TYPE = {
     "TradingReduced": TradingReducedEvent,
     "IntentCancelled": IntentCancelledEvent,
     "TradingResumed": TradingResumedEvent,
+    "PositionsReconciled": PositionsReconciledEvent,
+    "ReconciliationFailed": ReconciliationFailedEvent,
+    "DiscrepancyFound": DiscrepancyFoundEvent,
 }
 
 

@@ -704,8 +704,9 @@ def test_evaluate_when_gates_listed_are_in_the_documented_order_of_precedence() 
     # Assert
     assert gates.GATES == (
         "projection_stale", "signal_stale", "trading_halted", "trading_reducing",
-        "limits_not_set", "max_order_notional", "max_open_positions", "max_exposure",
-        "max_underlying_exposure", "max_order_rate", "duplicate_order", "daily_loss_limit",
+        "limits_not_set", "reconciliation_stale", "max_order_notional", "max_open_positions",
+        "max_exposure", "max_underlying_exposure", "max_order_rate", "duplicate_order",
+        "daily_loss_limit",
     )
 
 

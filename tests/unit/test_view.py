@@ -121,6 +121,7 @@ def test_positions_document_when_state_has_positions_and_intents_renders_design_
             "max_orders_per_minute": None,
             "max_underlying_exposure": None,
             "duplicate_window_s": None,
+            "max_reconcile_age_s": None,
         },
         "open_positions": [
             {
