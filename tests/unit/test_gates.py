@@ -1473,3 +1473,86 @@ def test_evaluate_when_a_raised_duplicate_window_has_run_its_length_sees_all_of_
 
     # Assert
     assert decision.code == gates.DUPLICATE_ORDER
+
+
+# --- Reconciliation age ---------------------------------------------------------------------------
+
+
+def reconcile_within(max_reconcile_age_s: int) -> Event:
+    return unstored("LimitsSet", {"max_open_positions": 50, "max_exposure": "100000",
+                                  "max_reconcile_age_s": max_reconcile_age_s})
+
+
+def reconciled(seconds_ago: float) -> Event:
+    return unstored("PositionsReconciled", {"as_of": ago(seconds_ago), "head": 1},
+                    occurred_at=ago(seconds_ago))
+
+
+def test_evaluate_when_never_reconciled_and_an_age_limit_is_set_blocks_openings() -> None:
+    # Arrange
+    state = folded(reconcile_within(30))
+
+    # Act
+    decision = evaluate(state, signal(), NOW, current(state))
+
+    # Assert
+    assert decision.code == gates.RECONCILIATION_STALE
+    assert decision.reason == ("Never reconciled with the broker: openings need a "
+                               "reconciliation at most 30 s old")
+
+
+@pytest.mark.parametrize(("seconds_ago", "allowed"), [(0, True), (29.999, True), (30, True),
+                                                      (30.001, False), (3600, False)])
+def test_evaluate_when_the_last_reconciliation_ages_blocks_past_the_limit_and_not_before(
+    seconds_ago: float, allowed: bool,
+) -> None:
+    # Arrange
+    state = folded(reconcile_within(30), reconciled(seconds_ago))
+
+    # Act
+    decision = evaluate(state, signal(), NOW, current(state))
+
+    # Assert
+    result = gate(decision, gates.RECONCILIATION_STALE)
+    assert (decision.allowed, result.passed) == (allowed, allowed)
+    assert result.value == Decimal(str(seconds_ago))
+    assert result.limit == Decimal(30)
+
+
+def test_evaluate_when_a_newer_reconciliation_arrives_the_stale_gate_releases() -> None:
+    # Arrange: stale at 90 s, then the broker's view of 5 s ago matched.
+    stale = folded(reconcile_within(30), reconciled(90))
+    fresh = folded(reconcile_within(30), reconciled(90), reconciled(5))
+
+    # Act
+    before = evaluate(stale, signal(), NOW, current(stale))
+    after = evaluate(fresh, signal(), NOW, current(fresh))
+
+    # Assert
+    assert before.reason == "Last reconciliation 90 s old > 30 s"
+    assert (before.code, after.allowed) == (gates.RECONCILIATION_STALE, True)
+
+
+def test_evaluate_when_reconciliation_is_stale_a_reduction_still_passes() -> None:
+    # Arrange
+    state = folded(reconcile_within(30), fill("P-1", quantity="5", price="6.00"),
+                   reconciled(600))
+
+    # Act
+    decision = evaluate(state, reduction(), NOW, current(state))
+
+    # Assert
+    assert decision.allowed is True
+    assert gate(decision, gates.RECONCILIATION_STALE).reason == "reduces position P-1: no new risk"
+
+
+def test_evaluate_when_no_age_limit_is_set_never_asks_for_a_reconciliation() -> None:
+    # Arrange
+    state = folded(limits(50, "100000"))
+
+    # Act
+    decision = evaluate(state, signal(), NOW, current(state))
+
+    # Assert
+    assert decision.allowed is True
+    assert gate(decision, gates.RECONCILIATION_STALE).reason == "Reconciliation age: no limit set"
