@@ -24,6 +24,7 @@ from ledger.events import (
     ACCOUNT_LENGTH_MAX,
     ACCOUNT_PATTERN,
     EVENT_TYPES,
+    BrokerPositions,
     Event,
     Identifier,
     IntentCancelledEvent,
@@ -188,7 +189,8 @@ def _relay_headers() -> dict[str, JsonObject]:
 
 def _dead_letter_headers(topics: Topics) -> JsonObject:
     """What `ledger.deadletters` sets: why, where from, and which consumer refused it."""
-    consumers = [ingest.CONSUMER_GROUP, signal_watch.CONSUMER_GROUP, projector.CONSUMER_GROUP]
+    consumers = [ingest.CONSUMER_GROUP, ingest.RECONCILE_GROUP, signal_watch.CONSUMER_GROUP,
+                 projector.CONSUMER_GROUP]
     # The names go into an ECMA-262 regular expression unescaped: they must need no escaping.
     assert all(name.replace("-", "").isalpha() for name in consumers), consumers
     alternatives = "|".join([*consumers, _dispatcher_groups()])
@@ -196,7 +198,8 @@ def _dead_letter_headers(topics: Topics) -> JsonObject:
         "dlq.reason": {"type": "string", "maxLength": deadletters.REASON_LENGTH_MAX,
                        "description": "One line naming the field and the value at fault."},
         "dlq.topic": {"type": "string",
-                      "enum": [topics.executions, topics.signals, topics.ledger_events],
+                      "enum": [topics.executions, topics.signals, topics.ledger_events,
+                               topics.broker_positions],
                       "description": "The topic the message was read from."},
         "dlq.partition": _digits("Its partition there."),
         "dlq.offset": _digits("Its offset there."),
@@ -248,6 +251,14 @@ def _messages(topics: Topics, schemas: _Schemas) -> JsonObject:
             "summary": "A strategy's wish to trade.",
             "contentType": "application/json",
             "payload": schemas.hoist("Signal", Signal),
+            "bindings": account_key,
+        },
+        "brokerPositions": {
+            "name": "brokerPositions", "title": "Broker positions",
+            "summary": "The broker's own view of an account's open positions at `as_of`; "
+                       "lines of one (symbol, side) add up.",
+            "contentType": "application/json",
+            "payload": schemas.hoist("BrokerPositions", BrokerPositions),
             "bindings": account_key,
         },
         "ledgerEvent": {
@@ -303,6 +314,11 @@ def _channels(topics: Topics, partitions: int) -> JsonObject:
             topics.signals, "signal",
             "Strategies' signals, keyed by account. Sent by the strategies (outside the ledger); "
             "read by each account's dispatcher and by ingest's signal watch.", partitions),
+        "brokerPositions": _channel(
+            topics.broker_positions, "brokerPositions",
+            "Snapshots of the broker's positions, keyed by account. Sent by the broker adapter "
+            "(outside the ledger) after the executions they include; read by ingest, which "
+            "compares each with the ledger at its head.", partitions),
         "ledgerEvents": _channel(
             topics.ledger_events, "ledgerEvent",
             "Every committed event, per account in sequence order, keyed by account. Sent by the "
@@ -355,6 +371,15 @@ def _operations() -> JsonObject:
         "refuseExecutions": _operation(
             "send", "deadLetters", "deadLetter", ingest_run,
             "Dead-letters a malformed or invalid execution, or one of an unknown account."),
+        "reconcilePositions": _operation(
+            "receive", "brokerPositions", "brokerPositions", ingest_run,
+            "Once the executions on `executions` when a view arrived are recorded, compares it "
+            "with the ledger at its head and appends PositionsReconciled or "
+            "ReconciliationFailed (the account goes to reducing); one outcome per broker as_of.",
+            _group(ingest.RECONCILE_GROUP)),
+        "refusePositions": _operation(
+            "send", "deadLetters", "deadLetter", ingest_run,
+            "Dead-letters a malformed broker view, or one of an unknown account."),
         "watchSignals": _operation(
             "receive", "signals", "signal", watch_run,
             "Reads every key, so that no signal disappears.", _group(signal_watch.CONSUMER_GROUP)),

@@ -164,7 +164,8 @@ async def test_each_discrepancy_on_executions_is_recorded_with_figures_and_reduc
     ]
     # Every execution is kept as the broker reported it, each discrepancy right after it.
     types = [e.type for e in events[7:]]
-    assert types.count("OrderFilled") == 5 and types.count("PositionClosed") == 2
+    assert types.count("OrderFilled") == 5
+    assert types.count("PositionClosed") == 2
     positions = json.loads(run_cli(running.settings, "positions", account, "--json").stdout)
     assert positions["trading_state"] == "reducing"
     assert await rebuild.verify_account(admin, account) == []

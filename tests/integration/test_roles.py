@@ -131,6 +131,16 @@ def sample(event_type: EventType, account: str) -> Event:
         "TradingResumed": {"reason": "self-service"},
         "TradingReduced": {"reason": "self-service"},
         "IntentCancelled": {"intent_id": f"I-{account}-{tag}", "reason": "self-service"},
+        # A broker view judged: the role that writes it could free a reduced account's
+        # capacity or pretend it is in step with the broker.
+        "PositionsReconciled": {"as_of": f"2026-02-03T17:{int(tag, 16) % 60:02d}:00Z",
+                                "head": 3},
+        "ReconciliationFailed": {
+            "as_of": f"2026-02-03T16:{int(tag, 16) % 60:02d}:00Z", "head": 3,
+            "differences": [{"symbol": "SPY", "side": "long", "broker": "1", "ledger": "0"}]},
+        "DiscrepancyFound": {"kind": "close_of_unknown_position",
+                             "execution": f'PositionClosed:close_id="C-{tag}"',
+                             "position_id": f"P-{tag}", "reason": "self-service"},
     }
     return decode_event(event_json(account, event_type, samples[event_type], occurred_at=AT))
 
