@@ -2,11 +2,13 @@
 
 This module owns what the audit finds: `BreachFinder`, which replays one account's stored events
 (in sequence order) through `projections.fold` and records every interval in which a limit in
-force was exceeded; the records it returns (`Breach`, `Sample`, `AccountAudit`); and the
+force was exceeded, every reconciliation with the broker and every discrepancy; the records it
+returns (`Breach`, `Sample`, `Reconciliation`, `Discrepancy`, `AccountAudit`); and the
 `audit --json` document of docs/design.md (`audit_document`), whose one rounding step (money to
 cents, half-even) happens here, at the edge. It is pure: no clock, no I/O, no logging. It must
 not import asyncpg, aiokafka, faststream, `time`, `os`, `logging`, or any project module other than
-`ledger.events`, `ledger.money`, `projections.fold` and `projections.rules`.
+`ledger.events`, `ledger.money`, `projections.fold`, `projections.rules` and
+`projections.executions`.
 
 What counts as a breach, after each event, with the limits in force after that event:
 
@@ -60,9 +62,29 @@ starts there), even if that first event already closes it; the account's peaks l
 from the figures in force when the window starts. An interval open at the end of the window has
 no closing event. A window with no event in it reports no event, no breach and peaks of 0.
 
+Reconciliations and discrepancies, in the window, in sequence order:
+
+- `reconciliations`: every `PositionsReconciled` (matched) and `ReconciliationFailed` (with its
+  differences), as stored: the audit does not compare positions again, it lists the outcomes.
+- `discrepancies`: what `projections.executions.discrepancies`, the very function ingest records
+  `DiscrepancyFound`s with, finds for each `OrderFilled` and `PositionClosed`, judged on the
+  positions and pending intents just before it and on the fates of the intents no longer
+  pending (`IntentExpired`, `IntentRejected`, `IntentCancelled`: the first one on record for an
+  intent, as `ledger.store.intent_fates`). So the audit finds them in any history, including one
+  imported without `DiscrepancyFound` events; each is `recorded` when a `DiscrepancyFound` with
+  the same execution and kind follows it in the stream (ingest appends it right after). The
+  fates are kept for the latest `FATES_KEPT_MAX` intents that ended (a fill comes minutes after
+  its intent, not thousands of intents later), before the window as in it.
+
 Memory is bounded whatever the number of events: the finder keeps one fold state (with its
 figures per position, intent and underlying, and an index of the fold's recent intents), one open
-interval per gate, the breaches found and at most `samples_max` samples (see `Sample`).
+interval per gate, the breaches found, at most `samples_max` samples (see `Sample`), at most
+`FATES_KEPT_MAX` fates, and the first `FINDINGS_MAX` reconciliations and the first
+`FINDINGS_MAX` discrepancies of the window, the reconciliations with at most
+`DIFFERENCES_KEPT_MAX` differences in all (a failure that repeats the differences of the one
+before shares them, and costs nothing). What is found beyond these bounds is counted, not kept
+(`AccountAudit.reconciliations_omitted`, `discrepancies_omitted`): once one is left out, so is
+every later one, so that what is listed is always the window's first.
 """
 
 from __future__ import annotations
@@ -78,13 +100,20 @@ from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from ledger.events import (
     DECIMAL_CONTEXT,
+    Difference,
+    DiscrepancyFound,
+    DiscrepancyFoundEvent,
+    DiscrepancyKind,
     Event,
     IntentCancelledEvent,
     IntentExpiredEvent,
+    IntentFate,
     IntentIssuedEvent,
     IntentRejectedEvent,
     OrderFilledEvent,
     PositionClosedEvent,
+    PositionsReconciledEvent,
+    ReconciliationFailedEvent,
     Side,
     format_decimal,
     format_time,
@@ -92,6 +121,7 @@ from ledger.events import (
     underlying,
 )
 from ledger.money import money_json
+from projections.executions import discrepancies
 from projections.fold import (
     RATE_WINDOW,
     AccountState,
@@ -110,6 +140,9 @@ from projections.fold import (
 from projections.rules import COUNT_GATES, RULES, LimitRule
 
 __all__ = [
+    "DIFFERENCES_KEPT_MAX",
+    "FATES_KEPT_MAX",
+    "FINDINGS_MAX",
     "GATES",
     "SAMPLES_MAX",
     "SAMPLES_MAX_MIN",
@@ -118,6 +151,7 @@ __all__ = [
     "BreachFinder",
     "Discrepancy",
     "Gate",
+    "Reconciliation",
     "Sample",
     "audit_document",
     "audit_events",
@@ -163,13 +197,27 @@ _DUPLICATE_RULE = RULES["duplicate_order"]
 SAMPLES_MAX = 5000
 # Thinning halves the samples; below this there is nothing sensible left to halve.
 SAMPLES_MAX_MIN = 4
-# Expired intents the audit remembers, to recognise a fill that comes after its intent expired.
-EXPIRED_KEPT_MAX = 100_000
+# Intents that ended unfilled (expired, rejected, cancelled) whose fate the audit remembers, to
+# recognise a fill that comes after: the latest ones (a fill comes minutes after its intent).
+FATES_KEPT_MAX = 100_000
+# Reconciliations, and discrepancies, listed per account: the window's first ones (one per plot
+# sample, as many as SAMPLES_MAX); the rest are counted. A reconciliation per minute is 1,440 a day.
+FINDINGS_MAX = SAMPLES_MAX
+# Differences of failed reconciliations kept per account, in all: one full broker snapshot's worth.
+DIFFERENCES_KEPT_MAX = 10_000
 # Symbols whose underlying the audit remembers, rather than work it out for every fill.
 _SYMBOLS_KEPT_MAX = 10_000
 
 _ZERO = Decimal("0")
 _ORDER_TYPES: Final[frozenset[type]] = frozenset({OrderFilledEvent, IntentIssuedEvent})
+# The events the audit notes besides folding them: an intent's fate, a reconciliation's outcome,
+# a recorded discrepancy.
+_NOTED_TYPES: Final[frozenset[type]] = frozenset({
+    IntentExpiredEvent, IntentRejectedEvent, IntentCancelledEvent, PositionsReconciledEvent,
+    ReconciliationFailedEvent, DiscrepancyFoundEvent})
+_FATE_OF: Final[dict[type, IntentFate]] = {
+    IntentExpiredEvent: "expired", IntentRejectedEvent: "rejected",
+    IntentCancelledEvent: "cancelled"}
 # Counts (positions, orders while halted) stay ints while tracked; money is Decimal.
 _Figure: TypeAlias = Decimal | int
 # The two kinds of holdings _Underlyings keeps: open positions and pending intents.

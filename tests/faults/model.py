@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
-from ledger.events import Event
+from ledger.events import BrokerPosition, Difference, Event
 from projections.fold import AccountState
 
 # ok: the client saw success. failed: the client saw a definite refusal (nothing may be stored).
@@ -76,6 +77,29 @@ class Hostile:
     acknowledged: bool = True
 
 
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """One broker view the campaign's broker published on `broker-positions`, and what it meant.
+
+    `positions`: the lines as sent. `accounted`: the event ids of the executions (fills and
+    closes) the broker's book held when it sent them: every one it had sent and seen
+    acknowledged (or found stored), none in flight. `injected`: None for an honest snapshot
+    (its lines are the book's); for a mismatch planted on purpose, the differences it must be
+    judged to have (broker: the snapshot's, ledger: the book's), and `kind` names the change.
+    `acknowledged`: the topic acknowledged the send (else it may or may not have arrived).
+    `sent_at`: time.monotonic() when it was sent, the history's clock.
+    """
+
+    account: str
+    as_of: datetime
+    positions: tuple[BrokerPosition, ...]
+    accounted: frozenset[uuid.UUID] = frozenset()
+    injected: tuple[Difference, ...] | None = None
+    kind: str = "honest"
+    acknowledged: bool = True
+    sent_at: float = 0.0
+
+
 @dataclass(kw_only=True)
 class Observation:
     """Everything the checker looks at, for the accounts of one run."""
@@ -98,3 +122,8 @@ class Observation:
     # What each login role of the run is: role -> ("dispatcher", its account), ("broker", None)
     # or ("operator", None). A role not named here may append nothing.
     role_kinds: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    # What the campaign's broker published on `broker-positions`, in the order it sent them.
+    snapshots: list[Snapshot] = field(default_factory=list)
+    # How long ingest waits for the executions before it judges a broker view all the same
+    # (services/ingest.py RECONCILE_WAIT_S).
+    reconcile_wait_s: float = 10.0
