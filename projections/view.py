@@ -90,6 +90,9 @@ def positions_document(state: AccountState, *, projected_sequence: int | None) -
         "projected_sequence": projected_sequence,
         "halted": state.halted,
         "trading_state": state.trading_state,
+        # The broker `as_of` of the last PositionsReconciled (null: never reconciled).
+        "reconciled_as_of": (None if state.reconciled_as_of is None
+                             else format_time(state.reconciled_as_of)),
         "limits": limits_document(state.limits),
         "open_positions": [_position_document(position) for position in positions],
         "pending_intents": [_intent_document(intent) for intent in intents],

@@ -241,11 +241,11 @@ async def test_positions_json_when_as_of_replays_the_store_up_to_that_moment(
     assert live["open_exposure"] == "1641.00"
     assert past == {
         "account": account, "as_of_sequence": 3, "projected_sequence": None, "halted": False,
-        "trading_state": "active",
+        "trading_state": "active", "reconciled_as_of": None,
         "limits": {"max_open_positions": 5, "max_exposure": "10000",
                    "max_order_notional": None, "daily_loss_limit": None,
                    "max_orders_per_minute": None, "max_underlying_exposure": None,
-                   "duplicate_window_s": None},
+                   "duplicate_window_s": None, "max_reconcile_age_s": None},
         "open_positions": [
             {"position_id": "P-1", "symbol": "MSFT 260220P00400000", "side": "long",
              "quantity": "12", "average_price": "6.00", "multiplier": "100",

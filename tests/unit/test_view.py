@@ -113,6 +113,7 @@ def test_positions_document_when_state_has_positions_and_intents_renders_design_
         "projected_sequence": 40,
         "halted": False,
         "trading_state": "active",
+        "reconciled_as_of": None,
         "limits": {
             "max_open_positions": 5,
             "max_exposure": "10000",
@@ -169,6 +170,7 @@ def test_positions_document_when_limits_never_set_renders_null_and_zero_exposure
         "projected_sequence": 0,
         "halted": False,
         "trading_state": "active",
+        "reconciled_as_of": None,
         "limits": None,
         "open_positions": [],
         "pending_intents": [],
