@@ -47,7 +47,7 @@ chaos: up
 	CHAOS_N=$(or $(N),30) $(if $(SEED),CHAOS_SEED=$(SEED),) $(VENV)/bin/pytest -m chaos tests/faults $(PYTEST_ARGS)
 
 bench: up
-	$(PY) -m bench $(if $(QUICK),--quick,)
+	$(PY) -m bench $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 clean-stack:
 	bash stack/stack.sh clean

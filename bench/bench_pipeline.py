@@ -160,12 +160,16 @@ async def _ingest_until(settings: Settings, topics: Topics, conn: asyncpg.Connec
     return timer.elapsed_s
 
 
-async def run(quick: bool) -> None:
+async def run(quick: bool, parts: tuple[str, ...] = ("relay", "ingest")) -> None:
+    """Run the relay's and ingest's benchmarks (`parts`: either or both)."""
     count = 20_000 if quick else 100_000
-    print(f"# pipeline: seed={SEED} events={count} accounts={len(ACCOUNTS)}", flush=True)
+    print(f"# pipeline: seed={SEED} events={count} accounts={len(ACCOUNTS)} "
+          f"parts={','.join(parts)}", flush=True)
     async with fresh_database() as base:
         settings = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}."})
         topics = await ensure_topics(settings)
         events = await _prepare(settings, count)
-        await bench_relay(settings, topics, count)
-        await bench_ingest(settings, topics, events)
+        if "relay" in parts:
+            await bench_relay(settings, topics, count)
+        if "ingest" in parts:
+            await bench_ingest(settings, topics, events)
