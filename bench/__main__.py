@@ -7,7 +7,8 @@ import asyncio
 import os
 import platform
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bench import (
     bench_append,
@@ -22,7 +23,7 @@ from bench.common import OUT_DIR, commit
 from ledger.runtime import tune_gc
 
 # The benchmarks by the name `make bench ONLY=name[,name]` selects them with, in running order.
-BENCHMARKS: dict[str, Callable[[bool], Awaitable[None]]] = {
+BENCHMARKS: dict[str, Callable[[bool], Coroutine[Any, Any, None]]] = {
     "append": bench_append.run,
     "relay": lambda quick: bench_pipeline.run(quick, ("relay",)),
     "ingest": lambda quick: bench_pipeline.run(quick, ("ingest",)),
