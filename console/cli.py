@@ -223,6 +223,8 @@ def reconcile(
                        f"from the ledger at sequence {outcome.head}{repeated}; account reducing")
             for d in outcome.differences:
                 typer.echo(f"  {d.symbol} {d.side}: broker {d.broker:f}, ledger {d.ledger:f}")
+            if outcome.omitted:
+                typer.echo(f"  ... and {outcome.omitted} more")
     if not outcome.matched:
         raise typer.Exit(3)
 

@@ -338,6 +338,8 @@ async def reconcile(settings: Settings, account: str, path: Path) -> Reconciliat
     if view.account != account:
         raise InvalidEvent("account", view.account, f"is not {account!r}: the file holds "
                            "another account's positions")
+    refuse_future(view.as_of, utc_now(), timedelta(seconds=settings.max_clock_skew_s),
+                  field="as_of")
     conn = await connect(job_dsn(settings, roles.Job.ingest))
     try:
         async with conn.transaction():

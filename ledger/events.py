@@ -351,6 +351,12 @@ Quantity: TypeAlias = Annotated[
     AfterValidator(_Bound(QUANTITY_DIGITS, QUANTITY_PLACES, "quantity")),
     _bounded_fast_path(QUANTITY_DIGITS, QUANTITY_PLACES, positive=True),
 ]
+HeldQuantity: TypeAlias = Annotated[
+    _CheckedDecimal,
+    AfterValidator(_require_non_negative),
+    AfterValidator(_Bound(QUANTITY_DIGITS, QUANTITY_PLACES, "quantity")),
+    _bounded_fast_path(QUANTITY_DIGITS, QUANTITY_PLACES, positive=False),
+]
 Price: TypeAlias = Annotated[
     _CheckedDecimal,
     AfterValidator(_require_positive),
@@ -717,7 +723,10 @@ class ReconciliationFailed(_Frozen):
 
     as_of: UtcDatetime
     head: SequenceNumber
+    # The first SNAPSHOT_POSITIONS_MAX differences in (symbol, side) order, and how many more
+    # there were: a comparison that finds too many still fails, and says so.
     differences: tuple[Difference, ...] = Field(min_length=1, max_length=SNAPSHOT_POSITIONS_MAX)
+    omitted: Count = 0
 
 
 DiscrepancyKind: TypeAlias = Literal[
@@ -759,7 +768,8 @@ class BrokerPosition(_Frozen):
 
     symbol: Identifier
     side: Side
-    quantity: NonNegativeDecimal
+    # Within a quantity's bounds; 0 holds nothing.
+    quantity: HeldQuantity
 
 
 class BrokerPositions(_Frozen):

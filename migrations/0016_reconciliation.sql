@@ -14,7 +14,7 @@ SET fields = '{max_open_positions,max_exposure,max_order_notional,daily_loss_lim
 WHERE type = 'LimitsSet';
 INSERT INTO event_types (type, writer, keyed, key_field, fields, required) VALUES
     ('PositionsReconciled', 'broker', true, 'as_of', '{as_of,head}', '{as_of,head}'),
-    ('ReconciliationFailed', 'broker', true, 'as_of', '{as_of,head,differences}',
+    ('ReconciliationFailed', 'broker', true, 'as_of', '{as_of,head,differences,omitted}',
      '{as_of,head,differences}'),
     ('DiscrepancyFound', 'broker', true, NULL,
      '{kind,execution,position_id,intent_id,reported,ledger,reason}',

@@ -281,9 +281,12 @@ async def _record_isolating(record_events: Recorder, account: str,
 # --- Broker positions: reconciliation ------------------------------------------------------------
 
 
-def sort_positions(messages: Sequence[Message]) -> tuple[list[tuple[Message, BrokerPositions]],
-                                                         list[DeadLetter]]:
-    """Validate each broker view; return the valid ones with their messages, and the refused."""
+def sort_positions(messages: Sequence[Message], *, now: datetime, clock_skew: timedelta,
+                   ) -> tuple[list[tuple[Message, BrokerPositions]], list[DeadLetter]]:
+    """Validate each broker view; return the valid ones with their messages, and the refused.
+
+    A view from the future is refused: it would keep reconciliation_stale passing until then.
+    """
     views: list[tuple[Message, BrokerPositions]] = []
     dead: list[DeadLetter] = []
     for message in messages:
@@ -294,6 +297,7 @@ def sort_positions(messages: Sequence[Message]) -> tuple[list[tuple[Message, Bro
             key = message.key.decode("utf-8", "replace") if message.key is not None else None
             if key != view.account:
                 raise InvalidEvent("key", key, f"does not match account {view.account!r}")
+            refuse_future(view.as_of, now, clock_skew, field="as_of")
         except InvalidEvent as exc:
             dead.append(DeadLetter(message=message, reason=str(exc)))
             continue
@@ -433,7 +437,9 @@ def _subscribe_positions(broker: KafkaBroker, settings: Settings, topics: Topics
         max_records=POSITIONS_RECORDS_MAX, poll_ms=POLL_TIMEOUT_MS))
     async def on_positions(bodies: list[bytes], message: KafkaMessage) -> None:
         async with consumer.read_again_on_outage("ingest", RETRY_PAUSE_S):
-            views, dead = sort_positions(kafka.records_of(message))
+            views, dead = sort_positions(
+                kafka.records_of(message), now=utc_now(),
+                clock_skew=timedelta(seconds=settings.max_clock_skew_s))
             if views and watch is not None and not await watch.caught_up(RECONCILE_WAIT_S):
                 log.warning("ingest: executions not recorded within %.0f s: broker positions "
                             "judged against the ledger as it is", RECONCILE_WAIT_S)

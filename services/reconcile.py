@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ledger import store
 from ledger.events import (
+    SNAPSHOT_POSITIONS_MAX,
     BrokerPositions,
     Difference,
     EventType,
@@ -44,6 +45,8 @@ class Reconciliation:
     # The head compared at (for a repeat: the head recorded the first time).
     head: int
     differences: tuple[Difference, ...]
+    # Differences beyond the first SNAPSHOT_POSITIONS_MAX, counted, not listed.
+    omitted: int = 0
     # True when this `as_of` had been judged before: nothing was appended.
     repeated: bool = False
 
@@ -53,13 +56,16 @@ class Reconciliation:
 
     def document(self) -> dict[str, object]:
         """Return the `reconcile --json` document."""
-        return {
+        document: dict[str, object] = {
             "account": self.account,
             "matched": self.matched,
             "differences": [
                 {"symbol": d.symbol, "side": d.side, "broker": f"{d.broker:f}",
                  "ledger": f"{d.ledger:f}"} for d in self.differences],
         }
+        if self.omitted:
+            document["omitted"] = self.omitted
+        return document
 
 
 async def reconcile(conn: Conn, view: BrokerPositions, now: datetime) -> Reconciliation:
@@ -76,12 +82,14 @@ async def reconcile(conn: Conn, view: BrokerPositions, now: datetime) -> Reconci
     if earlier is not None:
         return earlier
     proven = await state_at_head(conn, account, head, fold_bound=None)
-    differences = tuple(compare(proven.state.positions, view))
-    data = (ReconciliationFailed(as_of=view.as_of, head=head, differences=differences)
+    found = compare(proven.state.positions, view)
+    differences = tuple(found[:SNAPSHOT_POSITIONS_MAX])
+    data = (ReconciliationFailed(as_of=view.as_of, head=head, differences=differences,
+                                 omitted=len(found) - len(differences))
             if differences else PositionsReconciled(as_of=view.as_of, head=head))
     await store.append(conn, account, [build_event(account, now, data)], expected_sequence=head)
     return Reconciliation(account=account, as_of=view.as_of, head=head,
-                          differences=differences)
+                          differences=differences, omitted=len(found) - len(differences))
 
 
 async def _judged(conn: Conn, account: str, as_of: datetime) -> Reconciliation | None:
@@ -94,6 +102,9 @@ async def _judged(conn: Conn, account: str, as_of: datetime) -> Reconciliation |
         return None
     data = decode_event(raw).data
     assert isinstance(data, (PositionsReconciled, ReconciliationFailed)), type(data)
-    differences = data.differences if isinstance(data, ReconciliationFailed) else ()
-    return Reconciliation(account=account, as_of=data.as_of, head=data.head,
-                          differences=differences, repeated=True)
+    if isinstance(data, ReconciliationFailed):
+        return Reconciliation(account=account, as_of=data.as_of, head=data.head,
+                              differences=data.differences, omitted=data.omitted,
+                              repeated=True)
+    return Reconciliation(account=account, as_of=data.as_of, head=data.head, differences=(),
+                          repeated=True)

@@ -224,16 +224,28 @@ async def test_real_messages_on_every_topic_match_the_document(
     async def every_consumer_refused_its_poison() -> bool:
         letters = await read_to_end(settings, topics.dead_letters)
         return {kafka.header(letter.headers, "dlq.consumer") for letter in letters} >= {
-            "ledger-ingest", "ledger-signal-watch", "ledger-projector"} and any(
+            "ledger-ingest", "ledger-reconcile", "ledger-signal-watch",
+            "ledger-projector"} and any(
             letter.key is None for letter in letters)
 
     await eventually(intent_issued, SETTLE_TIMEOUT_S)
+    # Then a broker's view that differs (the account goes to reducing) and a malformed one.
+    view = json.dumps({"account": account, "as_of": now(), "positions": [
+        {"symbol": "KO", "side": "long", "quantity": "3"}]}).encode()
+    bad_view = json.dumps({"account": account, "as_of": now(), "positions": "none"}).encode()
+    await produce(settings, topics.broker_positions, [(key, view), (key, bad_view)])
+    async def view_judged() -> bool:
+        return bool(await admin.fetchval(
+            "SELECT count(*) FROM events WHERE account = $1 AND type = 'ReconciliationFailed'",
+            account))
+
+    await eventually(view_judged, SETTLE_TIMEOUT_S)
     await eventually(lambda: _published_everything(admin, account), SETTLE_TIMEOUT_S)
     await eventually(every_consumer_refused_its_poison, SETTLE_TIMEOUT_S)
     document = asyncapi_document(settings)
     # Dead letters carry the poison as it was: there it is the ledger's own message.
     sent_by_test = {topics.executions: {malformed, keyless}, topics.signals: {invalid_signal},
-                    topics.ledger_events: {forged}}
+                    topics.ledger_events: {forged}, topics.broker_positions: {bad_view}}
     records = {address: [record for record in await read_to_end(settings, address)
                          if record.value not in sent_by_test.get(address, set())]
                for address in messages_by_address(document)}
@@ -246,7 +258,7 @@ async def test_real_messages_on_every_topic_match_the_document(
             assert not found, (address, record.value[:300], record.headers, found)
     seen_types = {json.loads(record.value)["type"] for record in records[topics.ledger_events]}
     assert {"LimitsSet", "OrderFilled", "PositionClosed", "IntentRejected", "SignalEvaluated",
-            "IntentIssued"} <= seen_types
+            "IntentIssued", "ReconciliationFailed"} <= seen_types
     # Sent as a broker adapter does, without event_id: ingest derives it, the document says so.
     assert not any("event_id" in json.loads(record.value)
                    for record in records[topics.executions])

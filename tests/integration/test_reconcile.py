@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from ledger import store
-from ledger.events import Event, decode_event
+from ledger.events import SNAPSHOT_POSITIONS_MAX, Event, decode_event
 from ledger.settings import Settings
 from tests.conftest import run_cli
 from tests.factories import event_json, fill
@@ -147,3 +147,37 @@ async def test_reconcile_when_the_file_is_bad_says_so_in_one_line_and_records_no
     assert bad_quantity.returncode == 1
     assert "positions[0].quantity" in bad_quantity.stderr.decode()
     assert len(await stream(admin, account)) == head
+
+
+async def test_reconcile_when_the_view_is_from_the_future_refuses_it(
+    settings: Settings, admin: asyncpg.Connection, tmp_path: Path,
+    account_name: Callable[[str], str],
+) -> None:
+    # A view stamped ahead would keep reconciliation_stale passing until then.
+    account = await held(settings, admin, account_name("rcfut"))
+    path = broker_file(tmp_path, account, [], as_of="2999-01-01T00:00:00Z")
+    head = len(await stream(admin, account))
+
+    done = run_cli(settings, "reconcile", account, "--broker", str(path))
+
+    assert done.returncode == 1
+    assert done.stderr.decode().startswith("as_of: '2999-01-01T00:00:00Z'")
+    assert len(await stream(admin, account)) == head
+
+
+async def test_reconcile_when_there_are_more_differences_than_recordable_fails_closed_anyway(
+    settings: Settings, admin: asyncpg.Connection, tmp_path: Path,
+    account_name: Callable[[str], str],
+) -> None:
+    account = await held(settings, admin, account_name("rcmany"))
+    lines = [line(f"SYM{index:05d}", "long", "1") for index in range(SNAPSHOT_POSITIONS_MAX)]
+    path = broker_file(tmp_path, account, [line(MSFT, "long", "12"), line("KO", "short", "100"),
+                                           *lines, line("ZZZ", "long", "1")])
+
+    code, document = reconcile(settings, account, path)
+
+    assert (code, document["matched"], document["omitted"]) == (3, False, 1)
+    assert len(document["differences"]) == SNAPSHOT_POSITIONS_MAX
+    assert document["differences"][0] == {"symbol": "SYM00000", "side": "long",
+                                           "broker": "1", "ledger": "0"}
+    assert await trading_state(settings, account) == "reducing"
