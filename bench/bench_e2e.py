@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer
@@ -46,43 +47,87 @@ def signal_body(account: str, signal_id: str) -> bytes:
         "quantity": "1", "limit_price": "0.01", "multiplier": "1"}).encode()
 
 
-async def _collect(consumer: AIOKafkaConsumer, sent: dict[str, float], latencies: list[float],
+@dataclass
+class Trace:
+    """When one signal passed each stage, in wall-clock seconds (one machine, one clock)."""
+
+    produced: float
+    # The record's timestamp on the way out: for order-intents the database time of the relay's
+    # liveness check, i.e. when the relay picked the committed intent up.
+    published: float | None = None
+    received: float | None = None
+
+
+async def _collect(consumer: AIOKafkaConsumer, sent: dict[str, Trace], latencies: list[float],
                    expected: int, id_of: str) -> None:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    pending = dict(sent)
     while len(latencies) < expected and time.monotonic() < deadline:
         polled = await consumer.getmany(timeout_ms=200)
-        now = time.monotonic()
+        now = time.time()
         for message in (m for batch in polled.values() for m in batch):
             document = json.loads(message.value)
             key = document["data"][id_of] if id_of else document["signal_id"]
-            if key in sent:
-                latencies.append(now - sent.pop(key))
+            trace = pending.pop(key, None)
+            if trace is not None:
+                trace.published, trace.received = message.timestamp / 1000, now
+                latencies.append(now - trace.produced)
 
 
 async def scenario(settings: Settings, topic_out: str, id_of: str, steady: bool,
-                   count: int, to_topic: str) -> list[float]:
+                   count: int, to_topic: str) -> tuple[list[float], dict[str, Trace]]:
     consumer = await kafka.reader_at_end(settings, topic_out, client_id="bench-e2e-reader")
     producer = kafka.producer(settings, client_id="bench-e2e-writer")
     await producer.start()
-    sent: dict[str, float] = {}
+    signal_ids = [f"E-{uuid.uuid4().hex}" for _ in range(count)]
+    sent: dict[str, Trace] = {}
     latencies: list[float] = []
-    collector = asyncio.create_task(_collect(consumer, sent, latencies, count, id_of))
+    collector: asyncio.Task[None] | None = None
     try:
-        for index in range(count):
+        for index, signal_id in enumerate(signal_ids):
             account = ACCOUNTS[index % len(ACCOUNTS)]
-            signal_id = f"E-{uuid.uuid4().hex}"
-            sent[signal_id] = time.monotonic()
+            sent[signal_id] = Trace(produced=time.time())
+            if collector is None:
+                collector = asyncio.create_task(_collect(consumer, sent, latencies, count, id_of))
             await producer.send(to_topic, signal_body(account, signal_id), key=account.encode())
             if steady:
                 await asyncio.sleep(1 / STEADY_RATE_PER_S)
         await producer.flush()
+        assert collector is not None
         await collector
     finally:
-        collector.cancel()
+        if collector is not None:
+            collector.cancel()
         await producer.stop()
         await consumer.stop()
     assert len(latencies) == count, (len(latencies), count)
-    return latencies
+    return latencies, sent
+
+
+async def stage_medians(settings: Settings, traces: dict[str, Trace]) -> dict[str, float]:
+    """Return the median of each hop, in ms: signal produced -> decision begun (the decision's
+    `recorded_at`, its transaction's start) -> picked up by the relay (the order-intents
+    record's timestamp) -> received by the router."""
+    conn = await connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT data->>'signal_id' AS signal_id, extract(epoch FROM recorded_at) AS at "
+            "FROM events WHERE type = 'SignalEvaluated' AND data->>'signal_id' = ANY($1)",
+            list(traces))
+    finally:
+        await conn.close()
+    decided = {row["signal_id"]: float(row["at"]) for row in rows}
+    hops: dict[str, list[float]] = {"to_decision": [], "decision_to_relay": [],
+                                    "relay_to_router": []}
+    for signal_id, trace in traces.items():
+        at = decided.get(signal_id)
+        if at is None or trace.published is None or trace.received is None:
+            continue
+        hops["to_decision"].append(at - trace.produced)
+        hops["decision_to_relay"].append(trace.published - at)
+        hops["relay_to_router"].append(trace.received - trace.published)
+    return {name: round(percentile(values, 0.5) * 1000, 2) for name, values in hops.items()
+            if values}
 
 
 def _report(name: str, ours: list[float], bare: list[float], **params: object) -> None:
@@ -111,13 +156,15 @@ async def run(quick: bool) -> None:
         system = _start_system(settings)
         try:
             await asyncio.sleep(5)  # the dispatchers join their groups
-            bare = await scenario(settings, echo, "", True, steady_count, echo)
-            steady = await scenario(settings, topics.order_intents, "signal_id", True,
-                                    steady_count, topics.signals)
-            _report("e2e_steady", steady, bare, rate_per_s=STEADY_RATE_PER_S)
-            burst = await scenario(settings, topics.order_intents, "signal_id", False,
-                                   BURST_SIZE, topics.signals)
-            _report("e2e_burst", burst, bare, burst=BURST_SIZE)
+            bare, _ = await scenario(settings, echo, "", True, steady_count, echo)
+            steady, traces = await scenario(settings, topics.order_intents, "signal_id", True,
+                                            steady_count, topics.signals)
+            _report("e2e_steady", steady, bare, rate_per_s=STEADY_RATE_PER_S,
+                    stage_p50_ms=await stage_medians(settings, traces))
+            burst, traces = await scenario(settings, topics.order_intents, "signal_id", False,
+                                           BURST_SIZE, topics.signals)
+            _report("e2e_burst", burst, bare, burst=BURST_SIZE,
+                    stage_p50_ms=await stage_medians(settings, traces))
         finally:
             system.send_signal(signal.SIGTERM)
             system.wait(60)
