@@ -92,3 +92,31 @@ async def test_cli_migrate_when_run_twice_reports_up_to_date(
 
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == b"schema is up to date"
+
+
+async def test_apply_when_an_applied_file_had_a_known_comment_only_edit_accepts_and_records_it(
+    make_database: Callable[..., Awaitable[Settings]], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A database migrated before a comment of 0001 changed: accepted once, then recorded anew;
+    # an edit not on the list is still refused.
+    settings = await make_database(migrated=False)
+    path = tmp_path / "0001_first.sql"
+    path.write_text("-- before\nCREATE TABLE commented (n int);")
+    conn = await connect(settings.database_url)
+    try:
+        await migrate.apply(conn, tmp_path)
+        old = await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1")
+        monkeypatch.setattr(migrate, "COMMENT_ONLY_EDITS", {(1, old): "comment"})
+        path.write_text("-- after\nCREATE TABLE commented (n int);")
+        applied = await migrate.apply(conn, tmp_path)
+        recorded = await conn.fetchval("SELECT checksum FROM schema_migrations WHERE version = 1")
+        edited = migrate.discover(tmp_path)[0].checksum
+        path.write_text("-- after\nCREATE TABLE commented (n bigint);")
+        with pytest.raises(MigrationError, match="edited after it was applied"):
+            await migrate.apply(conn, tmp_path)
+    finally:
+        await conn.close()
+
+    assert applied == []
+    assert recorded == edited != old
