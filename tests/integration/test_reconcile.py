@@ -161,7 +161,7 @@ async def test_reconcile_when_the_view_is_from_the_future_refuses_it(
     done = run_cli(settings, "reconcile", account, "--broker", str(path))
 
     assert done.returncode == 1
-    assert done.stderr.decode().startswith("as_of: '2999-01-01T00:00:00Z'")
+    assert done.stderr.decode().startswith("ledger: error: as_of: '2999-01-01T00:00:00Z' is more ")
     assert len(await stream(admin, account)) == head
 
 
@@ -170,14 +170,39 @@ async def test_reconcile_when_there_are_more_differences_than_recordable_fails_c
     account_name: Callable[[str], str],
 ) -> None:
     account = await held(settings, admin, account_name("rcmany"))
+    # As many lines as a view holds, none of them the ledger's: 2 more differences than that.
     lines = [line(f"SYM{index:05d}", "long", "1") for index in range(SNAPSHOT_POSITIONS_MAX)]
-    path = broker_file(tmp_path, account, [line(MSFT, "long", "12"), line("KO", "short", "100"),
-                                           *lines, line("ZZZ", "long", "1")])
+    path = broker_file(tmp_path, account, lines)
 
     code, document = reconcile(settings, account, path)
 
-    assert (code, document["matched"], document["omitted"]) == (3, False, 1)
+    assert (code, document["matched"], document["omitted"]) == (3, False, 2)
     assert len(document["differences"]) == SNAPSHOT_POSITIONS_MAX
-    assert document["differences"][0] == {"symbol": "SYM00000", "side": "long",
-                                           "broker": "1", "ledger": "0"}
+    assert document["differences"][:2] == [
+        {"symbol": "KO", "side": "short", "broker": "0", "ledger": "100"},
+        {"symbol": MSFT, "side": "long", "broker": "0", "ledger": "12"}]
     assert await trading_state(settings, account) == "reducing"
+
+
+async def test_reconcile_compares_with_the_ledger_as_of_the_brokers_time(
+    settings: Settings, admin: asyncpg.Connection, tmp_path: Path,
+    account_name: Callable[[str], str],
+) -> None:
+    # The broker's view of 17:45 predates a fill it made at 17:50, already in the store.
+    account = await held(settings, admin, account_name("rcasof"))
+    await store.append(admin, account, [fill(account, "X-late", position_id="P-3", quantity="2",
+                                             occurred_at="2026-02-03T17:50:00Z")])
+    before = broker_file(tmp_path, account, [line(MSFT, "long", "12"),
+                                             line("KO", "short", "100")])
+    after = broker_file(tmp_path, account, [line(MSFT, "long", "14"),
+                                            line("KO", "short", "100")],
+                        as_of="2026-02-03T17:55:00Z")
+
+    earlier = reconcile(settings, account, before)
+    later = reconcile(settings, account, after)
+
+    assert (earlier[0], later[0]) == (0, 0)
+    events = await stream(admin, account)
+    assert [(e.type, e.data.model_dump(mode="json")["head"]) for e in events
+            if e.type == "PositionsReconciled"] == [("PositionsReconciled", 4),
+                                                    ("PositionsReconciled", 6)]
