@@ -3,10 +3,13 @@
 Sets up a fresh database for the demo, creates `large` (5 positions, $10,000) and `tiny`
 (1 position, $2,000), starts the whole system with `ledger run all`, and plays a morning through
 Kafka: strategies send bursts of signals, the dispatchers decide, a simulated broker fills or
-rejects, a position manager closes on stop-loss / take-profit, the projector follows. Then it
-prints the audit (no breach may exist) and writes the chart; then it imports the recorded history
-of a dispatcher without these gates (examples/incident.jsonl) and audits that too, where the
-breaches are plain.
+rejects, a position manager closes on stop-loss / take-profit, the projector follows; every few
+seconds the broker publishes its positions, which ingest reconciles with the ledger. Once, late
+in the morning, the broker reports a fill of `large` twice: the reconciliation fails and `large`
+goes to reducing. Then it prints the audit (no breach may exist), writes the chart, prints the
+reconciliations and has an operator resume `large`; then it imports the recorded history of a
+dispatcher without these gates (examples/incident.jsonl) and audits that too, where the breaches
+are plain.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -28,9 +32,30 @@ from rich.live import Live
 from rich.table import Table
 
 from console import charts, commands
-from demo.actors import Market, Tally, broker, now, position_manager, strategies
-from ledger import kafka
+from demo.actors import (
+    JUDGED_WAIT_S,
+    Book,
+    Glitch,
+    Market,
+    Tally,
+    broker,
+    glitch,
+    now,
+    position_manager,
+    statements,
+    strategies,
+)
+from ledger import kafka, store
 from ledger.db import connect, dsn_for_database
+from ledger.events import (
+    Difference,
+    DiscrepancyFound,
+    Event,
+    PositionsReconciled,
+    ReconciliationFailed,
+    decode_event,
+    format_decimal,
+)
 from ledger.settings import Settings, load_settings
 from ledger.topics import ensure_topics
 from projections.breaches import AccountAudit, has_breach
@@ -39,19 +64,30 @@ from services import audit
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNTS = {"large": (5, "10000"), "tiny": (1, "2000")}
 # The controls desks expect, on top of positions and exposure: at most this many orders a
-# minute, this much exposure on one underlying, and no identical order within 30 s.
+# minute, this much exposure on one underlying, no identical order within 30 s, and no opening
+# unless the broker's positions matched the ledger's within the last 30 s. The broker publishes
+# them every 3 s (demo/actors.py STATEMENT_EVERY_S), so openings pass while it does; were its
+# statements to stop (or every one to fail), openings would stop 30 s later.
 CONTROLS = {"large": {"max_orders_per_minute": 6, "max_underlying_exposure": "4000",
-                      "duplicate_window_s": 30},
+                      "duplicate_window_s": 30, "max_reconcile_age_s": 30},
             "tiny": {"max_orders_per_minute": 3, "max_underlying_exposure": "2000",
-                     "duplicate_window_s": 30}}
+                     "duplicate_window_s": 30, "max_reconcile_age_s": 30}}
 # When `large` is moved to reducing (its position manager flattens it) and back to active, as
 # fractions of the morning.
 REDUCE_AT, RESUME_AT = 0.4, 0.7
+# When the broker's glitch on `large` starts (it waits for a quiet moment, a few seconds): after
+# the desk's resume, so what moves `large` to reducing the second time is the failed
+# reconciliation alone, and `large` stays reducing until the operator resumes it after the audit.
+GLITCH_ACCOUNT, GLITCH_AT = "large", 0.8
 # Contracts per signal: `tiny` trades small, `large` larger; both ask for far more than allowed.
 CONTRACTS_MAX = {"large": 6, "tiny": 3}
 INTENT_TTL_S = 10
 SETTLE_TIMEOUT_S = 60.0
 REFRESH_S = 0.5
+# How long the close-out waits for a glitch not played yet.
+GLITCH_WAIT_S = 30.0
+# How long the system may take to start (the consumer groups to form) before the morning opens.
+STARTUP_TIMEOUT_S = 120.0
 
 
 async def fresh_database(base: Settings, name: str) -> Settings:
@@ -134,7 +170,7 @@ async def settled(conn: asyncpg.Connection) -> bool:
                 and row["pending"] == 0)
 
 
-async def play(settings: Settings, seconds: float, seed: int, console: Console) -> Tally:
+async def play(settings: Settings, seconds: float, seed: int, console: Console) -> Glitch:
     """Run the simulated world against the running system, then close everything out."""
     rng = random.Random(seed)
     topics = await ensure_topics(settings)
@@ -143,22 +179,42 @@ async def play(settings: Settings, seconds: float, seed: int, console: Console) 
     producer = kafka.producer(settings, client_id="demo-world")
     await producer.start()
     conn = await connect(settings.database_url)
+    book = Book(topics, producer, ACCOUNTS)
+    scripted = Glitch(account=GLITCH_ACCOUNT, max_open_positions=ACCOUNTS[GLITCH_ACCOUNT][0],
+                      max_exposure=Decimal(ACCOUNTS[GLITCH_ACCOUNT][1]),
+                      max_underlying_exposure=Decimal(
+                          str(CONTROLS[GLITCH_ACCOUNT]["max_underlying_exposure"])))
     tasks = [
         asyncio.create_task(market.run(stop_all)),
-        asyncio.create_task(strategies(settings, topics, producer, market,
-                                       CONTRACTS_MAX, rng, stop_signals, tally)),
-        asyncio.create_task(broker(settings, topics, producer, market, rng, stop_all, tally)),
-        *(asyncio.create_task(position_manager(settings, topics, producer, market, account,
+        asyncio.create_task(broker(settings, topics, book, market, rng, stop_all, tally)),
+        asyncio.create_task(statements(settings, book, stop_all)),
+        asyncio.create_task(glitch(book, scripted, stop_all)),
+        *(asyncio.create_task(position_manager(settings, book, market, account,
                                                stop_all, flatten, tally))
           for account in ACCOUNTS),
     ]
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    # The risk desk's moves on `large`: reduce (its position manager flattens it, openings are
-    # blocked as trading_reducing), then back to active.
-    desk = [(REDUCE_AT, "reducing", "risk desk: flatten large before the data release"),
-            (RESUME_AT, "active", "risk desk: data release passed")]
     try:
+        # Openings need a recent reconciliation (max_reconcile_age_s): the morning opens once
+        # ingest has matched the broker's first positions of every account.
+        waited = loop.time()
+        while not all(book.reconciled(account) for account in ACCOUNTS):
+            if loop.time() - waited > STARTUP_TIMEOUT_S:
+                raise RuntimeError(f"the system did not reconcile the broker's positions within "
+                                   f"{STARTUP_TIMEOUT_S:.0f} s: see run-all.log")
+            await asyncio.sleep(REFRESH_S)
+        console.print(f"system up after {loop.time() - waited:.0f} s: the broker's positions "
+                      f"reconciled for {', '.join(ACCOUNTS)}; it publishes them every few "
+                      "seconds")
+        tasks.append(asyncio.create_task(strategies(settings, topics, producer, market,
+                                                    CONTRACTS_MAX, rng, stop_signals, tally,
+                                                    quiet=scripted.quiet)))
+        started = loop.time()
+        # The risk desk's moves on `large`: reduce (its position manager flattens it, openings
+        # are blocked as trading_reducing), then back to active; then the broker's glitch.
+        desk = [(REDUCE_AT, "reducing", "risk desk: flatten large before the data release"),
+                (RESUME_AT, "active", "risk desk: data release passed")]
+        shown = False
         with Live(console=console, refresh_per_second=4, transient=False) as live:
             while loop.time() - started < seconds:
                 elapsed = loop.time() - started
@@ -167,9 +223,20 @@ async def play(settings: Settings, seconds: float, seed: int, console: Console) 
                     await commands.set_trading_state(settings, ["large"], state, reason,
                                                      occurred_at=now())
                     live.console.print(f"large -> {state}: {reason}")
+                if elapsed >= GLITCH_AT * seconds:
+                    scripted.start.set()
+                shown = shown or _show_glitch(scripted, live.console)
                 live.update(await progress_table(conn, tally, seconds - elapsed))
                 await asyncio.sleep(REFRESH_S)
             stop_signals.set()
+            # A short morning may end before the glitch: it comes before the close-out.
+            scripted.start.set()
+            until = loop.time() + GLITCH_WAIT_S
+            while not scripted.done.is_set() and loop.time() < until:
+                live.update(await progress_table(conn, tally, 0))
+                await asyncio.sleep(REFRESH_S)
+            if not shown:
+                _show_glitch(scripted, live.console)
             flatten.set()
             deadline = loop.time() + SETTLE_TIMEOUT_S + INTENT_TTL_S
             while not await settled(conn) and loop.time() < deadline:
@@ -183,7 +250,33 @@ async def play(settings: Settings, seconds: float, seed: int, console: Console) 
         await asyncio.gather(*tasks, return_exceptions=True)
         await producer.stop()
         await conn.close()
-    return tally
+    return scripted
+
+
+def _show_glitch(scripted: Glitch, console: Console) -> bool:
+    """Print the broker's glitch and the ledger's verdict once it happened; True if printed."""
+    doubled = scripted.doubled_fill
+    if doubled is None:
+        return False
+    data = doubled.fill["data"]
+    what = f"{data['symbol']} {data['side']}"
+    for line in (
+        f"broker glitch: fill {data['fill_id']} ({scripted.account}: {data['quantity']} {what} "
+        f"@ {data['price']}) reported again as {doubled.again_id}",
+        f"  the broker's book counts it once ({format_decimal(doubled.broker)} {what}), "
+        f"the ledger books both ({format_decimal(doubled.ledger)})",
+        f"  ledger: not judged within {JUDGED_WAIT_S:.0f} s" if doubled.differences is None
+        else f"  ledger: ReconciliationFailed, "
+             f"{'; '.join(_difference(d) for d in doubled.differences) or 'no difference'}: "
+             f"{scripted.account} -> reducing",
+    ):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return True
+
+
+def _difference(difference: Difference) -> str:
+    return (f"{difference.symbol} {difference.side}: broker {format_decimal(difference.broker)}, "
+            f"ledger {format_decimal(difference.ledger)}")
 
 
 async def audit_accounts(settings: Settings, accounts: list[str]) -> list[AccountAudit]:
@@ -206,7 +299,7 @@ async def main(seconds: float, seed: int, database: str, out: Path) -> int:
     system = start_system(settings, out / "run-all.log")
     try:
         console.rule("[bold]the morning (ledger run all: ingest, relay, projector, dispatchers)")
-        await play(settings, seconds, seed, console)
+        scripted = await play(settings, seconds, seed, console)
     finally:
         system.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -218,6 +311,19 @@ async def main(seconds: float, seed: int, database: str, out: Path) -> int:
     charts.print_audit(morning, console)
     charts.write_png(morning, out / "morning.png")
     console.print(f"chart: {out / 'morning.png'}")
+
+    console.rule("[bold]reconciliation with the broker")
+    await print_reconciliations(settings, list(ACCOUNTS), console)
+    doubled = scripted.doubled_fill
+    reason = (f"operator: audited the duplicate fill {doubled.again_id} of "
+              f"{doubled.fill['data']['fill_id']}" if doubled is not None
+              else "operator: audited the reconciliations")
+    console.print(f"operator resumes {GLITCH_ACCOUNT} after the audit ({reason})",
+                  markup=False, highlight=False, soft_wrap=True)
+    for change in await commands.set_trading_state(settings, [GLITCH_ACCOUNT], "active", reason,
+                                                   occurred_at=now()):
+        console.print(f"{change.account}: {change.event_type} at sequence {change.sequence}",
+                      highlight=False)
 
     console.rule("[bold]a recorded history without these gates (examples/incident.jsonl)")
     report = await commands.import_file(settings, ROOT / "examples" / "incident.jsonl",
@@ -235,6 +341,41 @@ async def main(seconds: float, seed: int, database: str, out: Path) -> int:
         return 1
     console.print("[bold green]the morning never exceeded a limit; the recorded incident did")
     return 0
+
+
+async def print_reconciliations(settings: Settings, accounts: list[str], console: Console) -> None:
+    """Print each account's reconciliations with the broker: how many matched, every failure
+    with its differences, and every discrepancy."""
+    conn = await connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            f"SELECT {store.EVENT_JSON_SQL} AS event FROM events WHERE account = ANY($1) "
+            "AND type = ANY($2) ORDER BY account, sequence", accounts,
+            ["PositionsReconciled", "ReconciliationFailed", "DiscrepancyFound"])
+    finally:
+        await conn.close()
+    events = [decode_event(row["event"]) for row in rows]
+    for account in accounts:
+        own = [event for event in events if event.account == account]
+        matched = sum(isinstance(event.data, PositionsReconciled) for event in own)
+        failed = [event for event in own if isinstance(event.data, ReconciliationFailed)]
+        found = [event for event in own if isinstance(event.data, DiscrepancyFound)]
+        console.print(f"{account}  {matched} reconciliations with the broker matched, "
+                      f"{len(failed)} failed; {len(found) or 'no'} "
+                      f"discrepanc{'ies' if len(found) > 1 else 'y'}", highlight=False)
+        for event in failed + found:
+            console.print(f"  {_outcome(event)}", markup=False, highlight=False,
+                          soft_wrap=True)
+
+
+def _outcome(event: Event) -> str:
+    data = event.data
+    if isinstance(data, ReconciliationFailed):
+        return (f"#{event.sequence} ReconciliationFailed (broker as of "
+                f"{data.as_of:%H:%M:%S}, ledger at #{data.head}): "
+                + "; ".join(_difference(d) for d in data.differences))
+    assert isinstance(data, DiscrepancyFound), event.type
+    return f"#{event.sequence} DiscrepancyFound {data.kind}: {data.reason}"
 
 
 def run() -> None:
