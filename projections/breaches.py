@@ -93,13 +93,14 @@ import decimal
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from ledger.events import (
     DECIMAL_CONTEXT,
+    SNAPSHOT_POSITIONS_MAX,
     Difference,
     DiscrepancyFound,
     DiscrepancyFoundEvent,
@@ -204,7 +205,7 @@ FATES_KEPT_MAX = 100_000
 # sample, as many as SAMPLES_MAX); the rest are counted. A reconciliation per minute is 1,440 a day.
 FINDINGS_MAX = SAMPLES_MAX
 # Differences of failed reconciliations kept per account, in all: one full broker snapshot's worth.
-DIFFERENCES_KEPT_MAX = 10_000
+DIFFERENCES_KEPT_MAX = SNAPSHOT_POSITIONS_MAX
 # Symbols whose underlying the audit remembers, rather than work it out for every fill.
 _SYMBOLS_KEPT_MAX = 10_000
 
@@ -276,24 +277,58 @@ class AccountAudit:
     # In order of opening; of two opening at one event, in the order of GATES.
     breaches: list[Breach]
     samples: list[Sample]
-    # What the broker reported that the ledger had not reserved room for, in sequence order.
+    # Executions the ledger disagrees with, in sequence order (of one execution, in the order
+    # `projections.executions.discrepancies` gives): the window's first FINDINGS_MAX.
     discrepancies: list[Discrepancy] = field(default_factory=list)
+    # The reconciliations with the broker, in sequence order: the window's first FINDINGS_MAX,
+    # with at most DIFFERENCES_KEPT_MAX differences in all.
+    reconciliations: list[Reconciliation] = field(default_factory=list)
+    # Found in the window beyond those bounds: counted, not listed.
+    discrepancies_omitted: int = 0
+    reconciliations_omitted: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Discrepancy:
-    """An execution that contradicts the ledger's reservations: kept, and reported.
+    """An execution the ledger disagrees with (`projections.executions.discrepancies`).
 
-    `fill_after_expiry`: a fill for an intent that had expired (its reservation was released,
-    or its expiry had passed): the broker's truth, recorded, but the room it takes was never
-    reserved at the time, so it may have put the account over its limits.
+    The broker's truth, recorded as reported, but it contradicts what the ledger held: a close
+    beyond what is open or of a position it does not hold, a fill for an intent that expired,
+    was rejected or cancelled, or beyond its intent's quantity or limit price. The room it takes
+    was never reserved, so it may have put the account over its limits. `reported` is the
+    broker's figure and `ledger` the ledger's (None when the kind has none); `recorded` is True
+    when the store holds the `DiscrepancyFound` for it (same execution and kind, after it).
     """
 
-    kind: str
+    kind: DiscrepancyKind
+    # The execution's sequence and time.
     sequence: int
     occurred_at: datetime
-    intent_id: str
-    fill_id: str
+    # Its natural key (`DiscrepancyFound.execution`).
+    execution: str
+    position_id: str
+    intent_id: str | None
+    # The broker's execution id: fill_id for an OrderFilled, close_id (if any) for a close.
+    fill_id: str | None
+    close_id: str | None
+    reported: Decimal | None
+    ledger: Decimal | None
+    reason: str
+    recorded: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconciliation:
+    """A reconciliation's outcome as stored: a `PositionsReconciled` (matched) or a
+    `ReconciliationFailed` with its differences (broker's and ledger's open quantities)."""
+
+    sequence: int
+    occurred_at: datetime
+    # The broker's positions as of this time were compared with the ledger's at `head`.
+    as_of: datetime
+    head: int
+    matched: bool
+    differences: tuple[Difference, ...] = ()
 
 
 # --- Finder -------------------------------------------------------------------------------------
@@ -408,9 +443,17 @@ class BreachFinder:
         # Intervals opened or closed so far: tells which events open or close one.
         self._changes = 0
         self._breaches: list[Breach] = []
+        # How the intents that ended unfilled ended, oldest first (a dict keeps the order).
+        self._fates: dict[str, IntentFate] = {}
         self._discrepancies: list[Discrepancy] = []
-        # Intents released by expiry, oldest first (a dict keeps the order).
-        self._expired: dict[str, None] = {}
+        self._discrepancies_omitted = 0
+        # (execution, kind) -> index in _discrepancies, until its DiscrepancyFound is read.
+        self._unrecorded: dict[tuple[str, str], int] = {}
+        self._reconciliations: list[Reconciliation] = []
+        self._reconciliations_omitted = 0
+        self._differences_kept = 0
+        # The differences of the last failed reconciliation kept: a repeat shares them.
+        self._last_differences: tuple[Difference, ...] = ()
         self._sampler = _Sampler(samples_max)
 
     @property
@@ -460,6 +503,9 @@ class BreachFinder:
             breaches=breaches,
             samples=self._sampler.snapshot(),
             discrepancies=list(self._discrepancies),
+            reconciliations=list(self._reconciliations),
+            discrepancies_omitted=self._discrepancies_omitted,
+            reconciliations_omitted=self._reconciliations_omitted,
         )
 
     # --- One event ------------------------------------------------------------------------------
@@ -481,8 +527,15 @@ class BreachFinder:
         if self._today is None or day > self._today:
             self._today = day
         position_id, intent_id = _touched(event)
-        if type(event) is OrderFilledEvent and event.data.intent_id is not None:
-            self._check_fill(event, event.data.intent_id, sequence)
+        event_type = type(event)
+        if event_type is OrderFilledEvent or event_type is PositionClosedEvent:
+            # Judged on the state just before it, as ingest judged it.
+            if self._in_window:
+                found = discrepancies(draft.positions, draft.pending, self._fates, event)
+                if found:
+                    self._found(event, sequence, found)
+        elif event_type in _NOTED_TYPES:
+            self._note(event, sequence)
         rate: int | None = None
         duplicates: int | None = None
         index = self._recent
@@ -503,8 +556,6 @@ class BreachFinder:
             index.issued(recent, before, key)
         else:
             draft.step(event, sequence)
-        if type(event) is IntentExpiredEvent:
-            self._remember_expired(event.data.intent_id)
         underlyings = self._underlyings
         if position_id is not None:
             position = draft.positions.get(position_id)
@@ -566,20 +617,74 @@ class BreachFinder:
         elif self._recent is None:
             self._recent = _RecentIndex(draft.recent_intents)
 
-    def _check_fill(self, event: OrderFilledEvent, intent_id: str, sequence: int) -> None:
-        pending = self._draft.pending.get(intent_id)
-        late = (intent_id in self._expired if pending is None
-                else pending.expires_at < event.occurred_at)
-        if late and self._in_window:
-            self._discrepancies.append(Discrepancy(
-                kind="fill_after_expiry", sequence=sequence, occurred_at=event.occurred_at,
-                intent_id=intent_id, fill_id=event.data.fill_id))
+    def _found(self, event: Event, sequence: int, found: list[DiscrepancyFound]) -> None:
+        """Keep the discrepancies found at an execution in the window, while within the bound."""
+        kept = self._discrepancies
+        fill_id: str | None = None
+        close_id: str | None = None
+        if type(event) is OrderFilledEvent:
+            fill_id = event.data.fill_id
+        else:
+            assert type(event) is PositionClosedEvent, type(event)
+            close_id = event.data.close_id
+        for discrepancy in found:
+            if len(kept) >= FINDINGS_MAX:
+                self._discrepancies_omitted += 1
+                continue
+            self._unrecorded[(discrepancy.execution, discrepancy.kind)] = len(kept)
+            kept.append(Discrepancy(
+                kind=discrepancy.kind, sequence=sequence, occurred_at=event.occurred_at,
+                execution=discrepancy.execution, position_id=discrepancy.position_id,
+                intent_id=discrepancy.intent_id, fill_id=fill_id, close_id=close_id,
+                reported=discrepancy.reported, ledger=discrepancy.ledger,
+                reason=discrepancy.reason))
 
-    def _remember_expired(self, intent_id: str) -> None:
-        # Bounded: a fill comes minutes after its intent, not after thousands of expiries.
-        if len(self._expired) >= EXPIRED_KEPT_MAX:
-            self._expired.pop(next(iter(self._expired)))
-        self._expired[intent_id] = None
+    def _note(self, event: Event, sequence: int) -> None:
+        """Note an intent's fate, a reconciliation, or that a discrepancy found is recorded."""
+        event_type = type(event)
+        fate = _FATE_OF.get(event_type)
+        if fate is not None:
+            assert isinstance(event, IntentExpiredEvent | IntentRejectedEvent
+                              | IntentCancelledEvent), event_type
+            fates = self._fates
+            intent_id = event.data.intent_id
+            # The first end on record is how it ended (as ledger.store.intent_fates).
+            if intent_id not in fates:
+                if len(fates) >= FATES_KEPT_MAX:
+                    del fates[next(iter(fates))]
+                fates[intent_id] = fate
+        elif event_type is DiscrepancyFoundEvent:
+            assert isinstance(event, DiscrepancyFoundEvent)
+            data = event.data
+            index = self._unrecorded.pop((data.execution, data.kind), None)
+            if index is not None:
+                self._discrepancies[index] = replace(self._discrepancies[index], recorded=True)
+        elif self._in_window:
+            assert isinstance(event, PositionsReconciledEvent | ReconciliationFailedEvent)
+            self._reconciled(event, sequence)
+
+    def _reconciled(self, event: PositionsReconciledEvent | ReconciliationFailedEvent,
+                    sequence: int) -> None:
+        """Keep a reconciliation in the window, while within the bounds."""
+        kept = self._reconciliations
+        if self._reconciliations_omitted or len(kept) >= FINDINGS_MAX:
+            self._reconciliations_omitted += 1
+            return
+        differences: tuple[Difference, ...] = ()
+        if type(event) is ReconciliationFailedEvent:
+            differences = event.data.differences
+            if differences == self._last_differences:
+                differences = self._last_differences
+            elif self._differences_kept + len(differences) > DIFFERENCES_KEPT_MAX:
+                self._reconciliations_omitted += 1
+                return
+            else:
+                self._differences_kept += len(differences)
+                self._last_differences = differences
+        data = event.data
+        kept.append(Reconciliation(
+            sequence=sequence, occurred_at=event.occurred_at, as_of=data.as_of, head=data.head,
+            matched=type(event) is PositionsReconciledEvent, differences=differences))
 
     def _enter_window(self, event: Event, sequence: int) -> None:
         self._in_window = True
@@ -1179,17 +1284,45 @@ def audit_document(audits: Sequence[AccountAudit]) -> dict[str, Any]:
                 "peak_open_positions": audit.peak_open_positions,
                 "peak_exposure": money_json(audit.peak_exposure),
                 "breaches": [_breach_document(breach) for breach in audit.breaches],
+                "reconciliations": [_reconciliation_document(reconciliation)
+                                    for reconciliation in audit.reconciliations],
                 "discrepancies": [_discrepancy_document(d) for d in audit.discrepancies],
+                **_omitted_document(audit),
             }
             for audit in audits
         ]
     }
 
 
+def _omitted_document(audit: AccountAudit) -> dict[str, int]:
+    # Present only when the bounds left something out (as `to` is only for a closed interval).
+    omitted = {"reconciliations_omitted": audit.reconciliations_omitted,
+               "discrepancies_omitted": audit.discrepancies_omitted}
+    return {name: count for name, count in omitted.items() if count}
+
+
+def _optional_decimal(number: Decimal | None) -> str | None:
+    return None if number is None else format_decimal(number)
+
+
 def _discrepancy_document(discrepancy: Discrepancy) -> dict[str, Any]:
     return {"kind": discrepancy.kind, "sequence": discrepancy.sequence,
-            "at": format_time(discrepancy.occurred_at), "intent_id": discrepancy.intent_id,
-            "fill_id": discrepancy.fill_id}
+            "at": format_time(discrepancy.occurred_at), "position_id": discrepancy.position_id,
+            "intent_id": discrepancy.intent_id, "fill_id": discrepancy.fill_id,
+            "close_id": discrepancy.close_id,
+            "reported": _optional_decimal(discrepancy.reported),
+            "ledger": _optional_decimal(discrepancy.ledger), "reason": discrepancy.reason,
+            "recorded": discrepancy.recorded}
+
+
+def _reconciliation_document(reconciliation: Reconciliation) -> dict[str, Any]:
+    return {"sequence": reconciliation.sequence, "at": format_time(reconciliation.occurred_at),
+            "as_of": format_time(reconciliation.as_of), "head": reconciliation.head,
+            "matched": reconciliation.matched,
+            "differences": [{"symbol": difference.symbol, "side": difference.side,
+                             "broker": format_decimal(difference.broker),
+                             "ledger": format_decimal(difference.ledger)}
+                            for difference in reconciliation.differences]}
 
 
 def _breach_document(breach: Breach) -> dict[str, Any]:

@@ -77,19 +77,26 @@ def discrepancies(positions: Mapping[str, Position], pending: Mapping[str, Pendi
     """
     data = event.data
     if isinstance(data, PositionClosed):
-        return _close_discrepancies(positions, data, natural_key(event))
+        return _close_discrepancies(positions, data, event)
     if not isinstance(data, OrderFilled) or data.intent_id is None:
         return []
-    execution = natural_key(event)
     intent = pending.get(data.intent_id)
     if intent is None:
         fate = fates.get(data.intent_id)
         if fate is None:
             return []
         return [DiscrepancyFound(
-            kind=_AFTER[fate], execution=execution, position_id=data.position_id,
+            kind=_AFTER[fate], execution=natural_key(event), position_id=data.position_id,
             intent_id=data.intent_id,
             reason=f"fill {data.fill_id} for intent {data.intent_id}, which was {fate}")]
+    # The beyond-price test, in the intent's direction: a buy may not pay more than its limit, a
+    # sell may not receive less.
+    beyond = (data.price > intent.limit_price if intent.side == "long"
+              else data.price < intent.limit_price)
+    if event.occurred_at <= intent.expires_at and data.quantity <= intent.quantity \
+            and not beyond:
+        return []
+    execution = natural_key(event)
     found: list[DiscrepancyFound] = []
     if event.occurred_at > intent.expires_at:
         found.append(DiscrepancyFound(
@@ -103,9 +110,6 @@ def discrepancies(positions: Mapping[str, Position], pending: Mapping[str, Pendi
             intent_id=intent.intent_id, reported=data.quantity, ledger=intent.quantity,
             reason=f"fill {data.fill_id} of {format_decimal(data.quantity)} for intent "
                    f"{intent.intent_id} of {format_decimal(intent.quantity)}"))
-    # A buy may not pay more than its limit, a sell may not receive less.
-    beyond = (data.price > intent.limit_price if intent.side == "long"
-              else data.price < intent.limit_price)
     if beyond:
         relation = "above" if intent.side == "long" else "below"
         found.append(DiscrepancyFound(
@@ -118,19 +122,19 @@ def discrepancies(positions: Mapping[str, Position], pending: Mapping[str, Pendi
 
 
 def _close_discrepancies(positions: Mapping[str, Position], close: PositionClosed,
-                         execution: str) -> list[DiscrepancyFound]:
+                         event: Event) -> list[DiscrepancyFound]:
     position = positions.get(close.position_id)
     name = close.close_id or "without id"
     if position is None:
         return [DiscrepancyFound(
-            kind="close_of_unknown_position", execution=execution,
+            kind="close_of_unknown_position", execution=natural_key(event),
             position_id=close.position_id, intent_id=close.intent_id,
             reported=close.quantity, ledger=Decimal(0),
             reason=f"close {name} of position {close.position_id}, which the ledger does not "
                    "hold open")]
     if close.quantity is not None and close.quantity > position.quantity:
         return [DiscrepancyFound(
-            kind="close_beyond_open", execution=execution, position_id=close.position_id,
+            kind="close_beyond_open", execution=natural_key(event), position_id=close.position_id,
             intent_id=close.intent_id, reported=close.quantity, ledger=position.quantity,
             reason=f"close {name} of {format_decimal(close.quantity)} on position "
                    f"{close.position_id}, where {format_decimal(position.quantity)} are open")]

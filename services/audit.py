@@ -1,9 +1,10 @@
-"""`ledger audit`: replay the store per account and report every limit breach.
+"""`ledger audit`: replay the store per account and report every limit breach, every
+reconciliation with the broker and every discrepancy.
 
 Reads each account's stream page by page (never the whole store in memory) and feeds it to the
 pure breach finder of projections/breaches.py, which folds with the same fold as the projector
-and the dispatcher. Rendering (table, terminal chart, PNG) lives in console/charts.py. Must not
-import Kafka clients.
+and the dispatcher and finds discrepancies with the same function as ingest. Rendering (tables,
+terminal chart, PNG) lives in console/charts.py. Must not import Kafka clients.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ Progress = Callable[[int], None]
 async def audit_account(conn: Conn, account: str, *, window_from: datetime | None = None,
                         window_to: datetime | None = None,
                         progress: Progress | None = None) -> AccountAudit:
-    """Replay one account's stream through the breach finder."""
+    """Replay one account's stream through the breach finder (breaches, reconciliations,
+    discrepancies)."""
     finder = BreachFinder(account, window_from=window_from, window_to=window_to)
     async for page in store.pages(conn, account):
         finder.feed_many(page)

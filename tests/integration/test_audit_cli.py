@@ -41,7 +41,7 @@ def test_audit_json_when_history_over_traded_reports_the_breaches_and_exits_3(
              "from": "2026-02-03T17:31:24Z", "first_sequence": 9},
             {"gate": "max_open_positions", "limit": "5", "peak": "12",
              "from": "2026-02-03T17:34:54Z", "first_sequence": 18}],
-        "discrepancies": []}]}
+        "discrepancies": [], "reconciliations": []}]}
 
 
 def test_audit_when_window_ends_before_the_trades_finds_nothing_and_exits_0(

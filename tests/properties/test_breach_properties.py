@@ -18,6 +18,12 @@ one: each signal of a burst is evaluated by `dispatcher.gates.evaluate` on the s
 far, at the decision's time, and issued as an intent stamped with that time when allowed. Its
 signals open positions, and some reduce them: an allowed reducing intent reserves nothing, in the
 gates as in the fold.
+
+Discrepancies: the same histories, stored as ingest stores them (a `DiscrepancyFound` after an
+execution, for some of what `projections.executions.discrepancies` finds, judged on the state
+folded by `apply` just before it and on the fates of the intents ended before it); the audit must
+list exactly what that function found at each execution, `recorded` exactly where one was
+stored, and within a window exactly those of the window's executions.
 """
 
 from __future__ import annotations
@@ -39,10 +45,16 @@ from console.charts import terminal_chart
 from dispatcher.gates import Freshness, evaluate, issued_intent, reduces
 from ledger.events import (
     Event,
+    IntentCancelledEvent,
+    IntentExpiredEvent,
+    IntentFate,
     IntentIssuedEvent,
+    IntentRejectedEvent,
     LimitsSetEvent,
     OrderFilledEvent,
+    PositionClosedEvent,
     Signal,
+    build_event,
     decode_event,
     decode_signal,
     format_decimal,
@@ -60,6 +72,7 @@ from projections.breaches import (
     audit_document,
     audit_events,
 )
+from projections.executions import discrepancies
 from projections.fold import (
     RATE_WINDOW,
     AccountState,
@@ -761,3 +774,98 @@ def test_audit_when_gates_allow_a_reducing_intent_finds_no_underlying_breach() -
 
     # Assert
     assert [breach for breach in result.breaches if breach.gate in NEW_GATES] == []
+
+
+# --- Discrepancies: what projections.executions finds, event by event ----------------------------
+
+FATES: dict[type, IntentFate] = {IntentExpiredEvent: "expired", IntentRejectedEvent: "rejected",
+                                 IntentCancelledEvent: "cancelled"}
+# What the audit lists of a discrepancy, but the execution's ids (checked apart).
+Found = tuple[str, int, str, str, str | None, Decimal | None, Decimal | None, str, bool]
+
+
+def ingested(events: list[Event], data: st.DataObject) -> tuple[list[Event], list[Found]]:
+    """Return the history stored as ingest stores it, and the discrepancies it holds, in order.
+
+    Folds with the public `apply`; before each execution asks `discrepancies` (the fates: the
+    first end on record of each intent ended before it), and after it stores a DiscrepancyFound
+    for some of what it found, drawn.
+    """
+    state = initial_state(ACCOUNT)
+    fates: dict[str, IntentFate] = {}
+    stored_events: list[Event] = []
+    expected: list[Found] = []
+
+    def store(event: Event) -> int:
+        nonlocal state
+        sequence = len(stored_events) + 1
+        stored_events.append(with_ledger_fields(event, sequence=sequence,
+                                                recorded_at=RECORDED_AT,
+                                                global_position=sequence))
+        state = apply(state, stored_events[-1])
+        return sequence
+
+    for event in events:
+        found = []
+        if isinstance(event, OrderFilledEvent | PositionClosedEvent):
+            found = discrepancies(state.positions, state.pending, fates, event)
+        elif isinstance(event, IntentExpiredEvent | IntentRejectedEvent | IntentCancelledEvent):
+            fates.setdefault(event.data.intent_id, FATES[type(event)])
+        sequence = store(event)
+        for discrepancy in found:
+            tally(discrepancy.kind)
+            recorded = data.draw(st.booleans())
+            expected.append((discrepancy.kind, sequence, discrepancy.execution,
+                             discrepancy.position_id, discrepancy.intent_id,
+                             discrepancy.reported, discrepancy.ledger, discrepancy.reason,
+                             recorded))
+            if recorded:
+                store(build_event(ACCOUNT, event.occurred_at, discrepancy))
+    return stored_events, expected
+
+
+def listed(result: AccountAudit, events: list[Event]) -> list[Found]:
+    for discrepancy in result.discrepancies:
+        execution = events[discrepancy.sequence - 1]
+        assert discrepancy.occurred_at == execution.occurred_at
+        if isinstance(execution, OrderFilledEvent):
+            assert (discrepancy.fill_id, discrepancy.close_id) == (execution.data.fill_id, None)
+        else:
+            assert isinstance(execution, PositionClosedEvent)
+            assert (discrepancy.fill_id, discrepancy.close_id) == (None, execution.data.close_id)
+    return [(d.kind, d.sequence, d.execution, d.position_id, d.intent_id, d.reported, d.ledger,
+             d.reason, d.recorded) for d in result.discrepancies]
+
+
+@PROPERTY_SETTINGS
+@given(histories(), st.data())
+def test_discrepancies_when_any_history_are_those_executions_finds_event_by_event(
+    events: list[Event], data: st.DataObject
+) -> None:
+    # Arrange
+    stored_events, expected = ingested(events, data)
+
+    # Act
+    result = audit_events(ACCOUNT, stored_events)
+
+    # Assert
+    assert listed(result, stored_events) == expected
+    assert result.discrepancies_omitted == 0
+
+
+@PROPERTY_SETTINGS
+@given(histories(), st.data())
+def test_discrepancies_when_window_starts_mid_history_are_those_of_its_executions(
+    events: list[Event], data: st.DataObject
+) -> None:
+    # Arrange: times never go back, so the window's events are those from its first one on.
+    stored_events, expected = ingested(events, data)
+    window_from = data.draw(st.sampled_from(stored_events)).occurred_at
+    start = next(sequence for sequence, event in enumerate(stored_events, start=1)
+                 if event.occurred_at >= window_from)
+
+    # Act
+    result = audit_events(ACCOUNT, stored_events, window_from=window_from)
+
+    # Assert
+    assert listed(result, stored_events) == [found for found in expected if found[1] >= start]

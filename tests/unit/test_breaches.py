@@ -1109,6 +1109,7 @@ def test_audit_when_account_stays_within_limits_finds_no_breach() -> None:
                 "peak_open_positions": 5,
                 "peak_exposure": "10000.00",
                 "breaches": [],
+                "reconciliations": [],
                 "discrepancies": [],
             }
         ]
@@ -1230,6 +1231,7 @@ def test_audit_document_when_incident_replayed_equals_design_shape() -> None:
                         "first_sequence": 7,
                     },
                 ],
+                "reconciliations": [],
                 "discrepancies": [],
             }
         ]
@@ -1278,6 +1280,7 @@ def test_audit_document_when_intervals_closed_lists_them_with_to_in_order_of_ope
                         "first_sequence": 5,
                     },
                 ],
+                "reconciliations": [],
                 "discrepancies": [],
             }
         ]
@@ -1623,5 +1626,9 @@ def test_audit_when_a_fill_comes_after_its_intent_expired_reports_fill_after_exp
         ("fill_after_expiry", 4, "I-1"), ("fill_after_expiry", 6, "I-2")]
     document = audit_document([result])["accounts"][0]["discrepancies"]
     assert document[0] == {"kind": "fill_after_expiry", "sequence": 4,
-                           "at": "2026-02-03T17:07:00Z", "intent_id": "I-1",
-                           "fill_id": document[0]["fill_id"]}
+                           "at": "2026-02-03T17:07:00Z", "position_id": "P-1",
+                           "intent_id": "I-1", "fill_id": "X-P-1-2026-02-03T17:07:00Z",
+                           "close_id": None, "reported": None, "ledger": None,
+                           "reason": "fill X-P-1-2026-02-03T17:07:00Z for intent I-1, which "
+                                     "was expired",
+                           "recorded": False}
