@@ -167,6 +167,33 @@ def relay_sends_dead_orders() -> None:
     vars(relay)["_live_intents"] = all_live
 
 
+def reconciles_blind() -> None:
+    """Ingest compares the broker's positions per symbol alone, blind to the side: both sides
+    of a symbol are summed into one line (reported as long), so a side flipped at the broker
+    passes, and a difference on a short line is recorded as one on the long side."""
+    from decimal import Decimal
+
+    from ledger.events import Difference
+    from services import reconcile
+
+    def per_symbol(lines: Any) -> dict[str, Decimal]:
+        held: dict[str, Decimal] = {}
+        for symbol, quantity in lines:
+            held[symbol] = held.get(symbol, Decimal(0)) + quantity
+        return held
+
+    def compare(positions: Any, view: Any) -> list[Difference]:
+        ours = per_symbol((p.symbol, p.quantity) for p in positions.values())
+        theirs = per_symbol((line.symbol, line.quantity) for line in view.positions)
+        zero = Decimal(0)
+        return [Difference(symbol=symbol, side="long", broker=theirs.get(symbol, zero),
+                           ledger=ours.get(symbol, zero))
+                for symbol in sorted(ours.keys() | theirs.keys())
+                if ours.get(symbol, zero) != theirs.get(symbol, zero)]
+
+    vars(reconcile)["compare"] = compare
+
+
 def _note(path: str, line: str) -> None:
     with open(path, "a") as log:
         log.write(line + "\n")
@@ -215,6 +242,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "swallows-malformed": swallows_malformed,
     "self-promoting": self_promoting,
     "relay-sends-dead-orders": relay_sends_dead_orders,
+    "reconciles-blind": reconciles_blind,
 }
 
 

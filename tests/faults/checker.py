@@ -30,9 +30,12 @@ The checks, each guarding one promise of docs/design.md:
    max_orders_per_minute, and no identical intent (symbol, side, quantity, limit price) was
    issued within duplicate_window_s before it (invariant 2). An intent marked reducing that
    truly reduces an open position (names it, opposite side, same symbol, at most its open
-   quantity less the other reductions pending on it) adds no risk and reserves nothing: it is exempt from positions, exposure, underlying and order notional,
-   never from the rate or duplicates; one marked reducing that does not is judged as an opening.
-   It uses the fold only, not the gates, so a bug in the gates cannot hide here.
+   quantity less the other reductions pending on it) adds no risk and reserves nothing: it is
+   exempt from positions, exposure, underlying, order notional and reconciliation age, never
+   from the rate or duplicates; one marked reducing that does not is judged as an opening. An
+   opening also needs, when max_reconcile_age_s is set, a PositionsReconciled whose broker
+   `as_of` is at most that many seconds before it. It uses the fold only, not the gates, so a
+   bug in the gates cannot hide here.
 6. decisions - every SignalEvaluated was decided on the head (as_of_sequence = sequence - 1),
    recorded the true figures (the gates re-run on the state the store gives at that head agree
    with the recorded decision gate for gate), never allowed anything while halted, nor while
@@ -44,7 +47,9 @@ The checks, each guarding one promise of docs/design.md:
    with its key, its value and a reason, and no dead letter lacks a reason (invariant 6).
 8. writers - every stored event was appended by a login role that may write its type to its
    account (the store records the role): a dispatcher only its own account's decisions, intents
-   and expiries, ingest what the broker reports, the operator limits and trading states
+   and expiries, ingest what the broker reports and its own conclusions about it
+   (PositionsReconciled, ReconciliationFailed, DiscrepancyFound), the operator limits and
+   trading states
    (invariant 1: a dispatcher's own credentials never lift a halt or raise a limit).
 9. live orders - every intent on `order-intents` was live when the relay proved it live: not
    past its expiry at the check's clock (the record's timestamp, LIVENESS_TOLERANCE between the
@@ -53,8 +58,25 @@ The checks, each guarding one promise of docs/design.md:
    halted (the latest of TradingHalted, TradingReduced, TradingResumed being a halt); and every
    IntentCancelled of the store reached `order-intents`, so the router cancels it at the broker
    (docs/consumers.md). Cancels carry no liveness headers: a cancel is never dead.
+10. reconciliation - every broker view the campaign's broker published on `broker-positions`
+   (`Observation.snapshots`) is judged once: one PositionsReconciled or ReconciliationFailed
+   per broker `as_of`, never both nor either twice, none for an `as_of` nobody sent, and one
+   for every acknowledged view. Each compares the ledger as of the view's `as_of`: `head` is the
+   head it was appended on (its sequence - 1) less the executions recorded last that occurred
+   after that `as_of` (the broker had not made them yet, services/reconcile.py), and it records
+   exactly the differences between the view and the fold at `head` (the checker's own sum per
+   symbol and side, not projections.reconcile). A mismatch the broker planted on purpose is a
+   ReconciliationFailed with exactly the planted differences, an honest view a
+   PositionsReconciled - when the ledger at `head` held exactly the executions the broker had
+   reported before the view. Otherwise the race must be one the design allows: an execution
+   reported before the view but missing there was recorded after the judgement, which came at
+   least `reconcile_wait_s` after the `as_of` (ingest waited that long for the executions, then
+   judged the ledger as it was: fail closed), and one the ledger holds beyond the view's was
+   sent after it. Right after every ReconciliationFailed and DiscrepancyFound the fold is
+   reducing, or halted (invariant 3: when the ledger and the broker disagree, openings stop
+   until an operator resumes).
 
-Checks 4, 5 and 6 replay a stream only as far as it is numbered 1, 2, 3...: beyond a broken
+Checks 4, 5, 6 and 10 replay a stream only as far as it is numbered 1, 2, 3...: beyond a broken
 sequence there is nothing trustworthy to replay, and check 1 already fails the run there.
 Imports only pure modules: no asyncpg, aiokafka, faststream, time, os or logging.
 """
@@ -64,7 +86,7 @@ from __future__ import annotations
 import decimal
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -73,6 +95,8 @@ from ledger.errors import InvalidEvent
 from ledger.events import (
     DECIMAL_CONTEXT,
     EVENT_WRITERS,
+    Difference,
+    DiscrepancyFoundEvent,
     Event,
     GateResult,
     IntentCancelled,
@@ -80,18 +104,22 @@ from ledger.events import (
     IntentExpired,
     IntentIssuedEvent,
     IntentRejected,
+    PositionsReconciledEvent,
+    ReconciliationFailedEvent,
+    Side,
     Signal,
     SignalEvaluated,
     SignalEvaluatedEvent,
     decode_event,
     format_decimal,
+    format_time,
     natural_key,
     notional,
     underlying,
 )
 from projections import tables
 from projections.fold import AccountState, Folding, Limits, Position, initial_state
-from tests.faults.model import Observation, Operation, Record
+from tests.faults.model import Observation, Operation, Record, Snapshot
 
 __all__ = [
     "CHECKS",
@@ -107,7 +135,9 @@ __all__ = [
     "check_7_dead_letters",
     "check_8_writers",
     "check_9_live_orders",
+    "check_10_reconciliation",
     "find_violations",
+    "holdings_differences",
 ]
 
 CHECKS: dict[int, str] = {
@@ -120,6 +150,7 @@ CHECKS: dict[int, str] = {
     7: "dead letters",
     8: "writers",
     9: "live orders",
+    10: "reconciliation",
 }
 # Enough to see whether a bug is one slip or a pattern, few enough to read in a failure report.
 EXAMPLES_PER_CHECK_MAX = 5
@@ -405,11 +436,15 @@ def check_5_limits(observation: Observation) -> list[Violation]:
     for account in _accounts(observation):
         draft = Folding(initial_state(account))
         issued: list[IntentIssuedEvent] = []
+        reconciled: datetime | None = None
         for sequence, event in enumerate(_replayable(account, _stream(observation, account)),
                                          start=1):
             draft.step(event, sequence)
+            if isinstance(event, PositionsReconciledEvent) and (
+                    reconciled is None or event.data.as_of > reconciled):
+                reconciled = event.data.as_of
             if isinstance(event, IntentIssuedEvent):
-                problem = _limits_problem(draft.snapshot(), event, issued)
+                problem = _limits_problem(draft.snapshot(), event, issued, reconciled)
                 if problem is not None:
                     found.append(_violation(5, account, (
                         f"after IntentIssued at sequence {sequence} (intent "
@@ -423,11 +458,13 @@ ORDER_RATE_WINDOW = timedelta(seconds=60)
 
 
 def _limits_problem(state: AccountState, event: IntentIssuedEvent,
-                    earlier: Sequence[IntentIssuedEvent]) -> str | None:
+                    earlier: Sequence[IntentIssuedEvent],
+                    reconciled: datetime | None = None) -> str | None:
     """Return the limits the account is beyond right after `event`, given the intents before it.
 
     `state` is the fold right after the intent; `earlier` every IntentIssued before it in the
-    stream. A reducing intent adds no risk only if it truly reduces (`_reduced_position`).
+    stream; `reconciled` the latest broker `as_of` of a PositionsReconciled before it. A
+    reducing intent adds no risk only if it truly reduces (`_reduced_position`).
     """
     limits = state.limits
     if limits is None:
@@ -440,6 +477,7 @@ def _limits_problem(state: AccountState, event: IntentIssuedEvent,
         # Marked reducing, the fold reserved nothing for it; judged as an opening, it counts.
         breaches += _risk_breaches(state, issued.symbol, issued.quantity, issued.limit_price,
                                    issued.multiplier, limits, unreserved=issued.reducing)
+        breaches += _reconcile_breaches(event, reconciled, limits)
     breaches += _pace_breaches(event, earlier, limits)
     return "; ".join(breaches) if breaches else None
 
@@ -480,6 +518,24 @@ def _risk_breaches(state: AccountState, symbol: str, quantity: decimal.Decimal,
         breaches.append(f"order notional {_money(order)} > max_order_notional "
                         f"{_money(limits.max_order_notional)}")
     return breaches
+
+
+def _reconcile_breaches(event: IntentIssuedEvent, reconciled: datetime | None,
+                        limits: Limits) -> list[str]:
+    """Return the reconciliation age limit an opening went beyond: it needs the broker's
+    positions reconciled (PositionsReconciled) as of at most max_reconcile_age_s before it."""
+    limit_s = limits.max_reconcile_age_s
+    if limit_s is None:
+        return []
+    if reconciled is None:
+        return [f"opened without any PositionsReconciled before it, with max_reconcile_age_s "
+                f"{limit_s}"]
+    # The gate's figure: milliseconds, rounded.
+    age_ms = round((event.occurred_at - reconciled) / timedelta(milliseconds=1))
+    if age_ms <= limit_s * 1000:
+        return []
+    return [f"last PositionsReconciled as of {format_time(reconciled)} is {age_ms / 1000:g} s "
+            f"old at {event.occurred_at.isoformat()} > max_reconcile_age_s {limit_s}"]
 
 
 def _pace_breaches(event: IntentIssuedEvent, earlier: Sequence[IntentIssuedEvent],
@@ -827,6 +883,262 @@ def _dead_when_sent(events: Sequence[Event], intent: IntentIssuedEvent, sent: da
 _TRADING_STATE_TYPES = frozenset({"TradingHalted", "TradingReduced", "TradingResumed"})
 
 
+# --- Check 10: reconciliation --------------------------------------------------------------------
+
+# What changes what an account holds: the executions a broker's book is made of.
+_EXECUTION_TYPES = frozenset({"OrderFilled", "PositionClosed"})
+# Between the campaign's clock, which stamps a broker view's `as_of`, and the database's, which
+# stamps the outcome's `recorded_at`: one machine.
+RECONCILE_CLOCK_TOLERANCE = timedelta(seconds=1)
+
+Outcome = PositionsReconciledEvent | ReconciliationFailedEvent
+# One difference as compared: symbol, side, the broker's quantity, the ledger's.
+_Line = tuple[str, str, decimal.Decimal, decimal.Decimal]
+# One line of holdings: symbol, side, quantity.
+_Held = tuple[str, Side, decimal.Decimal]
+
+
+def holdings_differences(ledger: Iterable[_Held], broker: Iterable[_Held],
+                         ) -> tuple[Difference, ...]:
+    """Return every (symbol, side) where the two sides hold different quantities, sorted.
+
+    Each side is (symbol, side, quantity) lines, summed per symbol and side; "0" for the side
+    that holds none. The checker's own reading of a reconciliation (the harness plants its
+    mismatches with it too), independent of `projections.reconcile`.
+    """
+    ours, theirs = _summed(ledger), _summed(broker)
+    zero = decimal.Decimal(0)
+    return tuple(
+        Difference(symbol=symbol, side=side, broker=theirs.get((symbol, side), zero),
+                   ledger=ours.get((symbol, side), zero))
+        for symbol, side in sorted(ours.keys() | theirs.keys())
+        if ours.get((symbol, side), zero) != theirs.get((symbol, side), zero))
+
+
+def _summed(lines: Iterable[_Held]) -> dict[tuple[str, Side], decimal.Decimal]:
+    held: dict[tuple[str, Side], decimal.Decimal] = {}
+    with decimal.localcontext(DECIMAL_CONTEXT):
+        for symbol, side, quantity in lines:
+            if quantity:
+                held[(symbol, side)] = held.get((symbol, side), decimal.Decimal(0)) + quantity
+    return held
+
+
+def _lines(differences: Iterable[Difference]) -> list[_Line]:
+    return sorted((d.symbol, d.side, d.broker, d.ledger) for d in differences)
+
+
+def _shown(differences: Sequence[Difference]) -> str:
+    if not differences:
+        return "no difference"
+    return "; ".join(f"{d.symbol} {d.side}: broker {format_decimal(d.broker)}, ledger "
+                     f"{format_decimal(d.ledger)}" for d in differences)
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """One outcome of a reconciliation in the store, and the ledger it compared.
+
+    `compared` is the sequence the comparison had to be at: the head under the lock (the
+    outcome's sequence - 1), less the executions recorded last that occurred after the broker's
+    `as_of` (the broker had not made them yet: services/reconcile.py). `positions` and
+    `executions` are the fold's open positions and the executions stored at the sequence the
+    outcome names (`head`), None when that is beyond the stream.
+    """
+
+    event: Outcome
+    sequence: int
+    compared: int
+    # The first execution left out of the comparison (after `compared`), if any.
+    cut_by: Event | None
+    positions: Mapping[str, Position] | None
+    executions: frozenset[uuid.UUID]
+
+    @property
+    def differences(self) -> tuple[Difference, ...]:
+        event = self.event
+        return event.data.differences if isinstance(event, ReconciliationFailedEvent) else ()
+
+    @property
+    def omitted(self) -> int:
+        event = self.event
+        return event.data.omitted if isinstance(event, ReconciliationFailedEvent) else 0
+
+
+def check_10_reconciliation(observation: Observation) -> list[Violation]:
+    """Return every broker view not judged exactly once, on the ledger as of its `as_of`, with
+    the true differences; every planted mismatch not found as planted, every honest view failed
+    without a race the design allows; and every disagreement with the broker that left the
+    account trading."""
+    found: list[Violation] = []
+    wait = timedelta(seconds=observation.reconcile_wait_s)
+    for account in _accounts(observation):
+        events = _replayable(account, _stream(observation, account))
+        judged, problems = _judgements(events)
+        found += [_violation(10, account, problem) for problem in problems]
+        snapshots = [s for s in observation.snapshots if s.account == account]
+        sent = {s.as_of for s in snapshots}
+        for as_of, outcomes in judged.items():
+            if len(outcomes) > 1:
+                found.append(_violation(10, account, (
+                    f"broker view as of {format_time(as_of)} judged {len(outcomes)} times: "
+                    + ", ".join(f"{j.event.type} at sequence {j.sequence}" for j in outcomes)
+                    + ": expected one outcome per as_of")))
+            if as_of not in sent:
+                found.append(_violation(10, account, (
+                    f"{outcomes[0].event.type} at sequence {outcomes[0].sequence} judges a "
+                    f"broker view as of {format_time(as_of)} that the broker never sent")))
+        executions = {e.event_id: e for e in events if e.type in _EXECUTION_TYPES}
+        sent_executions = {event_id: operation for operation in observation.history
+                           if operation.kind == "execution" and operation.account == account
+                           for event_id in operation.event_ids}
+        for snapshot in snapshots:
+            outcomes = judged.get(snapshot.as_of, [])
+            if not outcomes:
+                if snapshot.acknowledged:
+                    found.append(_violation(10, account, (
+                        f"{_what(snapshot)} was acknowledged by broker-positions but never "
+                        "judged: expected one PositionsReconciled or ReconciliationFailed")))
+                continue
+            problem = _snapshot_problem(snapshot, outcomes[0], executions, sent_executions,
+                                        wait)
+            if problem is not None:
+                found.append(_violation(10, account, problem))
+    return found
+
+
+def _judgements(events: Sequence[Event]) -> tuple[dict[datetime, list[_Judged]], list[str]]:
+    """Replay a stream: return its reconciliation outcomes per broker `as_of` with the ledger
+    each compared, and every disagreement with the broker that left the account trading."""
+    outcomes: list[tuple[int, Outcome]] = []
+    problems: list[str] = []
+    # The fold's open positions after each sequence (0: before the first event).
+    positions: list[Mapping[str, Position]] = [{}]
+    draft = Folding(initial_state(events[0].account)) if events else None
+    for sequence, event in enumerate(events, start=1):
+        assert draft is not None
+        draft.step(event, sequence)
+        positions.append(dict(draft.positions))
+        if isinstance(event, PositionsReconciledEvent | ReconciliationFailedEvent):
+            outcomes.append((sequence, event))
+        if isinstance(event, ReconciliationFailedEvent | DiscrepancyFoundEvent) \
+                and not (draft.reducing or draft.halted):
+            what = (f"kind {event.data.kind}, execution {event.data.execution}"
+                    if isinstance(event, DiscrepancyFoundEvent)
+                    else f"as of {format_time(event.data.as_of)}")
+            problems.append(f"{event.type} at sequence {sequence} ({what}) left the account "
+                            "active: expected reducing (or halted) right after it")
+    judged: dict[datetime, list[_Judged]] = {}
+    for sequence, outcome in outcomes:
+        head = outcome.data.head
+        known = head < sequence
+        compared = _compared(events, sequence, outcome.data.as_of)
+        judged.setdefault(outcome.data.as_of, []).append(_Judged(
+            event=outcome, sequence=sequence, compared=compared,
+            cut_by=events[compared] if compared < sequence - 1 else None,
+            positions=positions[head] if known else None,
+            executions=frozenset(e.event_id for e in events[:head] if known
+                                 and e.type in _EXECUTION_TYPES)))
+    return judged, problems
+
+
+def _compared(events: Sequence[Event], sequence: int, as_of: datetime) -> int:
+    """Return the sequence an outcome at `sequence` had to compare the broker's view with: the
+    head before it, less the executions recorded last that occurred after `as_of`."""
+    compared = sequence - 1
+    for event in reversed(events[:sequence - 1]):
+        if event.type not in _EXECUTION_TYPES:
+            continue
+        if event.occurred_at <= as_of:
+            break
+        assert event.sequence is not None
+        compared = event.sequence - 1
+    return compared
+
+
+def _what(snapshot: Snapshot) -> str:
+    kind = "honest" if snapshot.injected is None else f"planted {snapshot.kind}"
+    return f"{kind} broker view as of {format_time(snapshot.as_of)}"
+
+
+def _snapshot_problem(snapshot: Snapshot, judged: _Judged, executions: Mapping[uuid.UUID, Event],
+                      sent: Mapping[uuid.UUID, Operation], wait: timedelta) -> str | None:
+    """Return how one broker view's outcome departs from what it must be."""
+    event, sequence = judged.event, judged.sequence
+    what = f"{_what(snapshot)} ({event.type} at sequence {sequence})"
+    head = event.data.head
+    if head != judged.compared or judged.positions is None:
+        cut = judged.cut_by
+        why = ("the head: no execution recorded last occurred after its as_of" if cut is None
+               else f"just before {cut.type} {cut.event_id} at sequence {cut.sequence}, the "
+                    "first of the executions recorded last that occurred after its as_of")
+        return (f"{what} compared the ledger at sequence {head}: expected {judged.compared}, "
+                f"{why}")
+    truth = holdings_differences(
+        ((p.symbol, p.side, p.quantity) for p in judged.positions.values()),
+        ((line.symbol, line.side, line.quantity) for line in snapshot.positions))
+    recorded = judged.differences
+    expected = _lines(truth)
+    if (_lines(recorded) != expected[:len(recorded)]
+            or len(expected) != len(recorded) + judged.omitted):
+        omitted = f" (and {judged.omitted} omitted)" if judged.omitted else ""
+        return (f"{what} records {_shown(recorded)}{omitted} but the view against the ledger "
+                f"at sequence {head} gives {_shown(truth)}")
+    if not snapshot.acknowledged:
+        return None  # it may have arrived any time later: only its judgement is judged
+    missing = sorted(snapshot.accounted - judged.executions)
+    extra = sorted(judged.executions - snapshot.accounted)
+    if missing or extra:
+        return _race_problem(what, snapshot, judged, missing, extra, executions, sent, wait)
+    if snapshot.injected is None:
+        if truth:
+            return (f"{what} failed with {_shown(truth)} though the ledger at sequence {head} "
+                    f"held exactly the {len(snapshot.accounted)} executions the broker had "
+                    "reported")
+        return None
+    if _lines(recorded) != _lines(snapshot.injected):
+        return (f"{what} records {_shown(recorded)}: expected exactly the planted "
+                f"{_shown(snapshot.injected)}")
+    return None
+
+
+def _race_problem(what: str, snapshot: Snapshot, judged: _Judged, missing: Sequence[uuid.UUID],
+                  extra: Sequence[uuid.UUID], executions: Mapping[uuid.UUID, Event],
+                  sent: Mapping[uuid.UUID, Operation], wait: timedelta) -> str | None:
+    """Return why the ledger compared may not differ from the view's executions as it does, or
+    None when it is a race the design allows."""
+    head = judged.event.data.head
+    recorded_at = judged.event.recorded_at
+    for event_id in missing:
+        stored = executions.get(event_id)
+        if stored is None:
+            return (f"{what}: the broker reported execution {event_id} before the view and saw "
+                    "it acknowledged, but the store never recorded it")
+        assert stored.sequence is not None
+        if stored.sequence < judged.sequence:
+            return (f"{what} compared the ledger at sequence {head}, without {stored.type} "
+                    f"{event_id} (sequence {stored.sequence}), which the broker reported "
+                    "before the view and the store recorded before the judgement")
+        waited = None if recorded_at is None else recorded_at - snapshot.as_of
+        if waited is None or waited < wait - RECONCILE_CLOCK_TOLERANCE:
+            shown = "an unknown time" if waited is None else f"{waited.total_seconds():.3f} s"
+            return (f"{what} was judged at sequence {judged.sequence}, {shown} after its "
+                    f"as_of, before {stored.type} {event_id} (sequence {stored.sequence}) was "
+                    f"recorded, which the broker reported before the view: ingest must wait "
+                    f"up to {wait.total_seconds():g} s for the executions on the topic")
+    for event_id in extra:
+        stored = executions[event_id]
+        operation = sent.get(event_id)
+        if operation is None:
+            return (f"{what}: the ledger at sequence {head} holds {stored.type} {event_id} "
+                    f"(sequence {stored.sequence}), which the broker never sent")
+        if operation.invoked_at < snapshot.sent_at:
+            return (f"{what}: the ledger at sequence {head} holds {stored.type} {event_id} "
+                    f"(sequence {stored.sequence}), which the broker sent before the view but "
+                    "left out of it")
+    return None
+
+
 # --- Entry points ---------------------------------------------------------------------------------
 
 _CHECK_FUNCTIONS: tuple[Callable[[Observation], list[Violation]], ...] = (
@@ -839,6 +1151,7 @@ _CHECK_FUNCTIONS: tuple[Callable[[Observation], list[Violation]], ...] = (
     check_7_dead_letters,
     check_8_writers,
     check_9_live_orders,
+    check_10_reconciliation,
 )
 assert len(_CHECK_FUNCTIONS) == len(CHECKS)
 

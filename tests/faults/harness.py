@@ -6,10 +6,13 @@ whole campaign; each schedule (`run_schedule(seed)`) adds three fresh accounts w
 each, waits until the dispatchers decide, drives a trading workload through Kafka and the store
 for a few seconds while faults fire, lets everything settle, and returns what it observed. The
 workload: strategies (orders piling up on one underlying, some sent twice), a broker that fills,
-rejects, ignores or - for reductions - closes, and honours cancels, a position manager closing
-positions or reducing them through the dispatcher, an operator setting limits (every gate's:
-positions, exposure, order, underlying, rate, duplicates) and moving accounts between active,
-reducing and halted with `console.commands.set_trading_state` (a halt cancels what is pending).
+rejects, ignores or - for reductions - closes, and honours cancels, and that publishes its own
+book of each account's positions on `broker-positions` now and then (a few of those snapshots
+with a mismatch planted on purpose, see `_snapshots`), a position manager closing positions or
+reducing them through the dispatcher, an operator setting limits (every gate's: positions,
+exposure, order, underlying, rate, duplicates, reconciliation age) and moving accounts between
+active, reducing and halted with `console.commands.set_trading_state` (a halt cancels what is
+pending).
 Every random choice comes from the seed; only the operating system's timing differs between two
 runs of one seed.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -45,6 +49,7 @@ from console import commands
 from ledger import failpoints, kafka, roles, store
 from ledger.db import connect
 from ledger.events import (
+    BrokerPosition,
     Event,
     EventData,
     IntentCancelled,
@@ -53,9 +58,12 @@ from ledger.events import (
     LimitsSet,
     OrderFilled,
     PositionClosed,
+    Side,
     build_event,
     decode_event,
     encode_event,
+    format_decimal,
+    format_time,
     with_ledger_fields,
 )
 from ledger.logins import job_dsn
@@ -65,8 +73,10 @@ from ledger.topics import Topics, ensure_topics
 from projections import tables
 from projections.fold import Position
 from projections.rebuild import fold_stream
+from services.ingest import RECONCILE_WAIT_S
 from tests.conftest import LEDGER_BIN, ROOT, cli_env
-from tests.faults.model import Hostile, Observation, Operation, Record
+from tests.faults.checker import holdings_differences
+from tests.faults.model import Hostile, Observation, Operation, Record, Snapshot
 from tests.processes import LedgerProcess
 from tests.stack import kafka_kill, kafka_start, postgres_start, postgres_stop_immediate
 
@@ -91,6 +101,24 @@ SYMBOLS = ("MSFT 260220P00400000", "MSFT 260220P00390000", "MSFT 260320C00420000
 # How often a strategy sends the very order it sent last (same symbol, side, quantity and limit
 # price) under a new signal id: what the duplicate_order gate is for.
 REPEAT_PROBABILITY = 0.25
+
+# The broker's own positions on `broker-positions`: each account's first snapshot within
+# SNAPSHOT_FIRST_S, then one every SNAPSHOT_EVERY_S (both drawn), as of the moment it is sent.
+SNAPSHOT_FIRST_S = (0.3, 1.5)
+SNAPSHOT_EVERY_S = (1.5, 2.5)
+# How long a snapshot waits for the account's executions in flight before it is skipped.
+SNAPSHOT_QUIET_S = 2.0
+SNAPSHOT_SEND_TIMEOUT_S = 5.0
+# Mismatches the broker plants on purpose per schedule, each in one of the first
+# PLANTED_SLOTS snapshots of an account drawn (or the next one where its kind can be planted).
+MISMATCHES_PER_SCHEDULE = (2, 3)
+PLANTED_SLOTS = 3
+MISMATCH_KINDS = ("quantity-off", "symbol-missing", "extra-symbol", "side-flipped")
+# Symbols no strategy trades: what the extra line of a planted mismatch holds.
+FOREIGN_SYMBOLS = ("NVDA 260220P00120000", "QQQ 260320C00500000")
+# How often an operator's new limits require a recent reconciliation, and how recent (seconds).
+RECONCILE_AGE_PROBABILITY = 0.3
+RECONCILE_AGES_S = (3, 5, 30)
 
 # Faults a schedule draws from, with weights: process crashes are cheap and the most telling;
 # a broker restart costs several seconds of JVM start-up, so it is drawn less often.
@@ -195,6 +223,74 @@ class FaultLog:
         log.info("fault: %s", kind)
 
 
+@dataclass
+class Book:
+    """The simulated broker's own book of one account: the positions its executions left open.
+
+    Made of exactly the fills and closes it sent on `executions` and saw acknowledged, applied
+    as the ledger applies them: a fill opens or adds to its position (one naming an open
+    position of another symbol or side is refused by ingest, so it is left out), a close takes
+    at most what is open and a close of nothing changes nothing. A send that was cut off is held
+    apart (`unknown`) until the store shows it recorded; until then the account gets no
+    snapshot. Hostile messages never enter it: the hostile producer's executions are malformed
+    or of an unknown account (dead-lettered) or copies of ones already sent (stored once).
+
+    An execution takes `lock` only to start (`in_flight`); a snapshot holds it while it waits
+    for those in flight, is taken and sent, so none starts meanwhile.
+    """
+
+    positions: dict[str, tuple[str, Side, Decimal]] = field(default_factory=dict)
+    accounted: set[uuid.UUID] = field(default_factory=set)
+    unknown: dict[uuid.UUID, EventData] = field(default_factory=dict)
+    in_flight: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set while nothing is in flight.
+    quiet: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.quiet.set()
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self.quiet.clear()
+
+    def ended(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.quiet.set()
+
+    def settle(self, event_id: uuid.UUID, data: EventData, outcome: str) -> None:
+        """Take in one execution sent: applied when acknowledged, held apart when cut off."""
+        if not isinstance(data, OrderFilled | PositionClosed):
+            return
+        if outcome == "ok":
+            self.apply(event_id, data)
+        else:
+            self.unknown[event_id] = data
+
+    def apply(self, event_id: uuid.UUID, data: EventData) -> None:
+        position_id = getattr(data, "position_id", None)
+        held = self.positions.get(position_id) if position_id is not None else None
+        if isinstance(data, OrderFilled):
+            if held is None:
+                self.positions[data.position_id] = (data.symbol, data.side, data.quantity)
+            elif (held[0], held[1]) == (data.symbol, data.side):
+                self.positions[data.position_id] = (held[0], held[1], held[2] + data.quantity)
+            else:
+                return  # refused by ingest: a fill adds to a position of its own instrument
+        elif isinstance(data, PositionClosed) and held is not None:
+            taken = held[2] if data.quantity is None else min(data.quantity, held[2])
+            if taken == held[2]:
+                del self.positions[data.position_id]
+            else:
+                self.positions[data.position_id] = (held[0], held[1], held[2] - taken)
+        self.accounted.add(event_id)
+
+    def lines(self) -> tuple[BrokerPosition, ...]:
+        return tuple(BrokerPosition(symbol=symbol, side=side, quantity=quantity)
+                     for _, (symbol, side, quantity) in sorted(self.positions.items()))
+
+
 class Cluster:
     """The shared services of a campaign: ingest, relay and projector, and two topic taps."""
 
@@ -290,6 +386,17 @@ class Schedule:
     reductions: int = 0
     # Draws the limits the accounts start with and the operator sets later.
     limits: Callable[[random.Random], LimitsSet] = field(default=lambda rng: limits_for(rng))
+    # The broker's book per account, the snapshots it published (and their raw messages, which
+    # the hostile producer sends again), and the kinds of mismatch it may plant.
+    books: dict[str, Book] = field(default_factory=dict)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    snapshots_sent: list[tuple[str, bytes]] = field(default_factory=list)
+    mismatch_kinds: tuple[str, ...] = MISMATCH_KINDS
+    # Plant a mismatch in every snapshot where one of `mismatch_kinds` can be, not 2-3.
+    plant_always: bool = False
+    # Draws whether the operator's limits require a recent reconciliation; a stream of its own,
+    # so that the rest of the schedule draws what it drew before.
+    reconcile_rng: random.Random = field(default_factory=random.Random)
 
     @property
     def settings(self) -> Settings:
@@ -302,6 +409,17 @@ class Schedule:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def book(self, account: str) -> Book:
+        return self.books.setdefault(account, Book())
+
+    def operator_limits(self, rng: random.Random) -> LimitsSet:
+        """The limits an operator sets: now and then requiring a recent reconciliation."""
+        limits = self.limits(rng)
+        if self.reconcile_rng.random() < RECONCILE_AGE_PROBABILITY:
+            limits = limits.model_copy(update={
+                "max_reconcile_age_s": self.reconcile_rng.choice(RECONCILE_AGES_S)})
+        return limits
 
     async def produce(self, operation: Operation, topic: str, key: str,
                       value: bytes) -> None:
@@ -367,12 +485,19 @@ class Schedule:
             operation.completed_at = time.monotonic()
 
     async def execution(self, account: str, data: EventData) -> None:
+        """Report one execution on `executions`, and enter it in the broker's book."""
+        book = self.book(account)
+        async with book.lock:  # a snapshot being taken: this one comes after it
+            book.started()
         event = build_event(account, self.now(), data)
         body = encode_event(event)
         self.executions_sent.append((account, body))
-        await self.produce(Operation(kind="execution", account=account,
-                                     event_ids=(event.event_id,)),
-                           self.topics.executions, account, body)
+        operation = Operation(kind="execution", account=account, event_ids=(event.event_id,))
+        try:
+            await self.produce(operation, self.topics.executions, account, body)
+        finally:
+            book.ended()
+            book.settle(event.event_id, data, operation.outcome)
 
     async def signal(self, account: str, signal_id: str) -> None:
         """A strategy's signal: a new order, or sometimes the very one it sent last."""
@@ -571,7 +696,7 @@ async def _operator(schedule: Schedule, until: float) -> None:
         account = rng.choice(schedule.accounts)
         roll = rng.random()
         if roll < 0.4:
-            await schedule.append(account, schedule.limits(rng))
+            await schedule.append(account, schedule.operator_limits(rng))
         elif roll < 0.7:
             await schedule.set_state(account, "halted", "operator pause")
             await asyncio.sleep(rng.uniform(0.3, 1.0))
@@ -625,6 +750,143 @@ async def _dispatch_file(schedule: Schedule, account: str, prefix: str, count: i
         operation.completed_at = time.monotonic()
 
 
+# --- The broker's positions ---------------------------------------------------------------------
+
+
+async def _snapshots(schedule: Schedule, until: float) -> None:
+    """The broker publishes each account's positions on `broker-positions` now and then, as its
+    book has them; a few snapshots of a schedule carry a mismatch planted on purpose.
+
+    The rule that makes an honest snapshot match: it is taken only when none of the account's
+    executions is in flight and none was cut off unrecorded (`Book`), so every execution it
+    accounts for is on `executions` before it (ingest waits for those), and every execution
+    after it occurs after its `as_of` (ingest leaves those out of the comparison, even when it
+    recorded them first). Its draws come from a stream of their own: the rest of the schedule
+    draws what it drew before.
+    """
+    rng = random.Random(f"snapshots-{schedule.seed}")
+    slots = [(account, slot) for account in schedule.accounts for slot in range(PLANTED_SLOTS)]
+    planted = rng.sample(slots, rng.randint(*MISMATCHES_PER_SCHEDULE))
+    if schedule.plant_always:
+        planted = [(account, 0) for account in schedule.accounts]
+    await asyncio.gather(*(
+        _account_snapshots(schedule, account, until, random.Random(rng.random()),
+                           sorted(slot for name, slot in planted if name == account))
+        for account in schedule.accounts))
+
+
+async def _account_snapshots(schedule: Schedule, account: str, until: float,
+                             rng: random.Random, planted: list[int]) -> None:
+    await asyncio.sleep(rng.uniform(*SNAPSHOT_FIRST_S))
+    published = 0
+    while time.monotonic() < until:
+        # A planted mismatch whose slot has come (or passed: its kind could not be planted yet).
+        due = bool(planted) and planted[0] <= published
+        snapshot = await _snapshot(schedule, account, rng, plant=due)
+        if snapshot is not None:
+            published += 1
+            if snapshot.injected is not None and not schedule.plant_always:
+                planted.pop(0)
+        await asyncio.sleep(rng.uniform(*SNAPSHOT_EVERY_S))
+
+
+async def _snapshot(schedule: Schedule, account: str, rng: random.Random,
+                    plant: bool) -> Snapshot | None:
+    """Take and send one snapshot; None when it had to be skipped."""
+    book = schedule.book(account)
+    if not await _resolved(schedule, account, book):
+        return None
+    async with book.lock:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(book.quiet.wait(), timeout=SNAPSHOT_QUIET_S)
+        if book.in_flight or book.unknown:
+            return None
+        snapshot, body = _taken(schedule, account, book, rng, plant)
+        assert schedule.producer is not None
+        try:
+            await asyncio.wait_for(schedule.producer.send_and_wait(
+                schedule.topics.broker_positions, body, key=account.encode()),
+                timeout=SNAPSHOT_SEND_TIMEOUT_S)
+        except (KafkaError, TimeoutError):
+            snapshot = dataclasses.replace(snapshot, acknowledged=False)
+        schedule.snapshots.append(snapshot)
+        if snapshot.acknowledged:
+            schedule.snapshots_sent.append((account, body))
+        return snapshot
+
+
+async def _resolved(schedule: Schedule, account: str, book: Book) -> bool:
+    """Enter in the book the executions cut off that the store shows recorded; return whether
+    none is left in doubt."""
+    if not book.unknown:
+        return True
+    try:
+        conn = await asyncio.wait_for(connect(schedule.settings.database_url), timeout=3)
+    except CLIENT_ERRORS:
+        return False
+    try:
+        rows = await asyncio.wait_for(conn.fetch(
+            "SELECT event_id FROM events WHERE account = $1 AND event_id = ANY($2::uuid[])",
+            account, list(book.unknown)), timeout=3)
+    except CLIENT_ERRORS:
+        return False
+    finally:
+        conn.terminate()
+    for row in rows:
+        book.apply(row["event_id"], book.unknown.pop(row["event_id"]))
+    return not book.unknown
+
+
+def _taken(schedule: Schedule, account: str, book: Book, rng: random.Random,
+           plant: bool) -> tuple[Snapshot, bytes]:
+    """The book's lines as of now, with a mismatch planted if one is due and can be."""
+    lines = book.lines()
+    sent, injected, kind = lines, None, "honest"
+    kinds = [k for k in schedule.mismatch_kinds if k == "extra-symbol" or lines]
+    if plant and kinds:
+        kind = rng.choice(kinds)
+        sent = _perturbed(kind, lines, rng)
+        injected = holdings_differences(_held(lines), _held(sent)) or None
+        if injected is None:
+            sent, kind = lines, "honest"  # the change cancelled out: nothing was planted
+    as_of = schedule.now()
+    body = json.dumps({"account": account, "as_of": format_time(as_of), "positions": [
+        {"symbol": line.symbol, "side": line.side, "quantity": format_decimal(line.quantity)}
+        for line in sent]}).encode()
+    return Snapshot(account=account, as_of=as_of, positions=sent,
+                    accounted=frozenset(book.accounted), injected=injected, kind=kind,
+                    sent_at=time.monotonic()), body
+
+
+def _held(lines: Sequence[BrokerPosition]) -> list[tuple[str, Side, Decimal]]:
+    return [(line.symbol, line.side, line.quantity) for line in lines]
+
+
+def _perturbed(kind: str, lines: tuple[BrokerPosition, ...],
+               rng: random.Random) -> tuple[BrokerPosition, ...]:
+    """The book's lines with one thing wrong: a quantity off, a symbol missing, an extra
+    symbol or a side flipped."""
+    if kind == "extra-symbol":
+        held = {line.symbol for line in lines}
+        symbol = rng.choice([s for s in FOREIGN_SYMBOLS if s not in held])
+        side: Side = rng.choice(["long", "short"])
+        return (*lines, BrokerPosition(symbol=symbol, side=side,
+                                       quantity=Decimal(rng.randint(1, 5))))
+    index = rng.randrange(len(lines))
+    line = lines[index]
+    if kind == "symbol-missing":
+        return tuple(other for other in lines if other.symbol != line.symbol)
+    if kind == "quantity-off":
+        changed = BrokerPosition(symbol=line.symbol, side=line.side, quantity=line.quantity
+                                 + rng.choice([1, 2, *([-1] if line.quantity > 1 else [])]))
+    elif kind == "side-flipped":
+        changed = BrokerPosition(symbol=line.symbol, quantity=line.quantity,
+                                 side="short" if line.side == "long" else "long")
+    else:
+        raise ValueError(kind)
+    return (*lines[:index], changed, *lines[index + 1:])
+
+
 # --- Hostile input ------------------------------------------------------------------------------
 
 
@@ -652,6 +914,17 @@ async def _hostile(schedule: Schedule) -> None:
         (topics.ledger_events, account, encode_event(forged), "dead-letter", "future-sequence"),
     ]
     messages += _poison(schedule, account, topics)
+    messages += [
+        (topics.broker_positions, account,
+         b'{"account": "' + account.encode() + b'", "as_of": ', "dead-letter",
+         "malformed-positions"),
+        (topics.broker_positions, stranger, json.dumps({
+            "account": stranger, "as_of": format_time(schedule.now()),
+            "positions": []}).encode(), "dead-letter", "unknown-account-positions"),
+    ]
+    for key, value in schedule.snapshots_sent[-1:]:
+        # A broker view sent again: judged once, whatever happens.
+        messages.append((topics.broker_positions, key, value, "harmless", "replayed-snapshot"))
     for key, value in rng.sample(schedule.executions_sent, min(3, len(schedule.executions_sent))):
         # A producer retrying what was already acknowledged: stored once, whatever happens.
         messages.append((topics.executions, key, value, "harmless", "duplicate-execution"))
@@ -783,12 +1056,15 @@ async def run_schedule(cluster: Cluster, seed: int, *, plan: list[tuple[float, s
                        manual_dispatch: bool | None = None,
                        settle_timeout_s: float = SETTLE_TIMEOUT_S,
                        limits: Callable[[random.Random], LimitsSet] | None = None,
+                       mismatches: Sequence[str] | None = None,
                        ) -> Observation:
     """Run one seeded schedule on the cluster and return what settled.
 
     `plan` replaces the drawn faults, and `manual_dispatch` the drawn choice of operators
     replaying signal files (the planted-bug tests pin both); `limits` draws the limits the
-    accounts start with and the operator sets (default `limits_for`).
+    accounts start with and the operator sets (default `limits_for`); `mismatches` the kinds of
+    mismatch the broker plants, then in every snapshot where one can be (default: any kind of
+    MISMATCH_KINDS, in 2-3 snapshots of the schedule).
     """
     limits = limits_for if limits is None else limits
     rng = random.Random(seed)
@@ -802,6 +1078,10 @@ async def run_schedule(cluster: Cluster, seed: int, *, plan: list[tuple[float, s
     record_operator_events()
     schedule = Schedule(seed=seed, cluster=cluster, rng=rng, accounts=accounts)
     schedule.limits = limits
+    schedule.reconcile_rng = random.Random(f"reconcile-age-{seed}")
+    if mismatches is not None:
+        assert set(mismatches) <= set(MISMATCH_KINDS), mismatches
+        schedule.mismatch_kinds, schedule.plant_always = tuple(mismatches), True
     initial = {account: limits(rng) for account in accounts}
     for account in accounts:
         await commands.add_account(cluster.settings, account, None)
@@ -816,7 +1096,7 @@ async def run_schedule(cluster: Cluster, seed: int, *, plan: list[tuple[float, s
         until = schedule.started + WORKLOAD_S
         tasks = [_strategies(schedule, until), _broker(schedule, until + INTENT_TTL_S),
                  _position_manager(schedule, until), _operator(schedule, until),
-                 _faults(schedule, plan)]
+                 _faults(schedule, plan), _snapshots(schedule, until + INTENT_TTL_S)]
         if manual_dispatch:
             tasks.append(_manual_dispatch(schedule))
         await asyncio.gather(*tasks)
@@ -911,5 +1191,6 @@ async def observe(schedule: Schedule) -> Observation:
         dead_letters=list(cluster.dead_letters.records),
         order_intents=[r for r in cluster.order_intents.records if r.key in keys],
         history=list(schedule.history), hostile=list(schedule.hostile), writers=writers,
-        role_kinds=role_kinds)
+        role_kinds=role_kinds, snapshots=list(schedule.snapshots),
+        reconcile_wait_s=RECONCILE_WAIT_S)
 

@@ -7,7 +7,10 @@ account, runs the real `gates.evaluate` and appends `SignalEvaluated` (+ `Intent
 allowed, marked reducing when the signal reduces an open position), so the recorded gates are
 genuine; it halts as the operator does, cancelling every pending intent. It can also be told to
 err like a buggy dispatcher (a false view of the state, a stale `as_of_sequence`, a missing
-intent, a wrong reducing label). `observe` then plays a correct rest of the system for a store:
+intent, a wrong reducing label). The broker's views (`broker_view`) are the ledger's open
+positions unless told otherwise, and `judge` records them as ingest does, with the real
+comparison at the head, unless told to err like a buggy judge (a wrong verdict, a stale head).
+`observe` then plays a correct rest of the system for a store:
 the projection is the fold, `ledger-events` is what the relay publishes (with a redelivery, a
 hostile forged record and a record of another account), `order-intents` the live intents and
 every cancel, the dead letters hold the hostile messages, the history is what the clients were
@@ -30,6 +33,10 @@ import pytest
 from dispatcher import gates
 from ledger.events import (
     EVENT_WRITERS,
+    BrokerPosition,
+    BrokerPositions,
+    Difference,
+    DiscrepancyFound,
     Event,
     EventData,
     IntentCancelled,
@@ -42,6 +49,9 @@ from ledger.events import (
     LimitsSet,
     OrderFilled,
     PositionClosed,
+    PositionsReconciled,
+    ReconciliationFailed,
+    ReconciliationFailedEvent,
     Side,
     Signal,
     SignalEvaluated,
@@ -54,11 +64,21 @@ from ledger.events import (
     build_event,
     decode_event,
     encode_event,
+    natural_key,
     with_ledger_fields,
 )
+from projections import fold as folding
 from projections.fold import AccountState, Limits, fold, initial_state
-from tests.faults.checker import CHECKS, Violation, check, check_9_live_orders, find_violations
-from tests.faults.model import Hostile, Observation, Operation, Outcome, Record
+from projections.reconcile import compare
+from tests.faults.checker import (
+    CHECKS,
+    Violation,
+    check,
+    check_9_live_orders,
+    check_10_reconciliation,
+    find_violations,
+)
+from tests.faults.model import Hostile, Observation, Operation, Outcome, Record, Snapshot
 
 SEED = 7
 ALPHA, BETA, GAMMA = "alpha", "beta", "gamma"
@@ -869,6 +889,41 @@ def test_check_5_when_two_pending_reductions_sell_more_than_is_open_judges_the_s
     caught(observe(ledger.streams), 5, intent_id("S-G4"), "max_open_positions 1")
 
 
+def freshly_reconciled(ledger: Ledger) -> View:
+    """The view of a dispatcher that believes the broker's positions were just reconciled."""
+    return lambda state: dataclasses.replace(state, reconciled_as_of=ledger.now)
+
+
+def test_check_5_when_opened_on_a_stale_reconciliation_names_its_age_and_limit() -> None:
+    ledger = gamma_limited(max_reconcile_age_s=30)
+    view = broker_view(ledger, GAMMA)
+    judge(ledger, view)
+    fresh = ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00")
+    ledger.wait(timedelta(seconds=40))
+    ledger.decide(GAMMA, "S-G3", "IWM 260220P00200000", "1", "2.00",
+                  view=freshly_reconciled(ledger))
+
+    assert fresh.allowed, fresh.reason
+    caught(observed(ledger, [view]), 5, intent_id("S-G3"), "43 s old", "max_reconcile_age_s 30")
+
+
+def test_check_5_when_opened_never_reconciled_says_so() -> None:
+    ledger = gamma_limited(max_reconcile_age_s=30)
+    ledger.decide(GAMMA, "S-G2", "QQQ 260220P00500000", "1", "2.00",
+                  view=freshly_reconciled(ledger))
+
+    caught(observe(ledger.streams), 5, intent_id("S-G2"), "without any PositionsReconciled")
+
+
+def test_check_5_a_reduction_needs_no_recent_reconciliation() -> None:
+    ledger = gamma_limited(max_reconcile_age_s=30)
+    reduction = ledger.decide(GAMMA, "S-G2", "SPY 260220P00600000", "5", "1.20", side="short",
+                              reduces="P-G1")
+
+    assert reduction.allowed, reduction.reason
+    assert find_violations(observe(ledger.streams)) == []
+
+
 # --- Check 6: decisions ---------------------------------------------------------------------------
 
 
@@ -1174,6 +1229,364 @@ def test_cancels_on_order_intents_are_flagged_by_no_check() -> None:
 
 def _decoded_id(record: Record) -> object:
     return decode_event(record.value).event_id if record.value is not None else None
+
+
+# --- Check 10: reconciliation ---------------------------------------------------------------------
+
+# When the broker sent its views, on the history's clock: after every call `told` records.
+SENT_AT = 1000.0
+SHORT_SYMBOL = "AMD 260220C00200000"
+
+
+def held(ledger: Ledger, account: str) -> tuple[BrokerPosition, ...]:
+    """What an honest broker holds for the account: the ledger's open positions, line by line."""
+    return tuple(BrokerPosition(symbol=p.symbol, side=p.side, quantity=p.quantity)
+                 for p in ledger.state(account).positions.values())
+
+
+def broker_view(ledger: Ledger, account: str, *, lines: tuple[BrokerPosition, ...] | None = None,
+                planted: tuple[Difference, ...] | None = None, kind: str = "honest",
+                acknowledged: bool = True) -> Snapshot:
+    """A view the campaign's broker sends now: its book is the ledger's executions so far."""
+    ledger.wait(STEP)
+    executions = frozenset(e.event_id for e in ledger.streams.get(account, [])
+                           if e.type in ("OrderFilled", "PositionClosed"))
+    return Snapshot(account=account, as_of=ledger.now,
+                    positions=held(ledger, account) if lines is None else lines,
+                    accounted=executions, injected=planted, kind=kind,
+                    acknowledged=acknowledged, sent_at=SENT_AT)
+
+
+def judge(ledger: Ledger, view: Snapshot, *, differences: tuple[Difference, ...] | None = None,
+          head: int | None = None) -> Event:
+    """Judge a view as ingest does: the real comparison against the fold as of the view's
+    `as_of` (the head, less the executions recorded last that occurred after it), one outcome
+    appended; `differences` and `head` override it (a buggy judge's)."""
+    stream = ledger.streams.get(view.account, [])
+    at = len(stream)
+    for event in reversed(stream):
+        if event.type in ("OrderFilled", "PositionClosed"):
+            if event.occurred_at <= view.as_of:
+                break
+            at = (event.sequence or 0) - 1
+    at = at if head is None else head
+    truth = compare(fold(stream[:at], account=view.account).positions, BrokerPositions(
+        account=view.account, as_of=view.as_of, positions=view.positions))
+    found = tuple(truth) if differences is None else differences
+    data: EventData = (ReconciliationFailed(as_of=view.as_of, head=at, differences=found)
+                       if found else PositionsReconciled(as_of=view.as_of, head=at))
+    return ledger.append(view.account, data)
+
+
+def beta_with_a_short() -> Ledger:
+    """The clean morning, then beta sells 3 calls: it holds a long and a short."""
+    ledger = Ledger(clean_store())
+    ledger.append(BETA, OrderFilled(fill_id="F-B2", position_id="P-B2", symbol=SHORT_SYMBOL,
+                                    instrument="option", side="short", quantity=Decimal("3"),
+                                    price=Decimal("2.00"), multiplier=MULTIPLIER))
+    return ledger
+
+
+def short_off_by_one(ledger: Ledger) -> tuple[tuple[BrokerPosition, ...], tuple[Difference, ...]]:
+    """Beta's lines with the short one 4 instead of 3, and the difference that plants."""
+    lines = tuple(BrokerPosition(symbol=line.symbol, side=line.side, quantity=Decimal("4"))
+                  if line.side == "short" else line for line in held(ledger, BETA))
+    return lines, (Difference(symbol=SHORT_SYMBOL, side="short", broker=Decimal("4"),
+                              ledger=Decimal("3")),)
+
+
+def reconciling() -> tuple[Ledger, list[Snapshot]]:
+    """The broker's views of a trading morning, each judged as it should be: honest views of
+    alpha and beta (reconciled), a quantity off planted in beta's next (failed: reducing), a view
+    of gamma that never arrived, then a close of a position gamma does not hold (a discrepancy:
+    reducing)."""
+    ledger = beta_with_a_short()
+    views = [broker_view(ledger, ALPHA), broker_view(ledger, BETA)]
+    for view in views:
+        judge(ledger, view)
+    lines, planted = short_off_by_one(ledger)
+    views.append(broker_view(ledger, BETA, lines=lines, planted=planted, kind="quantity-off"))
+    judge(ledger, views[-1])
+    views.append(broker_view(ledger, GAMMA, acknowledged=False))
+    close = ledger.append(GAMMA, PositionClosed(close_id="C-G9", position_id="P-G9",
+                                                price=Decimal("1.00"), reason="stop_loss"))
+    ledger.append(GAMMA, DiscrepancyFound(
+        kind="close_of_unknown_position", execution=natural_key(close), position_id="P-G9",
+        ledger=Decimal(0), reason="close C-G9 of position P-G9, which the ledger does not hold"))
+    return ledger, views
+
+
+def observed(ledger: Ledger, views: Sequence[Snapshot]) -> Observation:
+    observation = observe(ledger.streams)
+    observation.snapshots = list(views)
+    return observation
+
+
+def outcome_of(observation: Observation, view: Snapshot) -> Event:
+    return next(e for e in observation.store[view.account]
+                if isinstance(e.data, PositionsReconciled | ReconciliationFailed)
+                and e.data.as_of == view.as_of)
+
+
+def test_clean_reconciliations_are_clean() -> None:
+    ledger, views = reconciling()
+    observation = observed(ledger, views)
+
+    assert [outcome_of(observation, view).type for view in views[:3]] == [
+        "PositionsReconciled", "PositionsReconciled", "ReconciliationFailed"]
+    failed = outcome_of(observation, views[2])
+    assert isinstance(failed, ReconciliationFailedEvent)
+    assert failed.data.differences == views[2].injected
+    assert [observation.projection[a].trading_state for a in ACCOUNTS] == [
+        "active", "reducing", "reducing"]
+    assert find_violations(observation) == []
+
+
+def test_check_10_when_planted_mismatch_judged_a_match_names_both() -> None:
+    ledger, views = reconciling()
+    lines, planted = short_off_by_one(ledger)
+    blind = broker_view(ledger, BETA, lines=lines, planted=planted, kind="quantity-off")
+    outcome = judge(ledger, blind, differences=())
+
+    caught(observed(ledger, [*views, blind]), 10, "planted quantity-off",
+           f"PositionsReconciled at sequence {outcome.sequence}", "records no difference",
+           f"{SHORT_SYMBOL} short: broker 4, ledger 3", alone=True)
+
+
+def test_check_10_when_planted_mismatch_judged_on_the_wrong_side_names_both() -> None:
+    ledger, views = reconciling()
+    lines, planted = short_off_by_one(ledger)
+    view = broker_view(ledger, BETA, lines=lines, planted=planted, kind="quantity-off")
+    judge(ledger, view, differences=(Difference(symbol=SHORT_SYMBOL, side="long",
+                                                broker=Decimal("4"), ledger=Decimal("3")),))
+
+    caught(observed(ledger, [*views, view]), 10, f"records {SHORT_SYMBOL} long: broker 4",
+           f"gives {SHORT_SYMBOL} short: broker 4, ledger 3", alone=True)
+
+
+def test_check_10_when_planted_mismatch_never_judged_names_it() -> None:
+    ledger, views = reconciling()
+    lines, planted = short_off_by_one(ledger)
+    view = broker_view(ledger, BETA, lines=lines, planted=planted, kind="quantity-off")
+
+    violation = caught(observed(ledger, [*views, view]), 10, "planted quantity-off",
+                       "never judged", alone=True)
+
+    assert violation.account == BETA
+
+
+def test_check_10_when_planted_differences_not_recorded_exactly_names_both() -> None:
+    ledger, views = reconciling()
+    lines, _ = short_off_by_one(ledger)
+    # What the broker meant to plant is not what its lines say: the ledger finds the lines'.
+    meant = (Difference(symbol=SHORT_SYMBOL, side="short", broker=Decimal("5"),
+                        ledger=Decimal("3")),)
+    view = broker_view(ledger, BETA, lines=lines, planted=meant, kind="quantity-off")
+    judge(ledger, view)
+
+    caught(observed(ledger, [*views, view]), 10, "expected exactly the planted",
+           f"{SHORT_SYMBOL} short: broker 5, ledger 3", alone=True)
+
+
+def test_check_10_when_honest_view_judged_a_difference_it_lacks_names_it() -> None:
+    ledger, views = reconciling()
+    view = broker_view(ledger, ALPHA)
+    invented = (Difference(symbol="SPY", side="long", broker=Decimal("1"), ledger=Decimal("0")),)
+    outcome = judge(ledger, view, differences=invented)
+
+    caught(observed(ledger, [*views, view]), 10, "honest broker view",
+           f"ReconciliationFailed at sequence {outcome.sequence}",
+           "records SPY long: broker 1, ledger 0", "gives no difference", alone=True)
+
+
+def test_check_10_when_honest_view_fails_without_a_race_says_the_ledger_held_its_executions(
+) -> None:
+    ledger, views = reconciling()
+    # The broker's book lost beta's short: honest by its own account, wrong all the same.
+    view = broker_view(ledger, BETA, lines=tuple(
+        line for line in held(ledger, BETA) if line.side == "long"))
+    judge(ledger, view)
+
+    caught(observed(ledger, [*views, view]), 10, "honest broker view",
+           f"failed with {SHORT_SYMBOL} short: broker 0, ledger 3",
+           "held exactly the 3 executions the broker had reported", alone=True)
+
+
+def test_check_10_when_judged_on_a_stale_head_names_both() -> None:
+    ledger, views = reconciling()
+    view = broker_view(ledger, ALPHA)
+    head = len(ledger.streams[ALPHA])
+    judge(ledger, view, head=head - 1)
+
+    caught(observed(ledger, [*views, view]), 10, f"compared the ledger at sequence {head - 1}",
+           f"expected {head}, the head", alone=True)
+
+
+def test_check_10_when_a_view_is_judged_twice_names_both_outcomes() -> None:
+    ledger, views = reconciling()
+    first = outcome_of(observe(ledger.streams), views[0])
+    # Judged again, the other way (the same outcome again is check 1's: one natural key).
+    again = judge(ledger, views[0], differences=(Difference(
+        symbol="SPY", side="long", broker=Decimal("1"), ledger=Decimal("0")),))
+
+    caught(observed(ledger, views), 10, "judged 2 times",
+           f"PositionsReconciled at sequence {first.sequence}",
+           f"ReconciliationFailed at sequence {again.sequence}", alone=True)
+
+
+def test_check_10_when_a_view_nobody_sent_is_judged_names_it() -> None:
+    ledger, views = reconciling()
+    forged = broker_view(ledger, ALPHA)
+    outcome = judge(ledger, forged)
+
+    caught(observed(ledger, views), 10, f"sequence {outcome.sequence}", "never sent",
+           alone=True)
+
+
+def test_check_10_executions_after_the_view_are_left_out_of_its_comparison() -> None:
+    ledger, views = reconciling()
+    view = broker_view(ledger, BETA)
+    before = len(ledger.streams[BETA])
+    # The broker trades on before the view is judged: recorded first, not yet in its view.
+    ledger.append(BETA, filled("F-B3", "P-B3", "IBM 260220P00200000", "2", "1.00"))
+    ledger.append(BETA, PositionClosed(close_id="C-B3", position_id="P-B3", price=Decimal("1"),
+                                       quantity=Decimal("1")))
+    outcome = judge(ledger, view)
+
+    assert isinstance(outcome.data, PositionsReconciled)
+    assert outcome.data.head == before
+    assert check_10_reconciliation(observed(ledger, [*views, view])) == []
+
+
+def test_check_10_when_the_judge_counts_executions_after_the_view_names_the_first() -> None:
+    ledger, views = reconciling()
+    view = broker_view(ledger, BETA)
+    later = ledger.append(BETA, filled("F-B3", "P-B3", "IBM 260220P00200000", "2", "1.00"))
+    outcome = judge(ledger, view, head=len(ledger.streams[BETA]))
+
+    assert outcome.type == "ReconciliationFailed"
+    assert later.sequence is not None
+    caught(observed(ledger, [*views, view]), 10,
+           f"compared the ledger at sequence {later.sequence}",
+           f"expected {later.sequence - 1}, just before OrderFilled {later.event_id}",
+           alone=True)
+
+
+def recorded_out_of_turn(ledger: Ledger, view: Snapshot) -> Event:
+    """A fill that occurred before the view but was recorded after it, unknown to the broker's
+    view: the comparison must count it."""
+    fill = build_event(BETA, view.as_of - STEP, filled("F-B3", "P-B3", "IBM 260220P00200000",
+                                                       "2", "1.00"))
+    ledger.now += STEP
+    return ledger._store(fill)
+
+
+def test_check_10_when_the_ledger_holds_an_execution_sent_before_the_view_names_it() -> None:
+    ledger, views = reconciling()
+    view = broker_view(ledger, BETA)
+    stray = recorded_out_of_turn(ledger, view)
+    judge(ledger, view)
+
+    caught(observed(ledger, [*views, view]), 10, f"OrderFilled {stray.event_id}",
+           "sent before the view but left out of it", alone=True)
+
+
+def test_check_10_an_execution_sent_after_the_view_and_counted_is_a_race() -> None:
+    ledger, views = reconciling()
+    view = broker_view(ledger, BETA)
+    stray = recorded_out_of_turn(ledger, view)
+    outcome = judge(ledger, view)
+    observation = observed(ledger, [*views, view])
+    sent = next(o for o in observation.history if stray.event_id in o.event_ids)
+    sent.invoked_at = SENT_AT + 1
+
+    assert outcome.type == "ReconciliationFailed"
+    assert check_10_reconciliation(observation) == []
+
+
+def test_check_10_when_the_ledger_holds_an_execution_nobody_sent_names_it() -> None:
+    ledger, views = reconciling()
+    view = broker_view(ledger, BETA)
+    rogue = recorded_out_of_turn(ledger, view)
+    judge(ledger, view)
+    observation = observed(ledger, [*views, view])
+    observation.history = [o for o in observation.history if rogue.event_id not in o.event_ids]
+
+    caught(observation, 10, f"OrderFilled {rogue.event_id}", "which the broker never sent",
+           alone=True)
+
+
+def reported_late(wait: timedelta) -> tuple[Ledger, list[Snapshot], Event]:
+    """A fill the broker reported before its view of beta, recorded only after the view was
+    judged, `wait` after its as_of."""
+    ledger, views = reconciling()
+    fill = build_event(BETA, ledger.now, filled("F-B3", "P-B3", "IBM 260220P00200000", "2",
+                                                "1.00"))
+    view = broker_view(ledger, BETA)
+    view = dataclasses.replace(view, accounted=view.accounted | {fill.event_id}, positions=(
+        *view.positions, BrokerPosition(symbol="IBM 260220P00200000", side="long",
+                                        quantity=Decimal("2"))))
+    ledger.wait(wait)
+    judge(ledger, view)
+    ledger.now += STEP
+    ledger._store(fill)
+    return ledger, [*views, view], fill
+
+
+def test_check_10_a_view_judged_after_ingest_gave_up_waiting_may_fail() -> None:
+    ledger, views, _ = reported_late(timedelta(seconds=11))
+    observation = observed(ledger, views)
+
+    assert outcome_of(observation, views[-1]).type == "ReconciliationFailed"
+    assert check_10_reconciliation(observation) == []
+
+
+def test_check_10_when_judged_before_the_executions_reported_before_it_names_the_wait() -> None:
+    ledger, views, fill = reported_late(timedelta(seconds=1))
+
+    caught(observed(ledger, views), 10, f"before OrderFilled {fill.event_id}",
+           "ingest must wait up to 10 s", alone=True)
+
+
+def test_check_10_when_an_execution_the_broker_reported_was_never_stored_names_it() -> None:
+    ledger, views = reconciling()
+    lost = uuid.UUID(int=404)
+    view = broker_view(ledger, ALPHA)
+    view = dataclasses.replace(view, accounted=view.accounted | {lost})
+    judge(ledger, view)
+
+    caught(observed(ledger, [*views, view]), 10, f"execution {lost}",
+           "the store never recorded it", alone=True)
+
+
+def test_check_10_an_unacknowledged_view_that_arrived_is_judged_like_any() -> None:
+    ledger, views = reconciling()
+    late = broker_view(ledger, ALPHA, acknowledged=False)
+    ledger.append(ALPHA, filled("F-A9", "P-A9", "IBM 260220P00200000", "2", "1.00"))
+    judge(ledger, late)
+    wrong = broker_view(ledger, BETA, acknowledged=False)
+    judge(ledger, wrong, differences=(Difference(symbol="SPY", side="long", broker=Decimal("1"),
+                                                 ledger=Decimal("0")),))
+
+    caught(observed(ledger, [*views, late, wrong]), 10, "records SPY long: broker 1, ledger 0",
+           alone=True)
+
+
+def test_check_10_when_a_failure_leaves_the_account_active_names_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fold that forgets to fail closed (the stand-in's own fold shares it: that is the point).
+    monkeypatch.setattr(folding, "_fail_closed", lambda draft, reason: None)
+    ledger, views = reconciling()
+    failed = outcome_of(observe(ledger.streams), views[2])
+    found = find_violations(observed(ledger, views))
+
+    mine = [v for v in found if v.check == 10]
+    assert [v.account for v in mine] == [BETA, GAMMA], mine
+    assert f"ReconciliationFailed at sequence {failed.sequence}" in mine[0].message
+    assert "DiscrepancyFound" in mine[1].message
+    assert "close_of_unknown_position" in mine[1].message
+    assert all("left the account active" in v.message for v in mine)
+
 
 
 # --- Entry points ---------------------------------------------------------------------------------

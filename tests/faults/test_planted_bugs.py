@@ -4,10 +4,10 @@ schedule run with it must be caught by the check that guards that invariant.
 Method: a cluster of its own per bug (tests/faults/bugged.py wraps the process that carries it),
 one schedule with the faults pinned so the bug has its chance (hostile messages for the dead
 letters, two operators replaying signal files for the head lock, a lower rate limit for the
-dispatcher that ignores it), a short settle, and the violations found must include the expected
-check. Check 1 (sequences and unique ids) is held by
-the store's own constraints, which no process can get around; test_checker.py plants its bugs in
-an observation instead.
+dispatcher that ignores it, sides flipped in the broker's planted mismatches for the
+reconciliation blind to sides), a short settle, and the violations found must include the
+expected check. Check 1 (sequences and unique ids) is held by the store's own constraints, which
+no process can get around; test_checker.py plants its bugs in an observation instead.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ PLANTED = [
     ("skip-lock", ["dispatcher", "dispatch"], [], True, 6),
     ("swallows-malformed", ["ingest"], [(1.0, "hostile")], False, 7),
     ("relay-sends-dead-orders", ["relay"], [(0.5, "relay-pause")], False, 9),
+    ("reconciles-blind", ["ingest"], [], False, 10),
 ]
 
 
@@ -50,6 +51,10 @@ def _rate_of_two(rng: random.Random) -> LimitsSet:
 
 # The limits a planted bug's schedule draws where the harness's own leave it too little margin.
 LIMITS: dict[str, Callable[[random.Random], LimitsSet]] = {"ignores-rate-limit": _rate_of_two}
+# The mismatches the broker plants (then wherever it can) where any other kind might escape the
+# bug: a comparison blind to the side finds a missing symbol, an extra one or a quantity off on
+# a long line all the same, but takes a side flipped for a match.
+MISMATCHES: dict[str, tuple[str, ...]] = {"reconciles-blind": ("side-flipped",)}
 
 
 @pytest.mark.timeout(300)
@@ -97,7 +102,7 @@ async def test_planted_bug_is_caught_by_its_check(
     try:
         observation = await run_schedule(cluster, SEED, plan=plan,
                                          manual_dispatch=replay_files, settle_timeout_s=SETTLE_S,
-                                         limits=LIMITS.get(bug))
+                                         limits=LIMITS.get(bug), mismatches=MISMATCHES.get(bug))
     finally:
         await cluster.stop()
     caught = {violation.check for violation in find_violations(observation)}
