@@ -210,7 +210,7 @@ async def test_limits_set_changes_only_what_it_names_and_clear_removes_one(
     assert after_second == {"max_open_positions": 3, "max_exposure": "9000",
                             "max_order_notional": "1000", "daily_loss_limit": "500",
                             "max_orders_per_minute": None, "max_underlying_exposure": None,
-                            "duplicate_window_s": None}
+                            "duplicate_window_s": None, "max_reconcile_age_s": None}
     assert after_clear == {**after_second, "max_order_notional": None}
     assert unknown.returncode == 1
     assert "--clear: 'max_exposure' is not a limit that can be removed" in unknown.stderr.decode()
