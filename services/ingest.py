@@ -116,6 +116,14 @@ def sort_batch(messages: Sequence[Message], *, now: datetime,
     return result
 
 
+def _check_key(message: Message, account: str) -> None:
+    """Refuse a message whose key is not the account it names: keys place an account's
+    messages in one partition, in order."""
+    key = message.key.decode("utf-8", "replace") if message.key is not None else None
+    if key != account:
+        raise InvalidEvent("key", key, f"does not match account {account!r}")
+
+
 def _validate(message: Message, now: datetime, clock_skew: timedelta) -> Event:
     if message.value is None:
         raise InvalidEvent("value", None, "is empty: expected an event as JSON")
@@ -124,9 +132,7 @@ def _validate(message: Message, now: datetime, clock_skew: timedelta) -> Event:
         raise InvalidEvent("type", event.type,
                            f"is not accepted on executions: expected one of "
                            f"{', '.join(sorted(ACCEPTED_TYPES))}")
-    key = message.key.decode("utf-8", "replace") if message.key is not None else None
-    if key != event.account:
-        raise InvalidEvent("key", key, f"does not match account {event.account!r}")
+    _check_key(message, event.account)
     if isinstance(event.data, PositionClosed) and event.data.close_id is None:
         raise InvalidEvent("data.close_id", MISSING, "was given: required on executions (the "
                            "broker's execution id, the close's identity)")
@@ -294,9 +300,7 @@ def sort_positions(messages: Sequence[Message], *, now: datetime, clock_skew: ti
             if message.value is None:
                 raise InvalidEvent("value", None, "is empty: expected the broker's positions")
             view = decode_broker_positions(message.value)
-            key = message.key.decode("utf-8", "replace") if message.key is not None else None
-            if key != view.account:
-                raise InvalidEvent("key", key, f"does not match account {view.account!r}")
+            _check_key(message, view.account)
             refuse_future(view.as_of, now, clock_skew, field="as_of")
         except InvalidEvent as exc:
             dead.append(DeadLetter(message=message, reason=str(exc)))
