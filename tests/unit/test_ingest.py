@@ -251,3 +251,23 @@ async def test_apply_batch_when_one_event_of_a_batch_fails_records_its_neighbour
     assert [letter.message.offset for letter in dead] == [2]
     assert [natural_key(event) for event in stub.events["large"]] == [
         'OrderFilled:fill_id="F1"', 'OrderFilled:fill_id="F3"']
+
+
+@pytest.mark.parametrize(("event_type", "data"), [
+    ("PositionsReconciled", {"as_of": "2026-02-03T17:45:00Z", "head": 3}),
+    ("DiscrepancyFound", {"kind": "close_of_unknown_position",
+                          "execution": 'PositionClosed:close_id="C-1"', "position_id": "P-1",
+                          "reason": "forged"}),
+])
+def test_sort_batch_when_an_adapter_sends_ingests_own_conclusions_refuses_them(
+    event_type: str, data: dict[str, object],
+) -> None:
+    # Ingest's role writes these, but a broker adapter must not claim the ledger reconciled.
+    forged = json.dumps({"account": "large", "type": event_type,
+                         "occurred_at": "2026-02-03T17:45:00Z", "data": data}).encode()
+
+    result = ingest.sort_batch([record(forged, b"large", 0)], now=NOW, clock_skew=SKEW)
+
+    assert result.by_account == {}
+    assert [letter.reason.split(" is not accepted")[0] for letter in result.dead] == [
+        f"type: {event_type!r}"]
