@@ -61,15 +61,18 @@ class Trace:
 async def _collect(consumer: AIOKafkaConsumer, sent: dict[str, Trace], latencies: list[float],
                    expected: int, id_of: str) -> None:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    pending = dict(sent)
+    # `sent` grows while this runs (the producer adds each signal just before sending it), so
+    # it is read live, never copied; `seen` keeps a redelivered record from counting twice.
+    seen: set[str] = set()
     while len(latencies) < expected and time.monotonic() < deadline:
         polled = await consumer.getmany(timeout_ms=200)
         now = time.time()
         for message in (m for batch in polled.values() for m in batch):
             document = json.loads(message.value)
             key = document["data"][id_of] if id_of else document["signal_id"]
-            trace = pending.pop(key, None)
-            if trace is not None:
+            trace = sent.get(key)
+            if trace is not None and key not in seen:
+                seen.add(key)
                 trace.published, trace.received = message.timestamp / 1000, now
                 latencies.append(now - trace.produced)
 

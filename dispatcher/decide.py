@@ -94,12 +94,23 @@ async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: date
     if signal.account != config.account:
         raise InvalidEvent("account", signal.account,
                            f"does not match the dispatcher's account {config.account!r}")
+    cached = cache.state if cache is not None else None
     async with conn.transaction():
-        head = await store.lock_head(conn, config.account)
-        previous = await _previous_decision(conn, config.account, signal.signal_id)
-        if previous is not None:
-            return previous
-        state, freshness = await current_state(conn, config, head, cache)
+        # One round trip: the head locked, an earlier decision of this signal, and the events
+        # since the state this process last proved (docs/performance.md).
+        context = await store.decision_context(
+            conn, config.account, decision_key(signal.signal_id),
+            cached.sequence if cached is not None else None, config.fold_bound)
+        head = context.head
+        if context.previous is not None:
+            return _recorded_outcome(config.account, signal.signal_id, context.previous)
+        if cached is not None and context.tail is not None:
+            state = fold(context.tail, cached)
+            assert state.sequence == head, (config.account, state.sequence, head)
+            freshness = gates.Freshness(head=head, state_sequence=cached.sequence,
+                                        fold_bound=config.fold_bound)
+        else:
+            state, freshness = await current_state(conn, config, head)
         decision = gates.evaluate(state, signal, now, freshness,
                                   max_signal_age=config.max_signal_age)
         events = _decision_events(config, signal, decision, head, now,
@@ -131,11 +142,16 @@ async def current_state(
     return proven.state, freshness
 
 
-async def expire_due(conn: Conn, config: DispatcherConfig, now: datetime) -> list[str]:
-    """Append IntentExpired for every pending intent past its expiry; return their ids."""
+async def expire_due(conn: Conn, config: DispatcherConfig, now: datetime,
+                     cache: StateCache | None = None) -> list[str]:
+    """Append IntentExpired for every pending intent past its expiry; return their ids.
+
+    With a cache (the dispatcher's, shared with its decisions) the state is the cached one with
+    the tail folded on, as in `decide`, and the cache moves to the state after the expiry.
+    """
     async with conn.transaction():
         head = await store.lock_head(conn, config.account)
-        state, freshness = await current_state(conn, config, head)
+        state, freshness = await current_state(conn, config, head, cache)
         if not 0 <= freshness.lag <= config.fold_bound:
             return []
         due = sorted(i.intent_id for i in state.pending.values() if i.expires_at <= now)
@@ -143,8 +159,13 @@ async def expire_due(conn: Conn, config: DispatcherConfig, now: datetime) -> lis
         events = [build_event(config.account, now,
                               IntentExpired(intent_id=intent_id, reason=reason))
                   for intent_id in due]
+        after: AccountState | None = state
         if events:
-            await store.append(conn, config.account, events, expected_sequence=head)
+            result = await store.append(conn, config.account, events, expected_sequence=head)
+            after = _with_own(state, events, result.appended) \
+                if len(result.appended) == len(events) else None
+        if cache is not None:
+            cache.state = after
     return due
 
 
@@ -175,10 +196,12 @@ async def _previous_decision(conn: Conn, account: str, signal_id: str) -> Outcom
     raw = await conn.fetchval(
         f"SELECT {store.EVENT_JSON_SQL} FROM events WHERE account = $1 AND natural_key = $2",
         account, decision_key(signal_id))
-    if raw is None:
-        return None
-    event = decode_event(raw)
-    assert isinstance(event.data, SignalEvaluated)
+    return None if raw is None else _recorded_outcome(account, signal_id, decode_event(raw))
+
+
+def _recorded_outcome(account: str, signal_id: str, event: Event) -> Outcome:
+    """Return the outcome a recorded SignalEvaluated says: a redelivered signal's."""
+    assert isinstance(event.data, SignalEvaluated), event.type
     decision = gates.Decision(allowed=event.data.allowed, gates=event.data.gates)
     return Outcome(signal_id=signal_id, allowed=decision.allowed, code=decision.code,
                    reason=decision.reason, as_of_sequence=event.data.as_of_sequence,

@@ -183,6 +183,44 @@ async def lock_head(conn: Conn, account: str) -> int:
     return int(head)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DecisionContext:
+    """What a decision reads under the head lock, in one round trip (`decision_context`)."""
+
+    head: int
+    # The stored event of the natural key asked about (an earlier decision), if any.
+    previous: Event | None
+    # The events after `since` up to the head; None when they were not read (no `since`, or
+    # more of them than the bound, or an earlier decision was found).
+    tail: list[Event] | None
+
+
+async def decision_context(conn: Conn, account: str, key: str, since: int | None,
+                           bound: int) -> DecisionContext:
+    """Lock the account's head; return it, the event stored under `key`, and the tail after
+    `since` (when at most `bound` events long), all read after the lock was granted.
+
+    Call it inside a transaction: the lock is held until that transaction ends.
+
+    Raises:
+        UnknownAccount: the account has no stream (or the session's role cannot see it).
+        AppendRefused: the session's role may not write to this account.
+    """
+    try:
+        row = await conn.fetchrow("SELECT head, previous, tail FROM ledger_decision_context("
+                                  "$1, $2, $3, $4)", account, key, since, bound)
+    except asyncpg.PostgresError as exc:
+        _translate(exc, account)
+        raise
+    assert row is not None
+    assert row["head"] is not None
+    tail = row["tail"]
+    return DecisionContext(
+        head=int(row["head"]),
+        previous=decode_event(row["previous"]) if row["previous"] is not None else None,
+        tail=[decode_event(raw) for raw in tail] if tail is not None else None)
+
+
 def _translate(exc: asyncpg.PostgresError, account: str) -> None:
     """Raise the ledger error for a SQLSTATE of the store's functions; return for any other."""
     if exc.sqlstate == _UNKNOWN_ACCOUNT:

@@ -24,7 +24,8 @@ from console import commands
 from dispatcher.decide import DispatcherConfig, decide, expire_due
 from ledger import kafka, store
 from ledger.db import connect
-from ledger.events import Event, SignalEvaluated, decode_signal
+from ledger.errors import AppendRefused
+from ledger.events import Event, SignalEvaluated, build_event, decode_signal
 from ledger.logins import account_dsn
 from ledger.settings import Settings
 from ledger.topics import ensure_topics
@@ -360,3 +361,91 @@ async def _decisions(conn: asyncpg.Connection, account: str, count: int) -> bool
 
 
 
+
+
+async def test_decision_context_renders_events_as_the_store_reads_them(
+    settings: Settings, admin: asyncpg.Connection, account_name: Callable[[str], str],
+) -> None:
+    account = await new_account(settings, admin, account_name("context"))
+    await store.append(admin, account, [fill(account, f"X-{i}", position_id=f"P-{i}")
+                                        for i in range(3)])
+    stored = await stream(admin, account)
+    conn = await connect(account_dsn(settings, account))
+    try:
+        async with conn.transaction():
+            context = await store.decision_context(conn, account, "no such key", 0, 1000)
+            raw_tail = await conn.fetchval(
+                "SELECT tail FROM ledger_decision_context($1, 'no such key', 0, 1000)",
+                account)
+            raw_store = await conn.fetch(
+                f"SELECT {store.EVENT_JSON_SQL} AS body FROM events WHERE account = $1 "
+                "ORDER BY sequence", account)
+    finally:
+        await conn.close()
+
+    assert context.head == len(stored)
+    assert context.previous is None
+    assert context.tail == stored
+    # Byte for byte: the function keeps its own copy of the store's rendering.
+    assert list(raw_tail) == [row["body"] for row in raw_store]
+
+
+async def test_decision_context_beyond_its_bound_or_for_another_account_reads_nothing(
+    settings: Settings, admin: asyncpg.Connection, account_name: Callable[[str], str],
+) -> None:
+    account = await new_account(settings, admin, account_name("ctxa"))
+    other = await new_account(settings, admin, account_name("ctxb"))
+    await store.append(admin, account, [fill(account, f"X-{i}", position_id=f"P-{i}")
+                                        for i in range(3)])
+    conn = await connect(account_dsn(settings, account))
+    try:
+        async with conn.transaction():
+            beyond = await store.decision_context(conn, account, "k", 0, 2)
+            current = await store.decision_context(conn, account, "k", beyond.head, 2)
+            unknown = await store.decision_context(conn, account, "k", None, 2)
+        with pytest.raises(AppendRefused):
+            async with conn.transaction():
+                await store.decision_context(conn, other, "k", 0, 1000)
+    finally:
+        await conn.close()
+
+    assert beyond.tail is None
+    assert current.tail == []
+    assert unknown.tail is None
+
+
+async def test_decide_when_a_replica_decides_the_same_signal_while_it_waits_finds_that_decision(
+    settings: Settings, admin: asyncpg.Connection, account_name: Callable[[str], str],
+) -> None:
+    """The earlier decision is read after the lock is granted, not in a snapshot taken before
+    the wait: one statement reading both would miss it and decide the signal twice."""
+    account = await new_account(settings, admin, account_name("replica"))
+    config = DispatcherConfig(account=account)
+    signal = decode_signal(signal_line(account, "S-1"))
+    first = await connect(account_dsn(settings, account))
+    second = await connect(account_dsn(settings, account))
+    try:
+        holder = first.transaction()
+        await holder.start()
+        head = await store.lock_head(first, account)
+        waiting = asyncio.create_task(decide(second, config, signal, datetime.now(UTC)))
+        await eventually(lambda: _blocked_on_lock(admin, waiting), timeout_s=10)
+        events = [build_event(account, datetime.now(UTC), SignalEvaluated(
+            signal_id="S-1", signal=signal, allowed=False, gates=(), as_of_sequence=head))]
+        await store.append(first, account, events, expected_sequence=head)
+        await holder.commit()
+        outcome = await asyncio.wait_for(waiting, 30)
+    finally:
+        await first.close()
+        await second.close()
+
+    assert outcome.duplicate
+    assert sum(e.type == "SignalEvaluated" for e in await stream(admin, account)) == 1
+
+
+async def _blocked_on_lock(admin: asyncpg.Connection, waiting: asyncio.Task[object]) -> bool:
+    if waiting.done():
+        waiting.result()  # it should be waiting: say why it is not
+    blocked = await admin.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted")
+    return bool(blocked)
