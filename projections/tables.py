@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ _ACCOUNT_COLUMNS = """applied_sequence, max_open_positions, max_exposure, max_or
     daily_loss_limit, max_orders_per_minute, max_underlying_exposure, duplicate_window_s,
     halted, halt_reason, trading_state, realized_pnl_days::text AS realized_pnl_days,
     max_reconcile_age_s, reconciled_as_of,
-    realized_pnl_total, last_occurred_at, recent_intents::text AS recent_intents"""
+    realized_pnl_total, last_occurred_at"""
 
 _POSITION_COLUMNS = (
     "position_id",
@@ -64,6 +64,7 @@ _PENDING_COLUMNS = (
     "issued_sequence",
     "reducing",
 )
+_RECENT_COLUMNS = ("intent_id", "occurred_at", "symbol", "side", "quantity", "limit_price")
 
 
 async def ensure_row(conn: Conn, account: str) -> None:
@@ -90,7 +91,9 @@ SELECT {_ACCOUNT_COLUMNS},
        ARRAY(SELECT ROW({', '.join(_POSITION_COLUMNS)}) FROM projection_positions p
              WHERE p.account = a.account) AS positions,
        ARRAY(SELECT ROW({', '.join(_PENDING_COLUMNS)}) FROM projection_pending i
-             WHERE i.account = a.account) AS pending
+             WHERE i.account = a.account) AS pending,
+       ARRAY(SELECT ROW({', '.join(_RECENT_COLUMNS)}) FROM projection_recent r
+             WHERE r.account = a.account ORDER BY r.saved_sequence, r.ordinal) AS recent
 FROM projection_accounts a WHERE a.account = $1"""
 
 
@@ -130,25 +133,10 @@ async def load_state(conn: Conn, account: str) -> AccountState:
         realized_pnl_total=row["realized_pnl_total"],
         last_occurred_at=row["last_occurred_at"],
         reducing=row["trading_state"] == "reducing",
-        recent_intents=_recent(row["recent_intents"]),
+        recent_intents=tuple(RecentIntent(**dict(zip(_RECENT_COLUMNS, r, strict=True)))
+                             for r in row["recent"]),
         reconciled_as_of=row["reconciled_as_of"],
     )
-
-
-def _recent(text: str) -> tuple[RecentIntent, ...]:
-    return tuple(
-        RecentIntent(intent_id=item["intent_id"],
-                     occurred_at=datetime.fromisoformat(item["occurred_at"]),
-                     symbol=item["symbol"], side=item["side"],
-                     quantity=Decimal(item["quantity"]), limit_price=Decimal(item["limit_price"]))
-        for item in json.loads(text))
-
-
-def _recent_json(intents: tuple[RecentIntent, ...]) -> str:
-    return json.dumps([{"intent_id": i.intent_id, "occurred_at": i.occurred_at.isoformat(),
-                        "symbol": i.symbol, "side": i.side,
-                        "quantity": format_decimal(i.quantity),
-                        "limit_price": format_decimal(i.limit_price)} for i in intents])
 
 
 def _pnl_days(text: str) -> dict[date, Decimal]:
@@ -188,13 +176,37 @@ async def save_state(conn: Conn, before: AccountState, after: AccountState) -> N
         after.account,
         [_pending_values(i) for i in issued],
     )
+    await _save_recent(conn, before, after)
     await _save_account_row(conn, after)
+
+
+async def _save_recent(conn: Conn, before: AccountState, after: AccountState) -> None:
+    """Write the recent intents that came in, delete those that fell out of the window.
+
+    The fold appends at the end and drops from the front, so what came in is written after
+    every row already there (`saved_sequence` is this save's sequence, later than theirs).
+    """
+    kept = {i.intent_id for i in after.recent_intents}
+    had = {i.intent_id for i in before.recent_intents}
+    await _delete(conn, "projection_recent", "intent_id", after.account,
+                  [key for key in had if key not in kept])
+    await _upsert(
+        conn,
+        "projection_recent",
+        (*_RECENT_COLUMNS, "saved_sequence", "ordinal"),
+        "intent_id",
+        after.account,
+        [(i.intent_id, i.occurred_at, i.symbol, i.side, i.quantity, i.limit_price,
+          after.sequence, ordinal)
+         for ordinal, i in enumerate(after.recent_intents) if i.intent_id not in had],
+    )
 
 
 async def replace_state(conn: Conn, state: AccountState) -> None:
     """Replace every projection row of the account with `state` (rebuild)."""
     await conn.execute("DELETE FROM projection_positions WHERE account = $1", state.account)
     await conn.execute("DELETE FROM projection_pending WHERE account = $1", state.account)
+    await conn.execute("DELETE FROM projection_recent WHERE account = $1", state.account)
     await ensure_row(conn, state.account)
     await save_state(conn, _empty_like(state), state)
 
@@ -209,10 +221,10 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
         """INSERT INTO projection_accounts (account, applied_sequence, max_open_positions,
                max_exposure, max_order_notional, daily_loss_limit, halted, halt_reason,
                realized_pnl_days, realized_pnl_total, last_occurred_at, max_orders_per_minute,
-               max_underlying_exposure, duplicate_window_s, trading_state, recent_intents,
+               max_underlying_exposure, duplicate_window_s, trading_state,
                max_reconcile_age_s, reconciled_as_of, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15,
-                   $16::jsonb, $17, $18, now())
+                   $16, $17, now())
            ON CONFLICT (account) DO UPDATE SET
                applied_sequence = excluded.applied_sequence,
                max_open_positions = excluded.max_open_positions,
@@ -227,7 +239,6 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
                max_underlying_exposure = excluded.max_underlying_exposure,
                duplicate_window_s = excluded.duplicate_window_s,
                trading_state = excluded.trading_state,
-               recent_intents = excluded.recent_intents,
                max_reconcile_age_s = excluded.max_reconcile_age_s,
                reconciled_as_of = excluded.reconciled_as_of, updated_at = now()""",
         state.account,
@@ -245,7 +256,6 @@ async def _save_account_row(conn: Conn, state: AccountState) -> None:
         limits.max_underlying_exposure if limits else None,
         limits.duplicate_window_s if limits else None,
         state.trading_state,
-        _recent_json(state.recent_intents),
         limits.max_reconcile_age_s if limits else None,
         state.reconciled_as_of,
     )

@@ -186,12 +186,19 @@ async def run_watch(settings: Settings, topics: Topics, pool: asyncpg.Pool,
                         counters=counters or WatchCounters())
     await producer.start()
     await consumer.start()
+    committed: dict[TopicPartition, int] = {}
+    loop = asyncio.get_running_loop()
+    settled_at = float("-inf")
     try:
         while not stop.is_set():
             polled = await consumer.getmany(timeout_ms=POLL_MS)
             try:
                 await watch.take([record for batch in polled.values() for record in batch])
-                await watch.settle()
+                # Nothing is due before its grace period: looking once a second is enough, and
+                # not at every fetch (thousands of signals pending at a few hundred a second).
+                if loop.time() - settled_at >= CHECK_INTERVAL_S:
+                    settled_at = loop.time()
+                    await watch.settle()
             except OPERATING_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - the watch must outlive any one record
@@ -201,8 +208,15 @@ async def run_watch(settings: Settings, topics: Topics, pool: asyncpg.Pool,
             for partition in consumer.assignment():
                 if partition not in offsets:
                     offsets[partition] = await consumer.position(partition)
-            if offsets:
-                await consumer.commit(offsets)
+            # A commit is a round trip to the group coordinator: only what moved (and all of it
+            # again after a rebalance, when another member may have committed meanwhile).
+            if set(committed) - consumer.assignment():
+                committed.clear()
+            moved = {partition: offset for partition, offset in offsets.items()
+                     if committed.get(partition) != offset}
+            if moved:
+                await consumer.commit(moved)
+                committed.update(moved)
             if not polled:
                 await wait_or_stop(stop, CHECK_INTERVAL_S)
     finally:

@@ -217,7 +217,8 @@ async def test_every_append_records_the_role_that_made_it(
 _WRITES_ALLOWED = {
     "relay": {"relay_positions": {"INSERT", "UPDATE"}},
     "projector": {table: {"INSERT", "UPDATE", "DELETE"} for table in
-                  ("projection_accounts", "projection_positions", "projection_pending")},
+                  ("projection_accounts", "projection_positions", "projection_pending",
+                   "projection_recent")},
 }
 _PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
@@ -286,7 +287,7 @@ async def test_catalog_shows_one_owner_forced_row_security_and_no_powerful_login
             "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = $1::regclass", table)
         assert owner == ledger.names.owner, table
     for table in ("streams", "events", "relay_positions", "projection_accounts",
-                  "projection_positions", "projection_pending"):
+                  "projection_positions", "projection_pending", "projection_recent"):
         assert await admin.fetchval(
             "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class "
             "WHERE oid = $1::regclass", table), table
