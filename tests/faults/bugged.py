@@ -159,10 +159,11 @@ def relay_sends_dead_orders() -> None:
 
     original = relay._live_intents
 
-    async def all_live(conn: Any, account: str, intents: Any) -> Any:
-        checked = await original(conn, account, intents)
-        return dataclasses.replace(checked, live={
-            int(row["sequence"]): "unchecked" for row in intents})
+    async def all_live(conn: Any, intents: Any) -> Any:
+        checked = await original(conn, intents)
+        return {account: dataclasses.replace(liveness, live={
+                    int(row["sequence"]): "unchecked" for row in intents[account]})
+                for account, liveness in checked.items()}
 
     vars(relay)["_live_intents"] = all_live
 

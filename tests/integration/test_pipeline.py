@@ -22,10 +22,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from console import commands
-from ledger import kafka
+from ledger import kafka, store
+from ledger.db import connect
+from ledger.logins import job_dsn
+from ledger.roles import Job
 from ledger.settings import Settings
 from ledger.topics import Topics, ensure_topics
+from services import relay
 from tests.conftest import eventually, with_topics
+from tests.factories import fill
 from tests.processes import LedgerProcess
 from tests.stack import kafka_kill, kafka_start
 
@@ -319,3 +324,38 @@ def _scrape(port: int) -> str:
             return str(response.read().decode())
     except OSError:
         return ""
+
+
+async def test_relay_round_when_accounts_are_behind_by_different_amounts_sends_each_in_order(
+    pipeline: tuple[Settings, Topics, list[str]], admin: asyncpg.Connection,
+    account_name: Callable[[str], str],
+) -> None:
+    """One round serves every account behind; an account beyond a page takes more rounds, and
+    the others are not held up or repeated meanwhile."""
+    settings, topics, (alpha, beta) = pipeline
+    gamma = account_name("gamma")
+    await commands.add_account(settings, gamma, None)
+    backlog = {alpha: relay.PUBLISH_BATCH_SIZE * 2 + 17, beta: 3, gamma: 1}
+    for account, count in backlog.items():
+        await store.append(admin, account, [fill(account, f"X-{index}", position_id=f"P-{index}")
+                                            for index in range(count)])
+    conn = await connect(job_dsn(settings, Job.relay))
+    producer = kafka.producer(settings, client_id="test-relay")
+    await producer.start()
+    try:
+        counters = relay.RelayCounters()
+        sent = await relay.publish_pending(conn, producer, topics, counters)
+        again = await relay.publish_pending(conn, producer, topics, counters)
+    finally:
+        await producer.stop()
+        await conn.close()
+
+    assert (sent, again) == (sum(backlog.values()), 0)
+    messages = await read_to_end(settings, topics.ledger_events)
+    assert len(messages) == sum(backlog.values())
+    assert in_order_per_account(messages)
+    assert {account: sorted(events) for account, events in by_account_sequence(messages).items()
+            } == {account: list(range(1, count + 1)) for account, count in backlog.items()}
+    marks = {row["account"]: row["published_sequence"] for row in await admin.fetch(
+        "SELECT account, published_sequence FROM relay_positions")}
+    assert {account: marks[account] for account in backlog} == backlog
