@@ -18,7 +18,7 @@ from __future__ import annotations
 import decimal
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
@@ -27,6 +27,7 @@ from typing import Literal, TypeAlias, assert_never
 from ledger.errors import LedgerError
 from ledger.events import (
     DECIMAL_CONTEXT,
+    DECIMAL_PRECISION,
     ORDER_RATE_MAX,
     DiscrepancyFoundEvent,
     Event,
@@ -202,6 +203,151 @@ class RecentIntent:
     limit_price: Decimal
 
 
+# Additions and subtractions of figures that must not round: a change that would is refused
+# (Inexact) and the figure is summed afresh, as it always was, from then on.
+_EXACT = decimal.Context(prec=DECIMAL_PRECISION, rounding=decimal.ROUND_HALF_EVEN,
+                         traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow,
+                                decimal.FloatOperation])
+
+
+class _Sum:
+    """A sum of non-negative terms kept up to date as terms come and go.
+
+    `value()` is the very Decimal `sum(terms, Decimal("0"))` gives in the fold's context (value
+    and exponent: an exact sum of decimals has the smallest exponent of its terms, and 0's),
+    in O(1) instead of O(terms). Non-negative terms make every partial sum of that left-to-right
+    sum at most the total, so when the total fits the context exactly, so does each of them,
+    whatever their order; a change that could not be made exactly leaves the sum unknown
+    (None), and the caller sums the terms.
+    """
+
+    __slots__ = ("exact", "exponents", "total")
+
+    def __init__(self) -> None:
+        self.total = _ZERO
+        # How many current terms have each exponent.
+        self.exponents: dict[int, int] = {}
+        self.exact = True
+
+    def copy(self) -> _Sum:
+        other = _Sum()
+        other.total, other.exponents, other.exact = self.total, dict(self.exponents), self.exact
+        return other
+
+    def add(self, term: Decimal) -> None:
+        self._change(term, 1)
+
+    def remove(self, term: Decimal) -> None:
+        self._change(term, -1)
+
+    def _change(self, term: Decimal, sign: int) -> None:
+        if not self.exact:
+            return
+        try:
+            self.total = _EXACT.add(self.total, term) if sign > 0 \
+                else _EXACT.subtract(self.total, term)
+        except (decimal.Inexact, decimal.InvalidOperation):
+            self.exact = False
+            return
+        exponent = term.as_tuple().exponent
+        assert isinstance(exponent, int), term
+        count = self.exponents.get(exponent, 0) + sign
+        if count:
+            self.exponents[exponent] = count
+        else:
+            del self.exponents[exponent]
+
+    def value(self) -> Decimal | None:
+        if not self.exact:
+            return None
+        exponent = min(0, min(self.exponents, default=0))
+        try:
+            return self.total.quantize(Decimal((0, (1,), exponent)), context=_EXACT)
+        except (decimal.Inexact, decimal.InvalidOperation):
+            return None
+
+
+class _Totals:
+    """The state's figures the gates read on every decision, kept as the fold changes it.
+
+    Summing thousands of pending intents per decision was the dispatcher's largest cost; these
+    change by one term per event instead. Every figure equals the plain sum over the state's
+    rows (tests compare them), which remains the fallback.
+    """
+
+    __slots__ = ("open", "open_on", "pending", "pending_count", "pending_on", "reducing_on")
+
+    def __init__(self) -> None:
+        self.open = _Sum()
+        self.pending = _Sum()
+        self.pending_count = 0
+        # By underlying (`ledger.events.underlying`): positions' and opening intents' notional.
+        self.open_on: dict[str, _Sum] = {}
+        self.pending_on: dict[str, _Sum] = {}
+        # By position: the quantity its pending reducing intents take off.
+        self.reducing_on: dict[str, _Sum] = {}
+
+    @classmethod
+    def of(cls, positions: Iterable[Position], pending: Iterable[PendingIntent]) -> _Totals:
+        totals = cls()
+        for position in positions:
+            totals.add_position(position)
+        for intent in pending:
+            totals.add_intent(intent)
+        return totals
+
+    def copy(self) -> _Totals:
+        other = _Totals()
+        other.open, other.pending = self.open.copy(), self.pending.copy()
+        other.pending_count = self.pending_count
+        other.open_on = {name: s.copy() for name, s in self.open_on.items()}
+        other.pending_on = {name: s.copy() for name, s in self.pending_on.items()}
+        other.reducing_on = {key: s.copy() for key, s in self.reducing_on.items()}
+        return other
+
+    def add_position(self, position: Position) -> None:
+        figure = position.notional
+        self.open.add(figure)
+        self.open_on.setdefault(underlying(position.symbol), _Sum()).add(figure)
+
+    def remove_position(self, position: Position) -> None:
+        figure = position.notional
+        self.open.remove(figure)
+        _shrink(self.open_on, underlying(position.symbol), figure)
+
+    def add_intent(self, intent: PendingIntent) -> None:
+        if intent.reducing:
+            self.reducing_on.setdefault(intent.position_id, _Sum()).add(intent.quantity)
+            return
+        figure = intent.notional
+        self.pending.add(figure)
+        self.pending_count += 1
+        self.pending_on.setdefault(underlying(intent.symbol), _Sum()).add(figure)
+
+    def remove_intent(self, intent: PendingIntent) -> None:
+        if intent.reducing:
+            _shrink(self.reducing_on, intent.position_id, intent.quantity)
+            return
+        figure = intent.notional
+        self.pending.remove(figure)
+        self.pending_count -= 1
+        _shrink(self.pending_on, underlying(intent.symbol), figure)
+
+
+def _shrink(sums: dict[str, _Sum], key: str, term: Decimal) -> None:
+    """Take a term off a keyed sum; a key whose last term went is dropped (its sum is 0)."""
+    found = sums[key]
+    found.remove(term)
+    if not found.exponents and found.exact:
+        del sums[key]
+
+
+def _figure(kept: _Sum | None, terms: Iterable[Decimal]) -> Decimal:
+    """Return a kept sum's value, or the terms' sum when none is kept or it is unknown."""
+    value = kept.value() if kept is not None else _ZERO
+    return value if value is not None else sum(terms, _ZERO)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountState:
     """Everything the fold knows about one account after its events up to `sequence`."""
@@ -224,6 +370,9 @@ class AccountState:
     recent_intents: tuple[RecentIntent, ...] = ()
     # The broker `as_of` of the latest PositionsReconciled (None: never reconciled).
     reconciled_as_of: datetime | None = None
+    # Figures derived from positions and pending (`_Totals`): computed on first use, or handed
+    # over by the fold that kept them; never compared, never copied by `dataclasses.replace`.
+    _totals: _Totals | None = field(default=None, init=False, repr=False, compare=False)
 
     # Mapping proxies compare by value but cannot be hashed; say so plainly rather than fail
     # inside a generated __hash__.
@@ -245,21 +394,30 @@ class AccountState:
         """Return the number of open positions."""
         return len(self.positions)
 
+    def _figures(self) -> _Totals:
+        totals = self._totals
+        if totals is None:
+            totals = _Totals.of(self.positions.values(), self.pending.values())
+            object.__setattr__(self, "_totals", totals)
+        return totals
+
     @property
     def pending_count(self) -> int:
         """Return the number of pending intents that count as positions (not reducing ones)."""
-        return sum(1 for intent in self.pending.values() if not intent.reducing)
+        return self._figures().pending_count
 
     @property
     def open_exposure(self) -> Decimal:
         """Return the sum of the open positions' notional."""
-        return sum((position.notional for position in self.positions.values()), _ZERO)
+        return _figure(self._figures().open,
+                       (position.notional for position in self.positions.values()))
 
     @property
     def pending_exposure(self) -> Decimal:
         """Return the exposure the pending intents reserve (reducing ones reserve none)."""
-        return sum((intent.notional for intent in self.pending.values() if not intent.reducing),
-                   _ZERO)
+        return _figure(self._figures().pending,
+                       (intent.notional for intent in self.pending.values()
+                        if not intent.reducing))
 
     @property
     def exposure(self) -> Decimal:
@@ -277,15 +435,19 @@ class AccountState:
 
     def exposure_on(self, name: str) -> Decimal:
         """Return open + pending exposure on one underlying (`ledger.events.underlying`)."""
-        held = sum((p.notional for p in self.positions.values()
-                    if underlying(p.symbol) == name), _ZERO)
-        return held + sum((i.notional for i in self.pending.values()
-                           if not i.reducing and underlying(i.symbol) == name), _ZERO)
+        figures = self._figures()
+        held = _figure(figures.open_on.get(name),
+                       (p.notional for p in self.positions.values()
+                        if underlying(p.symbol) == name))
+        return held + _figure(figures.pending_on.get(name),
+                              (i.notional for i in self.pending.values()
+                               if not i.reducing and underlying(i.symbol) == name))
 
     def reducing_pending_on(self, position_id: str) -> Decimal:
         """Return the quantity pending reducing intents will take off one open position."""
-        return sum((i.quantity for i in self.pending.values()
-                    if i.reducing and i.position_id == position_id), _ZERO)
+        return _figure(self._figures().reducing_on.get(position_id),
+                       (i.quantity for i in self.pending.values()
+                        if i.reducing and i.position_id == position_id))
 
     def intents_since(self, moment: datetime) -> list[RecentIntent]:
         """Return the recent intents issued after `moment`, oldest first."""
@@ -334,6 +496,7 @@ class Folding:
         "reconciled_as_of",
         "reducing",
         "sequence",
+        "totals",
     )
 
     def __init__(self, state: AccountState) -> None:
@@ -350,6 +513,40 @@ class Folding:
         self.reducing = state.reducing
         self.recent_intents = list(state.recent_intents)
         self.reconciled_as_of = state.reconciled_as_of
+        # Kept up to date only if the state had them: a fold nobody reads figures of (a
+        # rebuild) pays nothing for them.
+        kept = state._totals
+        self.totals = kept.copy() if kept is not None else None
+
+    def put_position(self, position: Position) -> None:
+        """Open or change a position (in place: an existing key keeps its order)."""
+        before = self.positions.get(position.position_id)
+        self.positions[position.position_id] = position
+        if self.totals is not None:
+            if before is not None:
+                self.totals.remove_position(before)
+            self.totals.add_position(position)
+
+    def drop_position(self, position_id: str) -> None:
+        """Remove a closed position."""
+        before = self.positions.pop(position_id)
+        if self.totals is not None:
+            self.totals.remove_position(before)
+
+    def put_pending(self, intent: PendingIntent) -> None:
+        """Record a pending intent (in place: an existing key keeps its order)."""
+        before = self.pending.get(intent.intent_id)
+        self.pending[intent.intent_id] = intent
+        if self.totals is not None:
+            if before is not None:
+                self.totals.remove_intent(before)
+            self.totals.add_intent(intent)
+
+    def release(self, intent_id: str) -> None:
+        """End a pending intent, if it is pending."""
+        before = self.pending.pop(intent_id, None)
+        if before is not None and self.totals is not None:
+            self.totals.remove_intent(before)
 
     def accepts(self, event: Event) -> int | None:
         """Return the event's sequence if it is the next to apply, None if already applied.
@@ -366,7 +563,7 @@ class Folding:
 
     def snapshot(self) -> AccountState:
         """Return the state so far as a value; the fold can go on."""
-        return AccountState(
+        state = AccountState(
             account=self.account, sequence=self.sequence, positions=dict(self.positions),
             pending=dict(self.pending), limits=self.limits, halted=self.halted,
             halt_reason=self.halt_reason, realized_pnl_days=dict(self.realized_pnl_days),
@@ -374,10 +571,13 @@ class Folding:
             last_occurred_at=self.last_occurred_at, reducing=self.reducing,
             recent_intents=tuple(self.recent_intents), reconciled_as_of=self.reconciled_as_of,
         )
+        if self.totals is not None:
+            object.__setattr__(state, "_totals", self.totals.copy())
+        return state
 
     def freeze(self) -> AccountState:
         # The draft is dropped right after, so its dicts can back the proxies without a copy.
-        return AccountState(
+        state = AccountState(
             account=self.account,
             sequence=self.sequence,
             positions=MappingProxyType(self.positions),
@@ -392,6 +592,9 @@ class Folding:
             recent_intents=tuple(self.recent_intents),
             reconciled_as_of=self.reconciled_as_of,
         )
+        if self.totals is not None:
+            object.__setattr__(state, "_totals", self.totals)
+        return state
 
 
 def _next_sequence(account: str, sequence: int, event: Event) -> int | None:
@@ -475,7 +678,7 @@ def _step(draft: Folding, event: Event, sequence: int) -> None:
         case IntentIssuedEvent():
             _apply_intent_issued(draft, event)
         case IntentRejectedEvent() | IntentExpiredEvent() | IntentCancelledEvent():
-            draft.pending.pop(event.data.intent_id, None)
+            draft.release(event.data.intent_id)
         case LimitsSetEvent():
             data = event.data
             draft.limits = Limits(
@@ -527,7 +730,7 @@ def _apply_fill(draft: Folding, event: OrderFilledEvent) -> None:
     if fill.intent_id is not None:
         # The reservation ends with the fill. A fill of an unknown or expired intent still
         # happened at the broker, so it is applied all the same.
-        draft.pending.pop(fill.intent_id, None)
+        draft.release(fill.intent_id)
     fees = _ZERO if fill.fees is None else fill.fees
     position = draft.positions.get(fill.position_id)
     realized: Decimal | None = None
@@ -538,10 +741,10 @@ def _apply_fill(draft: Folding, event: OrderFilledEvent) -> None:
     else:
         kept, realized = _countered(position, fill, event.occurred_at, fees)
     if kept is None:
-        del draft.positions[fill.position_id]
+        draft.drop_position(fill.position_id)
     else:
         assert kept.quantity > 0, kept
-        draft.positions[fill.position_id] = kept
+        draft.put_position(kept)
     if realized is not None or fill.fees is not None:
         _book_pnl(draft, (_ZERO if realized is None else realized) - fees, event.occurred_at)
 
@@ -549,7 +752,7 @@ def _apply_fill(draft: Folding, event: OrderFilledEvent) -> None:
 def _apply_close(draft: Folding, event: PositionClosedEvent) -> None:
     close = event.data
     if close.intent_id is not None:
-        draft.pending.pop(close.intent_id, None)
+        draft.release(close.intent_id)
     position = draft.positions.get(close.position_id)
     if position is None:
         # Nothing open to close (never opened, or already closed): the fact is kept in the
@@ -562,16 +765,16 @@ def _apply_close(draft: Folding, event: PositionClosedEvent) -> None:
         quantity = min(close.quantity, position.quantity)
     kept, realized = _reduced(position, quantity, close.price, _ZERO)
     if kept is None:
-        del draft.positions[close.position_id]
+        draft.drop_position(close.position_id)
     else:
         assert kept.quantity > 0, kept
-        draft.positions[close.position_id] = kept
+        draft.put_position(kept)
     _book_pnl(draft, realized, event.occurred_at)
 
 
 def _apply_intent_issued(draft: Folding, event: IntentIssuedEvent) -> None:
     issued = event.data
-    draft.pending[issued.intent_id] = PendingIntent(
+    draft.put_pending(PendingIntent(
         intent_id=issued.intent_id,
         signal_id=issued.signal_id,
         position_id=issued.position_id,
@@ -584,7 +787,7 @@ def _apply_intent_issued(draft: Folding, event: IntentIssuedEvent) -> None:
         expires_at=issued.expires_at,
         issued_sequence=draft.sequence,
         reducing=issued.reducing,
-    )
+    ))
     recent = draft.recent_intents
     recent.append(RecentIntent(
         intent_id=issued.intent_id, occurred_at=event.occurred_at, symbol=issued.symbol,
