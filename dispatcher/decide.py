@@ -11,7 +11,9 @@ intents nobody filled, in the same kind of transaction. Must not import Kafka cl
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -91,19 +93,41 @@ async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: date
         InvalidEvent: the signal belongs to another account.
         UnknownAccount: the account has no stream, or this login cannot see it.
     """
-    if signal.account != config.account:
-        raise InvalidEvent("account", signal.account,
-                           f"does not match the dispatcher's account {config.account!r}")
+    outcomes = await decide_many(conn, config, [signal], now, cache)
+    return outcomes[0]
+
+
+async def decide_many(conn: Conn, config: DispatcherConfig, signals: Sequence[Signal],
+                      now: datetime, cache: StateCache | None = None) -> list[Outcome]:
+    """Decide signals in order in one transaction under the head lock; return the outcomes of
+    a prefix of them (all, unless the state could not be proven current: then the first).
+
+    Each signal is decided on the state every earlier decision left (its own events folded
+    on), exactly as if each had its own transaction one after the other; the decisions commit
+    together, in one append and one commit (docs/performance.md). A signal decided before (in
+    the store, or earlier in `signals`) is answered with that decision and records nothing.
+
+    Raises:
+        InvalidEvent: a signal belongs to another account.
+        UnknownAccount: the account has no stream, or this login cannot see it.
+    """
+    for signal in signals:
+        if signal.account != config.account:
+            raise InvalidEvent("account", signal.account,
+                               f"does not match the dispatcher's account {config.account!r}")
+    if not signals:
+        return []
     cached = cache.state if cache is not None else None
     async with conn.transaction():
-        # One round trip: the head locked, an earlier decision of this signal, and the events
-        # since the state this process last proved (docs/performance.md).
+        # One round trip: the head locked, earlier decisions of these signals, and the events
+        # since the state this process last proved.
         context = await store.decision_context(
-            conn, config.account, decision_key(signal.signal_id),
+            conn, config.account, [decision_key(s.signal_id) for s in signals],
             cached.sequence if cached is not None else None, config.fold_bound)
         head = context.head
-        if context.previous is not None:
-            return _recorded_outcome(config.account, signal.signal_id, context.previous)
+        recorded = {event.data.signal_id: _recorded_outcome(config.account,
+                                                            event.data.signal_id, event)
+                    for event in context.previous if isinstance(event.data, SignalEvaluated)}
         if cached is not None and context.tail is not None:
             state = fold(context.tail, cached)
             assert state.sequence == head, (config.account, state.sequence, head)
@@ -111,20 +135,46 @@ async def decide(conn: Conn, config: DispatcherConfig, signal: Signal, now: date
                                         fold_bound=config.fold_bound)
         else:
             state, freshness = await current_state(conn, config, head)
-        decision = gates.evaluate(state, signal, now, freshness,
-                                  max_signal_age=config.max_signal_age)
-        events = _decision_events(config, signal, decision, head, now,
-                                  gates.reduces(state, signal))
-        result = await store.append(conn, config.account, events, expected_sequence=head)
+        proven = 0 <= freshness.lag <= config.fold_bound
+        if not proven:
+            # Nothing to build on: decide (and fail closed on) the first signal alone.
+            signals = signals[:1]
+        outcomes: list[Outcome] = []
+        events: list[Event] = []
+        for signal in signals:
+            earlier = recorded.get(signal.signal_id)
+            if earlier is not None:
+                outcomes.append(dataclasses.replace(earlier, duplicate=True))
+                continue
+            sequence = head + len(events)
+            decision = gates.evaluate(state, signal, now, freshness,
+                                      max_signal_age=config.max_signal_age)
+            own = _decision_events(config, signal, decision, sequence, now,
+                                   gates.reduces(state, signal))
+            events.extend(own)
+            outcome = Outcome(signal_id=signal.signal_id, allowed=decision.allowed,
+                              code=decision.code, reason=decision.reason,
+                              as_of_sequence=sequence,
+                              intent_id=intent_id_for(config.account, signal.signal_id)
+                              if decision.allowed else None)
+            outcomes.append(outcome)
+            recorded[signal.signal_id] = outcome
+            if proven:
+                # The next signal is decided on this decision's result, proven the same way.
+                state = _with_own(state, own, {event.event_id: sequence + index
+                                               for index, event in enumerate(own, start=1)})
+                freshness = gates.Freshness(head=state.sequence, state_sequence=state.sequence,
+                                            fold_bound=config.fold_bound)
+        result = await store.append(conn, config.account, events, expected_sequence=head) \
+            if events else None
+        if result is not None and list(result.appended) != [e.event_id for e in events]:
+            # Under the lock, with earlier decisions looked up, every event is new: anything
+            # else is a store fault, and nothing of this batch may stand.
+            raise AssertionError(f"account {config.account}: decisions appended "
+                                 f"{len(result.appended)} of {len(events)} events")
         if cache is not None:
-            proven = freshness.lag <= config.fold_bound
-            complete = len(result.appended) == len(events)
-            cache.state = _with_own(state, events, result.appended) if proven and complete \
-                else None
-    return Outcome(signal_id=signal.signal_id, allowed=decision.allowed, code=decision.code,
-                   reason=decision.reason, as_of_sequence=head,
-                   intent_id=intent_id_for(config.account, signal.signal_id)
-                   if decision.allowed else None)
+            cache.state = state if proven else None
+    return outcomes
 
 
 async def current_state(

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide, expire_due
+from dispatcher.decide import (
+    DispatcherConfig,
+    Outcome,
+    StateCache,
+    decide,
+    decide_many,
+    expire_due,
+)
 from ledger import consumer, deadletters, failpoints, kafka, metrics
 from ledger.clock import Clock, utc_now
 from ledger.db import create_pool
@@ -36,6 +43,8 @@ if TYPE_CHECKING:
 
 EXPIRY_INTERVAL_S = 1.0
 SIGNAL_BATCH_MAX = 200
+# Signals decided in one transaction: one lock, one append, one commit for all of them.
+DECISION_BATCH_MAX = 50
 POLL_MS = 50
 RETRY_PAUSE_S = 1.0
 
@@ -95,17 +104,22 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
     dead_letters = consumer.dead_letter_publisher(broker, topics.dead_letters)
     cache = cache if cache is not None else StateCache()
 
-    # A batch per poll, decided signal by signal in order, each in its own transaction; offsets
-    # are committed once the whole batch is decided (an error rewinds to the batch start, and
-    # the signals already decided are recognised by their signal_id).
+    # A batch per poll: this account's signals decided in order, up to DECISION_BATCH_MAX of
+    # them in one transaction under the head lock (decide_many); offsets are committed once the
+    # whole batch is decided (an error rewinds to the batch start, and the signals already
+    # decided are recognised by their signal_id).
     @consumer.batch_subscriber(broker, settings, consumer.Subscription(
         topic=topics.signals, group_id=group, title="signals",
         description="Strategies' signals keyed by account: {signal_id, account, occurred_at, "
                     "symbol, instrument, side, quantity, limit_price, multiplier}.",
         max_records=SIGNAL_BATCH_MAX, poll_ms=POLL_MS))
     async def on_signals(bodies: Any, message: KafkaMessage) -> None:
-        for record in kafka.records_of(message):
-            await _handle(record)
+        now = clock()
+        mine = [(record, signal) for record in kafka.records_of(message)
+                if (signal := _signal_of(record, config, now)) is not None]
+        while mine:
+            decided = await _decide_together(mine[:DECISION_BATCH_MAX])
+            mine = mine[decided:]
 
     async def refuse(record: Any, reason: str) -> None:
         counters.dead_letters += 1
@@ -113,10 +127,32 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
         await deadletters.publish(dead_letters, [DeadLetter(message=record, reason=reason)],
                                   consumer_group(config.account))
 
-    async def _handle(record: Any) -> None:
-        signal = _signal_of(record, config, clock())
-        if signal is None:
-            return
+    async def _decide_together(batch: list[tuple[Any, Signal]]) -> int:
+        """Decide a run of signals in one transaction; return how many were decided."""
+        if len(batch) == 1:
+            await _decide_alone(*batch[0])
+            return 1
+        try:
+            async with consumer.read_again_on_outage(f"dispatcher {config.account}",
+                                                     RETRY_PAUSE_S), pool.acquire() as conn:
+                outcomes = await decide_many(conn, config, [s for _, s in batch], clock(), cache)
+        except BaseException as exc:
+            cache.state = None
+            if isinstance(exc, OPERATING_ERRORS) or not isinstance(exc, Exception):
+                raise
+            # One of them is at fault (or a bug it alone triggers): nothing of the run was
+            # committed; each is decided again alone, so that only that one is refused.
+            log.warning("dispatcher %s: a run of %d signals failed (%s); deciding each alone",
+                        config.account, len(batch), one_line(exc))
+            for record, signal in batch:
+                await _decide_alone(record, signal)
+            return len(batch)
+        for outcome in outcomes:
+            failpoints.hit("dispatcher.after_decide")
+            _count(counters, config.account, outcome)
+        return len(outcomes)
+
+    async def _decide_alone(record: Any, signal: Signal) -> None:
         try:
             async with consumer.read_again_on_outage(f"dispatcher {config.account}",
                                                      RETRY_PAUSE_S), pool.acquire() as conn:

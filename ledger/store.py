@@ -188,16 +188,16 @@ class DecisionContext:
     """What a decision reads under the head lock, in one round trip (`decision_context`)."""
 
     head: int
-    # The stored event of the natural key asked about (an earlier decision), if any.
-    previous: Event | None
+    # The stored events of the natural keys asked about (earlier decisions), in sequence order.
+    previous: list[Event]
     # The events after `since` up to the head; None when they were not read (no `since`, or
-    # more of them than the bound, or an earlier decision was found).
+    # more of them than the bound).
     tail: list[Event] | None
 
 
-async def decision_context(conn: Conn, account: str, key: str, since: int | None,
+async def decision_context(conn: Conn, account: str, keys: Sequence[str], since: int | None,
                            bound: int) -> DecisionContext:
-    """Lock the account's head; return it, the event stored under `key`, and the tail after
+    """Lock the account's head; return it, the events stored under `keys`, and the tail after
     `since` (when at most `bound` events long), all read after the lock was granted.
 
     Call it inside a transaction: the lock is held until that transaction ends.
@@ -208,7 +208,7 @@ async def decision_context(conn: Conn, account: str, key: str, since: int | None
     """
     try:
         row = await conn.fetchrow("SELECT head, previous, tail FROM ledger_decision_context("
-                                  "$1, $2, $3, $4)", account, key, since, bound)
+                                  "$1, $2, $3, $4)", account, list(keys), since, bound)
     except asyncpg.PostgresError as exc:
         _translate(exc, account)
         raise
@@ -216,8 +216,7 @@ async def decision_context(conn: Conn, account: str, key: str, since: int | None
     assert row["head"] is not None
     tail = row["tail"]
     return DecisionContext(
-        head=int(row["head"]),
-        previous=decode_event(row["previous"]) if row["previous"] is not None else None,
+        head=int(row["head"]), previous=[decode_event(raw) for raw in row["previous"]],
         tail=[decode_event(raw) for raw in tail] if tail is not None else None)
 
 

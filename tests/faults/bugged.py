@@ -111,7 +111,12 @@ def skip_lock() -> None:
             intent_id=decide.intent_id_for(config.account, signal.signal_id)
             if decision.allowed else None)
 
+    async def unlocked_many(conn: Any, config: Any, signals: Any, now: Any,
+                            cache: Any = None) -> Any:
+        return [await unlocked(conn, config, signal, now) for signal in signals]
+
     vars(process)["decide"] = unlocked
+    vars(process)["decide_many"] = unlocked_many
     vars(commands)["decide"] = unlocked
 
 
