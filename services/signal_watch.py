@@ -188,7 +188,7 @@ async def run_watch(settings: Settings, topics: Topics, pool: asyncpg.Pool,
     await consumer.start()
     committed: dict[TopicPartition, int] = {}
     loop = asyncio.get_running_loop()
-    settled_at = float("-inf")
+    settled_at = committed_at = float("-inf")
     try:
         while not stop.is_set():
             polled = await consumer.getmany(timeout_ms=POLL_MS)
@@ -208,15 +208,18 @@ async def run_watch(settings: Settings, topics: Topics, pool: asyncpg.Pool,
             for partition in consumer.assignment():
                 if partition not in offsets:
                     offsets[partition] = await consumer.position(partition)
-            # A commit is a round trip to the group coordinator: only what moved (and all of it
-            # again after a rebalance, when another member may have committed meanwhile).
+            # A commit is a write the broker replicates: only what moved, at most once a
+            # second (a restart re-reads a second of signals, already settled or still
+            # pending), and all of it again after a rebalance, when another member may have
+            # committed meanwhile.
             if set(committed) - consumer.assignment():
                 committed.clear()
             moved = {partition: offset for partition, offset in offsets.items()
                      if committed.get(partition) != offset}
-            if moved:
+            if moved and loop.time() - committed_at >= CHECK_INTERVAL_S:
                 await consumer.commit(moved)
                 committed.update(moved)
+                committed_at = loop.time()
             if not polled:
                 await wait_or_stop(stop, CHECK_INTERVAL_S)
     finally:
