@@ -113,7 +113,7 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
         description="Strategies' signals keyed by account: {signal_id, account, occurred_at, "
                     "symbol, instrument, side, quantity, limit_price, multiplier}.",
         max_records=SIGNAL_BATCH_MAX, poll_ms=POLL_MS,
-        commit_every_s=consumer.COMMIT_EVERY_S))
+        commit_every_s=settings.kafka_commit_interval_s))
     async def on_signals(bodies: Any, message: KafkaMessage) -> None:
         now = clock()
         mine = [(record, signal) for record in kafka.records_of(message)

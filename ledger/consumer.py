@@ -32,9 +32,6 @@ from ledger.settings import Settings
 
 log = logging.getLogger("ledger.consumer")
 
-# How often the busiest consumers (each dispatcher, the projector) commit their offsets.
-COMMIT_EVERY_S = 1.0
-
 DEAD_LETTERS_DESCRIPTION = ("Messages no consumer could use: original bytes and key, with headers "
                             "dlq.reason, dlq.topic, dlq.partition, dlq.offset, dlq.consumer.")
 

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     # How long a consumer may be silent before its group moves its partitions to another member.
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+    # How often the busiest consumers (dispatchers, projector) commit their offsets: a restart
+    # reads again at most this much, recognised and skipped (docs/performance.md).
+    kafka_commit_interval_s: float = Field(default=1.0, ge=0, le=3_600)
     # How many events a dispatcher may fold from the store to prove its view current.
     dispatcher_fold_bound: int = Field(default=1_000, ge=0, le=1_000_000)
     # How long an issued intent reserves its share of the limits before it expires.

@@ -221,7 +221,7 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
         description="Committed events, per account in sequence order, published by the relay; "
                     "headers account, sequence, event_id, type.",
         max_records=BATCH_RECORDS_MAX, poll_ms=POLL_TIMEOUT_MS,
-        commit_every_s=consumer.COMMIT_EVERY_S))
+        commit_every_s=settings.kafka_commit_interval_s))
     async def on_ledger_events(bodies: list[bytes], message: KafkaMessage) -> None:
         try:
             async with consumer.read_again_on_outage("projector", RETRY_PAUSE_S):

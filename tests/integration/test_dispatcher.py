@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from console import commands
 from dispatcher.decide import DispatcherConfig, StateCache, decide, decide_many, expire_due
@@ -33,6 +34,7 @@ from projections import rebuild
 from projections.fold import fold, initial_state
 from tests.conftest import LEDGER_BIN, cli_env, eventually, run_cli, with_topics
 from tests.factories import fill, limits
+from tests.integration.test_pipeline import read_to_end
 from tests.processes import LedgerProcess
 from tests.stack import postgres_start, postgres_stop_immediate
 
@@ -497,3 +499,79 @@ async def test_decide_many_records_exactly_what_deciding_one_at_a_time_records(
     assert [o.allowed for o in outcomes[alone] if not o.duplicate].count(True) == 5
     assert sum(o.duplicate for o in outcomes[together]) == 2
     assert await recorded(alone) == await recorded(together)
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+async def test_run_dispatcher_killed_with_offsets_uncommitted_rereads_and_decides_each_once(
+    settings: Settings, admin: asyncpg.Connection, tmp_path: Path, topic_prefix: str,
+    account_name: Callable[[str], str],
+) -> None:
+    """Offsets are committed at most once per interval (here: once, then not for ten minutes),
+    so a dispatcher killed with -9 has decided and committed signals whose offsets never were:
+    its successor reads them again, recognises each, and the router sees each intent once
+    after deduplication by intent id."""
+    test_settings = with_topics(settings, topic_prefix)
+    topics = await ensure_topics(test_settings)
+    account = await new_account(test_settings, admin, account_name("reread"), 1000, "1000000")
+    slow_commits = {"LEDGER_KAFKA_COMMIT_INTERVAL_S": "600"}
+    first = LedgerProcess(test_settings, tmp_path, "dispatcher", "--account", account,
+                          name="first", env=slow_commits)
+    second = LedgerProcess(test_settings, tmp_path, "dispatcher", "--account", account,
+                           name="second", env=slow_commits)
+    relay_process = LedgerProcess(test_settings, tmp_path, "relay")
+    producer = kafka.producer(test_settings, client_id="test-strategy")
+    await producer.start()
+
+    async def send(ids: range) -> None:
+        for index in ids:
+            await producer.send(topics.signals, key=account.encode(), value=signal_line(
+                account, f"R-{index}", quantity="1", price="1.00", occurred_at=now()).encode())
+        await producer.flush()
+
+    try:
+        first.start()
+        relay_process.start()
+        await send(range(0, 1))
+        await eventually(lambda: _decisions(admin, account, 1), SETTLE_TIMEOUT_S)
+        await send(range(1, 40))
+        await eventually(lambda: _decisions(admin, account, 40), SETTLE_TIMEOUT_S)
+        first.kill()
+        uncommitted = 40 - await _committed_offsets(test_settings, account, topics.signals)
+        second.start()
+        await send(range(40, 60))
+        await eventually(lambda: _decisions(admin, account, 60), SETTLE_TIMEOUT_S)
+        await eventually(lambda: _published(admin, account), SETTLE_TIMEOUT_S)
+    finally:
+        await producer.stop()
+        second.stop()
+        relay_process.stop()
+
+    assert uncommitted >= 39, "the first dispatcher committed past its first batch"
+    events = await stream(admin, account)
+    decided = [e.data.signal_id for e in events if isinstance(e.data, SignalEvaluated)]
+    assert sorted(decided) == sorted(f"R-{index}" for index in range(60))
+    routed = [json.loads(m.value)["data"]["intent_id"]
+              for m in await read_to_end(test_settings, topics.order_intents)]
+    issued = [e.data.intent_id for e in events if e.type == "IntentIssued"]
+    assert len(issued) == 60
+    assert set(routed) == set(issued)
+    assert len(routed) >= len(issued)
+
+
+async def _committed_offsets(settings: Settings, account: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(f"ledger-dispatcher-{account}")
+    finally:
+        await admin.close()
+    return sum(meta.offset for partition, meta in offsets.items()
+               if partition.topic == topic and meta.offset > 0)
+
+
+async def _published(admin: asyncpg.Connection, account: str) -> bool:
+    published = await admin.fetchval(
+        "SELECT published_sequence FROM relay_positions WHERE account = $1", account)
+    head = await admin.fetchval("SELECT head FROM streams WHERE account = $1", account)
+    return bool(published == head)
