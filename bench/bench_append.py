@@ -30,6 +30,9 @@ ROUNDS = 4
 SEED = 20260203
 
 
+_SYMBOLS = ("MSFT 260220P00400000", "AMD 260220P00150000")
+
+
 def make_fills(account: str, count: int, rng: random.Random, prefix: str = "F") -> list[Event]:
     events = []
     for index in range(count):
@@ -38,7 +41,9 @@ def make_fills(account: str, count: int, rng: random.Random, prefix: str = "F") 
             "occurred_at": f"2026-02-03T{9 + index // 360000 % 8:02d}:"
                            f"{index // 6000 % 60:02d}:{index // 100 % 60:02d}.{index % 100:02d}Z",
             "data": {"fill_id": f"{prefix}-{index}", "position_id": f"P-{index % 50}",
-                     "symbol": rng.choice(["MSFT 260220P00400000", "AMD 260220P00150000"]),
+                     # One symbol per position: ingest refuses a fill that adds another
+                     # instrument to an open position.
+                     "symbol": _SYMBOLS[index % 50 % len(_SYMBOLS)],
                      "instrument": "option", "side": "long",
                      "quantity": str(rng.randint(1, 20)),
                      "price": f"{rng.randint(100, 2000) / 100:.2f}", "multiplier": "100"},

@@ -101,28 +101,43 @@ async def publish_pending(conn: asyncpg.Connection, producer: AIOKafkaProducer,
     """Publish every committed event not yet published; return how many were sent.
 
     Every account behind is served in the same round: its next page read in one statement,
-    all pages sent, all acknowledgements awaited together, every published sequence moved in
-    one statement. A round costs three statements and one broker round trip however many
-    accounts are behind (it cost that per account).
+    the intents' liveness in another, all pages sent. Rounds overlap by one: the next round is
+    read while the broker acknowledges the last, and an account's published sequence moves
+    (one statement for all) only once every message of its round was acknowledged.
     """
     sent = 0
     behind = {row["account"]: (int(row["published"]), int(row["head"]))
               for row in await conn.fetch(_BEHIND_SQL)}
+    in_flight: _Round | None = None
     while behind:
-        published = await _publish_round(conn, producer, topics, behind, counters)
+        sending = await _send_round(conn, producer, topics, behind, counters)
+        if in_flight is not None:
+            await _settle(conn, in_flight)
+        in_flight = sending
+        published = sending.published
         sent += sum(published[account] - behind[account][0] for account in published)
         behind = {account: (published[account], head)
                   for account, (_, head) in behind.items() if published[account] < head}
+    if in_flight is not None:
+        await _settle(conn, in_flight)
     counters.published += sent
     counters.cycles += 1
     metrics.EVENTS_PUBLISHED.inc(sent)
     return sent
 
 
-async def _publish_round(conn: asyncpg.Connection, producer: AIOKafkaProducer, topics: Topics,
-                         behind: dict[str, tuple[int, int]],
-                         counters: RelayCounters) -> dict[str, int]:
-    """Publish the next page of every account behind; return each one's new published sequence."""
+@dataclass(frozen=True)
+class _Round:
+    """A round handed to the producer: its acknowledgements, and what they publish."""
+
+    futures: list[asyncio.Future[object]]
+    # Per account, the last sequence of its page.
+    published: dict[str, int]
+
+
+async def _send_round(conn: asyncpg.Connection, producer: AIOKafkaProducer, topics: Topics,
+                      behind: dict[str, tuple[int, int]], counters: RelayCounters) -> _Round:
+    """Hand the next page of every account behind to the producer; do not wait for the broker."""
     accounts = sorted(behind)
     rows = await conn.fetch(_PAGES_SQL, accounts, [behind[a][0] for a in accounts],
                             [behind[a][1] for a in accounts], PUBLISH_BATCH_SIZE)
@@ -140,11 +155,16 @@ async def _publish_round(conn: asyncpg.Connection, producer: AIOKafkaProducer, t
     for account, page in pages.items():
         futures.extend(await _send_page(producer, topics, account, behind[account][0], page,
                                         liveness.get(account), counters))
-    await asyncio.gather(*futures)
+    return _Round(futures=futures,
+                  published={account: int(page[-1]["sequence"]) for account, page in pages.items()})
+
+
+async def _settle(conn: asyncpg.Connection, sent: _Round) -> None:
+    """Wait until the broker acknowledged a round, then move its published sequences."""
+    await asyncio.gather(*sent.futures)
     failpoints.hit("relay.after_send")
-    published = {account: int(page[-1]["sequence"]) for account, page in pages.items()}
-    await conn.execute(_MARK_SQL, accounts, [published[a] for a in accounts])
-    return published
+    accounts = sorted(sent.published)
+    await conn.execute(_MARK_SQL, accounts, [sent.published[a] for a in accounts])
 
 
 async def _send_page(producer: AIOKafkaProducer, topics: Topics, account: str, published: int,

@@ -350,8 +350,11 @@ async def test_relay_round_when_accounts_are_behind_by_different_amounts_sends_e
         await producer.stop()
         await conn.close()
 
-    assert (sent, again) == (sum(backlog.values()), 0)
-    messages = await read_to_end(settings, topics.ledger_events)
+    # The session's database may hold other tests' accounts not yet published: sent with ours.
+    assert sent >= sum(backlog.values())
+    assert again == 0
+    messages = [m for m in await read_to_end(settings, topics.ledger_events)
+                if json.loads(m.value)["account"] in backlog]
     assert len(messages) == sum(backlog.values())
     assert in_order_per_account(messages)
     assert {account: sorted(events) for account, events in by_account_sequence(messages).items()
