@@ -23,6 +23,7 @@ from datetime import datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from ledger import failpoints, kafka, metrics
 from ledger.db import connect
@@ -173,6 +174,9 @@ async def _send_page(producer: AIOKafkaProducer, topics: Topics, account: str, p
     """Hand one account's page to the producer, in order; return the acknowledgements."""
     live = liveness.live if liveness is not None else {}
     key = account.encode()
+    # The partition the producer's own partitioner gives this key, hashed once per page
+    # rather than for every message (murmur2 in Python was a quarter of the relay's time).
+    events_partition = await _partition_of(producer, topics.ledger_events, key)
     futures = []
     for expected, row in enumerate(page, start=published + 1):
         # Sequences are gap-free under the head lock; a gap here would be a store bug.
@@ -181,7 +185,7 @@ async def _send_page(producer: AIOKafkaProducer, topics: Topics, account: str, p
         headers = [("account", key), ("sequence", str(row["sequence"]).encode()),
                    ("event_id", str(row["event_id"]).encode()), ("type", row["type"].encode())]
         futures.append(await producer.send(topics.ledger_events, value=body, key=key,
-                                           headers=headers))
+                                           partition=events_partition, headers=headers))
         expires_at = live.get(row["sequence"])
         if expires_at is not None and liveness is not None:
             # Stamped with the moment it was proven live and the head that proof read, so the
@@ -199,6 +203,11 @@ async def _send_page(producer: AIOKafkaProducer, topics: Topics, account: str, p
     counters.withheld += intents - len(live)
     metrics.INTENTS_WITHHELD.inc(intents - len(live))
     return futures
+
+
+async def _partition_of(producer: AIOKafkaProducer, topic: str, key: bytes) -> int:
+    partitions = sorted(await producer.partitions_for(topic))
+    return int(DefaultPartitioner()(key, partitions, partitions))
 
 
 @dataclass(frozen=True)

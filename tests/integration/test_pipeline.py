@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 
 from console import commands
 from ledger import kafka, store
@@ -357,6 +358,12 @@ async def test_relay_round_when_accounts_are_behind_by_different_amounts_sends_e
                 if json.loads(m.value)["account"] in backlog]
     assert len(messages) == sum(backlog.values())
     assert in_order_per_account(messages)
+    # Placed where any producer keyed by the account would place it (the relay hashes the key
+    # once per page, not per message).
+    partitions = list(range(settings.topic_partitions))
+    assert {(m.key, m.partition) for m in messages} == {
+        (account.encode(), DefaultPartitioner()(account.encode(), partitions, partitions))
+        for account in backlog}
     assert {account: sorted(events) for account, events in by_account_sequence(messages).items()
             } == {account: list(range(1, count + 1)) for account, count in backlog.items()}
     marks = {row["account"]: row["published_sequence"] for row in await admin.fetch(
