@@ -61,14 +61,14 @@ def histories(draw: st.DrawFn) -> list[Event]:
                 "instrument": instrument, "side": draw(st.sampled_from(["long", "short"])),
                 "quantity": format_decimal(draw(quantities)),
                 "price": format_decimal(draw(prices)), "multiplier": multiplier}
-            if issued and draw(st.booleans()):
+            if draw(st.booleans()) and issued:
                 data["intent_id"] = draw(st.sampled_from(issued))
         elif kind == "close":
             event_type, data = "PositionClosed", {
                 "position_id": position_id, "price": format_decimal(draw(prices))}
             if draw(st.booleans()):
                 data["quantity"] = format_decimal(draw(quantities))
-            if issued and draw(st.booleans()):
+            if draw(st.booleans()) and issued:
                 data["intent_id"] = draw(st.sampled_from(issued))
         elif kind == "issue":
             issued.append(f"I-{index}")
