@@ -11,7 +11,19 @@
 -- earlier decision of a concurrent replica is found, never missed.
 --
 -- The events are rendered exactly as the store renders them (ledger/store.py, EVENT_JSON_SQL;
--- a test compares the two).
+-- a test compares the two), by one function.
+CREATE FUNCTION ledger_event_json(e public.events) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, public
+AS $$
+    SELECT json_build_object(
+        'event_id', e.event_id, 'account', e.account, 'type', e.type,
+        'occurred_at', to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'data', e.data, 'sequence', e.sequence,
+        'recorded_at', to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'global_position', e.global_position)::text
+$$;
+
 CREATE FUNCTION ledger_decision_context(p_account text, p_keys text[], p_since bigint,
                                         p_bound bigint)
 RETURNS TABLE (head bigint, previous text[], tail text[])
@@ -21,26 +33,12 @@ AS $$
 BEGIN
     head := ledger_lock_head(p_account);
     previous := ARRAY(
-        SELECT json_build_object(
-            'event_id', e.event_id, 'account', e.account, 'type', e.type,
-            'occurred_at',
-            to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-            'data', e.data, 'sequence', e.sequence,
-            'recorded_at',
-            to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-            'global_position', e.global_position)::text
+        SELECT ledger_event_json(e)
         FROM public.events e WHERE e.account = p_account AND e.natural_key = ANY (p_keys)
         ORDER BY e.sequence);
     IF p_since IS NOT NULL AND head - p_since BETWEEN 1 AND p_bound THEN
         tail := ARRAY(
-            SELECT json_build_object(
-                'event_id', e.event_id, 'account', e.account, 'type', e.type,
-                'occurred_at',
-                to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                'data', e.data, 'sequence', e.sequence,
-                'recorded_at',
-                to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                'global_position', e.global_position)::text
+            SELECT ledger_event_json(e)
             FROM public.events e
             WHERE e.account = p_account AND e.sequence > p_since AND e.sequence <= head
             ORDER BY e.sequence);
@@ -51,6 +49,8 @@ BEGIN
 END
 $$;
 
+REVOKE EXECUTE ON FUNCTION ledger_event_json(public.events) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger_event_json(public.events) TO @dispatchers@, @ingest@, @operator@;
 REVOKE EXECUTE ON FUNCTION ledger_decision_context(text, text[], bigint, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ledger_decision_context(text, text[], bigint, bigint)
     TO @dispatchers@, @ingest@, @operator@;
