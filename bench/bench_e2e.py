@@ -29,8 +29,8 @@ from bench.common import OUT_DIR, fresh_database, percentile, report
 from console import commands
 from ledger import kafka, store
 from ledger.db import connect
+from ledger.kafka_admin import ensure_topics
 from ledger.settings import Settings
-from ledger.topics import ensure_topics
 from tests.factories import limits
 
 ACCOUNTS = ("e2e_a", "e2e_b", "e2e_c", "e2e_d")

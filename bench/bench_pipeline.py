@@ -18,18 +18,19 @@ import uuid
 from datetime import datetime
 
 import asyncpg
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from bench.bench_append import COLUMNS, make_fills
 from bench.common import Timer, fresh_database, report
 from console import commands
-from ledger import kafka, store
+from ledger import kafka, kafka_admin, store
 from ledger.db import connect, create_pool
 from ledger.events import Event, encode_event
+from ledger.kafka_admin import ensure_topics
 from ledger.logins import job_dsn
 from ledger.roles import Job
 from ledger.settings import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from services import ingest, relay
 
 SEED = 20260204
@@ -85,13 +86,9 @@ async def bench_relay(settings: Settings, topics: Topics, count: int) -> None:
 
 
 async def ensure_extra_topic(settings: Settings, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
+    async with kafka_admin.opened(settings) as admin:
         await admin.create_topics([NewTopic(name, num_partitions=settings.topic_partitions,
                                             replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 async def bench_ingest(settings: Settings, topics: Topics, events: list[Event]) -> None:

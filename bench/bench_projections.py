@@ -23,8 +23,9 @@ from bench.common import ROOT, Timer, fresh_database, report
 from console import commands
 from ledger import kafka, store
 from ledger.db import connect, create_pool
+from ledger.kafka_admin import ensure_topics
 from ledger.settings import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from projections import projector as projector_module
 from services import relay
 

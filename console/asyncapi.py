@@ -35,8 +35,9 @@ from ledger.events import (
     PositionClosedEvent,
     Signal,
 )
+from ledger.kafka_admin import REPLICAS_MAX
 from ledger.settings import Settings
-from ledger.topics import REPLICATION_FACTOR, Topics
+from ledger.topics import Topics
 from projections import projector
 from services import ingest, signal_watch
 
@@ -293,47 +294,48 @@ def _messages(topics: Topics, schemas: _Schemas) -> JsonObject:
     }
 
 
-def _channel(address: str, message: str, description: str, partitions: int) -> JsonObject:
+def _channel(address: str, message: str, description: str, shape: tuple[int, int]) -> JsonObject:
+    partitions, replicas = shape
     return {
         "address": address,
         "description": description,
         "messages": {message: {"$ref": f"#/components/messages/{message}"}},
         "bindings": {"kafka": {"topic": address, "partitions": partitions,
-                               "replicas": REPLICATION_FACTOR,
+                               "replicas": replicas,
                                "bindingVersion": KAFKA_BINDING_VERSION}},
     }
 
 
-def _channels(topics: Topics, partitions: int) -> JsonObject:
+def _channels(topics: Topics, shape: tuple[int, int]) -> JsonObject:
     return {
         "executions": _channel(
             topics.executions, "execution",
             "Fills, closes and intent rejections, keyed by account. Sent by the broker adapter "
-            "and the position manager (outside the ledger); read by ingest.", partitions),
+            "and the position manager (outside the ledger); read by ingest.", shape),
         "signals": _channel(
             topics.signals, "signal",
             "Strategies' signals, keyed by account. Sent by the strategies (outside the ledger); "
-            "read by each account's dispatcher and by ingest's signal watch.", partitions),
+            "read by each account's dispatcher and by ingest's signal watch.", shape),
         "brokerPositions": _channel(
             topics.broker_positions, "brokerPositions",
             "Snapshots of the broker's positions, keyed by account. Sent by the broker adapter "
             "(outside the ledger) after the executions they include; read by ingest, which "
-            "compares each with the ledger at its head.", partitions),
+            "compares each with the ledger at its head.", shape),
         "ledgerEvents": _channel(
             topics.ledger_events, "ledgerEvent",
             "Every committed event, per account in sequence order, keyed by account. Sent by the "
             "relay; read by the projector and by followers. A crash may repeat an event: "
-            "deduplicate by account + sequence.", partitions),
+            "deduplicate by account + sequence.", shape),
         "orderIntents": _channel(
             topics.order_intents, "orderIntent",
             "Intents live when published (not expired, not released, account not halted), and "
             "cancels of pending intents on halt, keyed by account. Sent by the relay; read by "
             "the order router (outside the ledger).",
-            partitions),
+            shape),
         "deadLetters": _channel(
             topics.dead_letters, "deadLetter",
             "Every message a consumer refused, with why; read by operators (outside the ledger).",
-            partitions),
+            shape),
     }
 
 
@@ -436,7 +438,8 @@ def document(settings: Settings) -> JsonObject:
         },
         "defaultContentType": "application/json",
         "servers": servers,
-        "channels": _channels(topics, settings.topic_partitions),
+        "channels": _channels(topics, (settings.topic_partitions,
+                                       min(REPLICAS_MAX, settings.kafka_brokers))),
         "operations": _operations(),
         "components": {"messages": messages, "schemas": schemas.finish()},
     }

@@ -18,12 +18,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from console import commands
+from console import commands, kafka_users
 from console.asyncapi import describe as describe_asyncapi
-from ledger import roles
+from ledger import kafka, roles
 from ledger.clock import utc_now
 from ledger.errors import LedgerError
 from ledger.events import format_time
+from ledger.principals import Role
 from ledger.runtime import configure_logging, tune_gc
 from ledger.settings import Settings, load_settings
 from projections import replay
@@ -41,8 +42,14 @@ app = typer.Typer(
 accounts_app = typer.Typer(help="Manage accounts (streams and their login roles).",
                            no_args_is_help=True)
 limits_app = typer.Typer(help="Set an account's risk limits.", no_args_is_help=True)
+kafka_app = typer.Typer(help="The Kafka cluster's principals (SCRAM users and their ACLs).",
+                        no_args_is_help=True)
+kafka_user_app = typer.Typer(help="Outside clients' users: adapter, strategy, router, observer.",
+                             no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(limits_app, name="limits")
+app.add_typer(kafka_app, name="kafka")
+kafka_app.add_typer(kafka_user_app, name="user")
 
 TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d %H:%M:%S%z"]
 
@@ -69,8 +76,13 @@ def _run(coro: Awaitable[T]) -> T:
 @app.command()
 def config(database_url: DatabaseUrl = None) -> None:
     """Print the effective settings as KEY=VALUE lines (passwords masked)."""
-    for line in _settings(database_url).as_lines():
+    settings = _settings(database_url)
+    for line in settings.as_lines():
         typer.echo(line)
+    if settings.kafka_security_protocol == "SASL_PLAINTEXT":
+        path = kafka.password_file(settings, settings.kafka_user)
+        state = "present" if path.exists() else "missing"
+        typer.echo(f"# kafka password: *** ({path}, {state})")
 
 
 @app.command()
@@ -91,6 +103,35 @@ def migrate(
     for role in done.passwords_elsewhere:
         typer.echo(f"role {role}: logs in with a password kept elsewhere (`ledger migrate "
                    "--rotate-passwords` sets new ones here)", err=True)
+    if done.kafka_principals:
+        typer.echo(f"kafka: topics, users and grants of {', '.join(done.kafka_principals)} "
+                   "(passwords in LEDGER_SECRETS_DIR)")
+
+
+@kafka_user_app.command("add")
+def kafka_user_add(
+    name: Annotated[str, typer.Argument(help="User name: lowercase letters, digits, '.', '_', "
+                                              "'-'; its consumer groups must start with it.")],
+    role: Annotated[Role, typer.Option(
+        "--role", help="adapter: writes executions and broker-positions; strategy: writes "
+        "signals; router: reads order-intents; observer: reads ledger-events and dead-letters.",
+        case_sensitive=False)],
+) -> None:
+    """Create a Kafka user with its role's grants; the password goes to a 0600 file only."""
+    path = _run(kafka_users.add_user(_settings(), name, role))
+    typer.echo(f"kafka user {name}: created with role {role.value}; password in {path}")
+
+
+@kafka_user_app.command("list")
+def kafka_user_list(json_output: JsonFlag = False) -> None:
+    """List the cluster's users and what each may do on this ledger's topics."""
+    found = _run(kafka_users.list_users(_settings()))
+    if json_output:
+        typer.echo(json.dumps([user.as_json() for user in found]))
+        return
+    for user in found:
+        grants = "; ".join(user.grants) if user.grants else "-"
+        typer.echo(f"{user.name}\t{user.role}\t{grants}")
 
 
 @accounts_app.command("add")

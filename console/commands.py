@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from uuid import UUID, uuid4
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -31,7 +32,7 @@ from console import charts
 from console.supervisor import Child, supervise
 from dispatcher import process as dispatcher_process
 from dispatcher.decide import DispatcherConfig, Outcome, StateCache, decide
-from ledger import jsonl, metrics, roles, secrets, store
+from ledger import jsonl, kafka_admin, metrics, roles, secrets, store
 from ledger import migrate as migrations
 from ledger.clock import utc_now
 from ledger.db import connect
@@ -55,6 +56,7 @@ from ledger.events import (
     validate_account_name,
 )
 from ledger.logins import account_dsn, job_dsn
+from ledger.principals import Job as KafkaJob
 from ledger.runtime import stop_event_on_signals
 from ledger.settings import Settings
 from projections import projector, rebuild, tables
@@ -88,6 +90,8 @@ class Migrated:
     applied: list[str]
     passwords_set: list[str]
     passwords_elsewhere: list[str]
+    # The Kafka principals of the ledger's processes, created or confirmed with their grants.
+    kafka_principals: list[str] = field(default_factory=list)
 
 
 async def migrate(settings: Settings, *, rotate_passwords: bool = False) -> Migrated:
@@ -101,6 +105,7 @@ async def migrate(settings: Settings, *, rotate_passwords: bool = False) -> Migr
         RoleConflict: a role of this ledger's names belongs to another ledger.
     """
     ledger_roles = roles.roles_for(settings)
+    sasl = settings.kafka_security_protocol == "SASL_PLAINTEXT"
     migrations.discover()  # an installation without its migrations fails before any change
     async with admin_connection(settings) as conn:
         await _check_namespace(conn, ledger_roles)
@@ -119,8 +124,18 @@ async def migrate(settings: Settings, *, rotate_passwords: bool = False) -> Migr
                 continue
             if await roles.ensure_login(conn, role, password, rotate=rotate_passwords):
                 passwords_set.append(role)
+    principals: list[str] = []
+    try:
+        await kafka_admin.provision(settings, users=sasl)
+    except KafkaError as exc:
+        raise ConfigError("LEDGER_KAFKA_BOOTSTRAP", settings.kafka_bootstrap,
+                          f"a cluster where {settings.kafka_user} may create topics, users "
+                          f"and ACLs ({exc}); the database is migrated") from None
+    if sasl:
+        principals = [job.user for job in KafkaJob]
     return Migrated(applied=[f"{m.version:04d}_{m.name}" for m in applied],
-                    passwords_set=passwords_set, passwords_elsewhere=elsewhere)
+                    passwords_set=passwords_set, passwords_elsewhere=elsewhere,
+                    kafka_principals=principals)
 
 
 async def _check_namespace(conn: asyncpg.Connection, ledger_roles: roles.Roles) -> None:

@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from console import charts, commands
+from console import charts, commands, kafka_users
 from demo.actors import (
     JUDGED_WAIT_S,
     Book,
@@ -56,8 +56,9 @@ from ledger.events import (
     decode_event,
     format_decimal,
 )
+from ledger.kafka_admin import ensure_topics
+from ledger.principals import Role
 from ledger.settings import Settings, load_settings
-from ledger.topics import ensure_topics
 from projections.breaches import AccountAudit, has_breach
 from services import audit
 
@@ -176,8 +177,15 @@ async def play(settings: Settings, seconds: float, seed: int, console: Console) 
     topics = await ensure_topics(settings)
     market, tally = Market(rng), Tally()
     stop_signals, stop_all, flatten = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    producer = kafka.producer(settings, client_id="demo-world")
+    # The world outside the ledger logs in as outside clients do, each with its role's grants
+    # only: the broker adapter and position manager, the strategies, the order router.
+    adapter = await kafka_users.ensure_user(settings, "demo-adapter", Role.adapter)
+    strategy = await kafka_users.ensure_user(settings, "demo-strategy", Role.strategy)
+    router = await kafka_users.ensure_user(settings, "demo-broker", Role.router)
+    producer = kafka.producer(adapter, client_id="demo-world")
+    signal_producer = kafka.producer(strategy, client_id="demo-strategies")
     await producer.start()
+    await signal_producer.start()
     conn = await connect(settings.database_url)
     book = Book(topics, producer, ACCOUNTS)
     scripted = Glitch(account=GLITCH_ACCOUNT, max_open_positions=ACCOUNTS[GLITCH_ACCOUNT][0],
@@ -186,7 +194,7 @@ async def play(settings: Settings, seconds: float, seed: int, console: Console) 
                           str(CONTROLS[GLITCH_ACCOUNT]["max_underlying_exposure"])))
     tasks = [
         asyncio.create_task(market.run(stop_all)),
-        asyncio.create_task(broker(settings, topics, book, market, rng, stop_all, tally)),
+        asyncio.create_task(broker(router, topics, book, market, rng, stop_all, tally)),
         asyncio.create_task(statements(settings, book, stop_all)),
         asyncio.create_task(glitch(book, scripted, stop_all)),
         *(asyncio.create_task(position_manager(settings, book, market, account,
@@ -206,7 +214,7 @@ async def play(settings: Settings, seconds: float, seed: int, console: Console) 
         console.print(f"system up after {loop.time() - waited:.0f} s: the broker's positions "
                       f"reconciled for {', '.join(ACCOUNTS)}; it publishes them every few "
                       "seconds")
-        tasks.append(asyncio.create_task(strategies(settings, topics, producer, market,
+        tasks.append(asyncio.create_task(strategies(settings, topics, signal_producer, market,
                                                     CONTRACTS_MAX, rng, stop_signals, tally,
                                                     quiet=scripted.quiet)))
         started = loop.time()
@@ -249,6 +257,7 @@ async def play(settings: Settings, seconds: float, seed: int, console: Console) 
         stop_all.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await producer.stop()
+        await signal_producer.stop()
         await conn.close()
     return scripted
 

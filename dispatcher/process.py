@@ -32,11 +32,14 @@ from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
 from ledger.events import Signal
+from ledger.kafka_admin import check_topics
 from ledger.logins import account_dsn
+from ledger.principals import Job as KafkaJob
+from ledger.principals import for_job
 from ledger.runtime import OPERATING_ERRORS, one_line, wait_or_stop
 from ledger.settings import Settings
 from ledger.signals import key_account, read_signal
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 
 if TYPE_CHECKING:
     import asyncpg
@@ -200,9 +203,10 @@ async def run(settings: Settings, config: DispatcherConfig, stop: asyncio.Event,
               counters: DispatcherCounters | None = None) -> None:
     """Run one account's dispatcher until stop is set, riding out outages."""
     counters = counters if counters is not None else DispatcherCounters()
+    settings = for_job(settings, KafkaJob.dispatcher)
 
     async def open_attempt() -> consumer.Running:
-        topics = await ensure_topics(settings)
+        topics = await check_topics(settings, KafkaJob.dispatcher)
         pool = await create_pool(account_dsn(settings, config.account))
         # One cache per attempt, shared by decisions and expiry: a restart proves from the store.
         cache = StateCache()

@@ -8,12 +8,17 @@ only after the PostgreSQL transaction committed. Must not import the store or th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream.message import StreamMessage
+from faststream.security import BaseSecurity, SASLScram512
 
+from ledger import secrets
+from ledger.errors import ConfigError
 from ledger.settings import Settings
 
 # A send not acknowledged within this fails its future; the relay then publishes the same events
@@ -26,10 +31,42 @@ MAX_POLL_RECORDS = 500
 HEARTBEATS_PER_SESSION = 3
 
 
+SASL_MECHANISM = "SCRAM-SHA-512"
+
+
+def password_file(settings: Settings, user: str) -> Path:
+    """Return the file holding a Kafka principal's password."""
+    return secrets.password_path(settings.secrets_dir, f"kafka_{user}")
+
+
+def as_user(settings: Settings, user: str) -> Settings:
+    """Return the settings with Kafka clients authenticating as another principal."""
+    return settings.model_copy(update={"kafka_user": user})
+
+
+def security(settings: Settings) -> dict[str, Any]:
+    """Return the client options that authenticate as `settings.kafka_user`.
+
+    Raises:
+        ConfigError: the principal's password file is missing or readable by others.
+    """
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return {"security_protocol": "PLAINTEXT"}
+    path = password_file(settings, settings.kafka_user)
+    if not path.exists():
+        raise ConfigError("LEDGER_SECRETS_DIR", str(settings.secrets_dir),
+                          f"a password file for Kafka user {settings.kafka_user} "
+                          "(run `ledger migrate`, or `ledger kafka user add`)")
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SASL_MECHANISM,
+            "sasl_plain_username": settings.kafka_user,
+            "sasl_plain_password": secrets.read_password_file(path)}
+
+
 def producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer that waits for every in-sync replica (acks=all)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **security(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -45,6 +82,7 @@ def consumer(settings: Settings, *topics: str, group_id: str | None,
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap,
+        **security(settings),
         client_id=client_id,
         group_id=group_id,
         enable_auto_commit=False,
@@ -55,6 +93,23 @@ def consumer(settings: Settings, *topics: str, group_id: str | None,
         heartbeat_interval_ms=heartbeat_interval_ms(settings),
         request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
+
+
+ADMIN_TIMEOUT_MS = 15_000
+
+
+def admin(settings: Settings, client_id: str) -> AIOKafkaAdminClient:
+    """Return an admin client (not started) authenticating as `settings.kafka_user`."""
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id=client_id,
+                               request_timeout_ms=ADMIN_TIMEOUT_MS, **security(settings))
+
+
+def broker_security(settings: Settings) -> BaseSecurity | None:
+    """Return faststream's form of `security(settings)`."""
+    options = security(settings)
+    if "sasl_plain_username" not in options:
+        return None
+    return SASLScram512(options["sasl_plain_username"], options["sasl_plain_password"])
 
 
 def heartbeat_interval_ms(settings: Settings) -> int:

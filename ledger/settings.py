@@ -8,17 +8,21 @@ names the variable and the value. Must not import the store, Kafka clients or th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.errors import ConfigError
 
 ENV_PREFIX = "LEDGER_"
 DEFAULT_DATABASE_URL = "postgresql://ledger_admin:ledger_admin@127.0.0.1:55432/ledger"
-DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+# The local stack's brokers listen on 9092, 9094, 9096 (stack/stack.sh); the default bootstrap
+# names all of them, so a client still starts while one is down.
+LOCAL_KAFKA_PORT = 9092
+LOCAL_KAFKA_PORT_STEP = 2
+KAFKA_ADMIN_USER = "ledger-admin"
 DEFAULT_SECRETS_DIR = Path.home() / ".local" / "share" / "ledger" / "secrets"
 
 
@@ -28,7 +32,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
-    kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
+    # How many brokers the local stack runs (1 or 3); only the default bootstrap depends on it.
+    kafka_brokers: int = Field(default=1, ge=1, le=3)
+    kafka_bootstrap: str = ""
+    # SASL_PLAINTEXT authenticates every client with SCRAM-SHA-512, as production does;
+    # PLAINTEXT is for a cluster without authentication.
+    kafka_security_protocol: Literal["SASL_PLAINTEXT", "PLAINTEXT"] = "SASL_PLAINTEXT"
+    # The principal of CLI commands; each `ledger run` process uses its own (ledger/principals.py).
+    # Its password is the first line of LEDGER_SECRETS_DIR/kafka_<user>.password.
+    kafka_user: str = Field(default=KAFKA_ADMIN_USER, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     topic_prefix: str = ""
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     # How long a consumer may be silent before its group moves its partitions to another member.
@@ -59,6 +71,23 @@ class Settings(BaseSettings):
         if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
             raise ValueError("expected postgresql://user:password@host:port/database")
         return value
+
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _one_or_three(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError("expected 1 or 3 (the local stack's cluster sizes)")
+        return value
+
+    @model_validator(mode="after")
+    def _default_bootstrap(self) -> Settings:
+        if not self.kafka_bootstrap:
+            ports = (LOCAL_KAFKA_PORT + LOCAL_KAFKA_PORT_STEP * node
+                     for node in range(self.kafka_brokers))
+            # Frozen model: the derived default is set once, before anyone reads it.
+            object.__setattr__(self, "kafka_bootstrap",
+                               ",".join(f"127.0.0.1:{port}" for port in ports))
+        return self
 
     def topic(self, name: str) -> str:
         """Return the full name of a topic, with the configured prefix."""

@@ -1,21 +1,14 @@
-"""Topic names (with the configured prefix) and their creation at start-up.
+"""Topic names, with the configured prefix.
 
-aiokafka's admin client is used directly: faststream has no API to create topics with a chosen
-partition count. Must not import the store or the CLI.
+Pure: creating them is the administrator's (ledger/kafka_admin.py). Must not import the store,
+Kafka clients or the CLI.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
-
 from ledger.settings import Settings
-
-REPLICATION_FACTOR = 1
-ADMIN_TIMEOUT_MS = 15_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,23 +36,3 @@ class Topics:
     def all(self) -> list[str]:
         return [self.executions, self.ledger_events, self.signals, self.order_intents,
                 self.dead_letters, self.broker_positions]
-
-
-async def ensure_topics(settings: Settings) -> Topics:
-    """Create the ledger's topics that are missing, with the configured partition count."""
-    topics = Topics.from_settings(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=ADMIN_TIMEOUT_MS)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(name, num_partitions=settings.topic_partitions,
-                            replication_factor=REPLICATION_FACTOR)
-                   for name in topics.all() if name not in existing]
-        if missing:
-            # Another process creating them first is what we wanted anyway.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
-    finally:
-        await admin.close()
-    return topics

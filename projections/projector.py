@@ -25,11 +25,14 @@ from ledger.db import create_pool
 from ledger.deadletters import DeadLetter
 from ledger.errors import InvalidEvent
 from ledger.events import Event, decode_event
+from ledger.kafka_admin import check_topics
 from ledger.logins import job_dsn
+from ledger.principals import Job as KafkaJob
+from ledger.principals import for_job
 from ledger.roles import Job
 from ledger.runtime import OPERATING_ERRORS, one_line, wait_or_stop
 from ledger.settings import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from projections import tables
 from projections.fold import AccountState, fold
 
@@ -290,9 +293,10 @@ async def run(settings: Settings, stop: asyncio.Event,
               projector: Projector | None = None) -> None:
     """Run the projector until stop is set, riding out database and broker outages."""
     projector = projector if projector is not None else Projector()
+    settings = for_job(settings, KafkaJob.projector)
 
     async def open_attempt() -> consumer.Running:
-        topics = await ensure_topics(settings)
+        topics = await check_topics(settings, KafkaJob.projector)
         # The projection is derived: should a crash of PostgreSQL lose its last commits, the
         # next batch for that account finds a gap and reads it from the store.
         pool = await create_pool(job_dsn(settings, Job.projector), synchronous_commit=False)

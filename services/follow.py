@@ -25,9 +25,11 @@ from ledger import kafka, store
 from ledger.db import connect
 from ledger.errors import InvalidEvent
 from ledger.events import Event, decode_event
+from ledger.kafka_admin import check_topics
 from ledger.logins import account_dsn
+from ledger.principals import Job as KafkaJob
+from ledger.principals import for_job
 from ledger.settings import Settings
-from ledger.topics import ensure_topics
 
 POLL_TIMEOUT_MS = 500
 
@@ -43,7 +45,8 @@ async def follow(
 ) -> AsyncIterator[Event]:
     """Yield the account's events from `from_sequence` on, live, until `stop` is set."""
     stop = stop if stop is not None else asyncio.Event()
-    topics = await ensure_topics(settings)
+    settings = for_job(settings, KafkaJob.follow)
+    topics = await check_topics(settings, KafkaJob.follow)
     conn = await connect(account_dsn(settings, account))
     # No consumer group: a follower reads everything and commits nothing. The end offsets are
     # taken before the store is read, so nothing published during the catch-up is missed.

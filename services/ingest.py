@@ -45,11 +45,14 @@ from ledger.events import (
     natural_key,
     refuse_future,
 )
+from ledger.kafka_admin import check_topics
 from ledger.logins import job_dsn
+from ledger.principals import Job as KafkaJob
+from ledger.principals import for_job
 from ledger.roles import Job
 from ledger.runtime import OPERATING_ERRORS, one_line
 from ledger.settings import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from projections.current import state_at_head
 from projections.executions import discrepancies, execution_problem
 from projections.fold import AccountState, Folding
@@ -345,8 +348,7 @@ class ExecutionsWatch:
         if self._reader is None or self._admin is None:
             reader = kafka.consumer(self._settings, self._topic, group_id=None,
                                     client_id=f"{CONSUMER_GROUP}-watch")
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap,
-                                        request_timeout_ms=kafka.REQUEST_TIMEOUT_MS)
+            admin = kafka.admin(self._settings, client_id=f"{CONSUMER_GROUP}-watch")
             await reader.start()
             await admin.start()
             self._reader, self._admin = reader, admin
@@ -457,9 +459,10 @@ async def run(settings: Settings, stop: asyncio.Event,
               counters: IngestCounters | None = None) -> None:
     """Run ingest until stop is set, riding out database and broker outages."""
     counters = counters if counters is not None else IngestCounters()
+    settings = for_job(settings, KafkaJob.ingest)
 
     async def open_attempt() -> consumer.Running:
-        topics = await ensure_topics(settings)
+        topics = await check_topics(settings, KafkaJob.ingest)
         pool = await create_pool(job_dsn(settings, Job.ingest))
         watch = ExecutionsWatch(settings, topics.executions)
         return consumer.Running(

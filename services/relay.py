@@ -28,12 +28,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from ledger import failpoints, kafka, metrics
 from ledger.db import connect
 from ledger.events import EventType, IntentIssued, decode_event, format_time, intent_key
+from ledger.kafka_admin import check_topics
 from ledger.logins import job_dsn
+from ledger.principals import Job as KafkaJob
+from ledger.principals import for_job
 from ledger.roles import Job
 from ledger.runtime import keep_running, wait_or_stop
 from ledger.settings import Settings
 from ledger.store import EVENT_JSON_SQL
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 
 PUBLISH_BATCH_SIZE = 1000
 POLL_INTERVAL_S = 1.0
@@ -266,9 +269,10 @@ async def run(settings: Settings, stop: asyncio.Event,
               counters: RelayCounters | None = None) -> None:
     """Run the relay until stop is set, riding out database and broker outages."""
     counters = counters if counters is not None else RelayCounters()
+    settings = for_job(settings, KafkaJob.relay)
 
     async def attempt(stop: asyncio.Event) -> None:
-        topics = await ensure_topics(settings)
+        topics = await check_topics(settings, KafkaJob.relay)
         conn = await connect(job_dsn(settings, Job.relay))
         producer = kafka.producer(settings, client_id="ledger-relay")
         try:

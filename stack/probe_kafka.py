@@ -10,15 +10,22 @@ import asyncio
 import logging
 import sys
 import time
+from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+ADMIN_USER = "ledger-admin"
 PROBE_INTERVAL_S = 0.5
 REQUEST_TIMEOUT_MS = 3000
 
 
-async def broker_answers(bootstrap: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+async def broker_answers(bootstrap: str, password: str | None) -> bool:
+    security: dict[str, str] = {}
+    if password is not None:
+        security = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                    "sasl_plain_username": ADMIN_USER, "sasl_plain_password": password}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS,
+                                **security)
     try:
         await admin.start()
         await admin.list_topics()
@@ -29,10 +36,10 @@ async def broker_answers(bootstrap: str) -> bool:
         await admin.close()
 
 
-async def wait_for(bootstrap: str, deadline_s: float) -> bool:
+async def wait_for(bootstrap: str, deadline_s: float, password: str | None) -> bool:
     started = time.monotonic()
     while time.monotonic() - started < deadline_s:
-        if await broker_answers(bootstrap):
+        if await broker_answers(bootstrap, password):
             return True
         await asyncio.sleep(PROBE_INTERVAL_S)
     return False
@@ -42,7 +49,9 @@ def main() -> int:
     # Refused connections are expected while the broker starts; the deadline reports failure.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     bootstrap, deadline_s = sys.argv[1], float(sys.argv[2])
-    return 0 if asyncio.run(wait_for(bootstrap, deadline_s)) else 1
+    # The administrator's password file, when the cluster authenticates its clients.
+    password = Path(sys.argv[3]).read_text().splitlines()[0] if len(sys.argv) > 3 else None
+    return 0 if asyncio.run(wait_for(bootstrap, deadline_s, password)) else 1
 
 
 if __name__ == "__main__":

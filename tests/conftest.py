@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from console import commands
-from ledger import roles, secrets
+from ledger import kafka_admin, roles, secrets
 from ledger.db import connect, dsn_for_database
 from ledger.settings import Settings, load_settings
 
@@ -141,6 +141,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env["LEDGER_TOPIC_PREFIX"] = settings.topic_prefix
     env["LEDGER_KAFKA_SESSION_TIMEOUT_MS"] = str(settings.kafka_session_timeout_ms)
     env["LEDGER_METRICS_PORT"] = str(settings.metrics_port)
+    env["LEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
     env.pop("LEDGER_DEBUG", None)
     return env
 
@@ -170,9 +171,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    """A prefix that gives this test its own topics."""
-    return f"t{uuid.uuid4().hex[:10]}."
+async def topic_prefix(base_settings: Settings) -> str:
+    """A prefix that gives this test its own topics, created with the processes' grants (as
+    `ledger migrate` does for a ledger's own prefix)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    await kafka_admin.provision(with_topics(base_settings, prefix), users=False)
+    return prefix
 
 
 def with_topics(settings: Settings, prefix: str) -> Settings:

@@ -66,10 +66,11 @@ from ledger.events import (
     format_time,
     with_ledger_fields,
 )
+from ledger.kafka_admin import ensure_topics
 from ledger.logins import job_dsn
 from ledger.runtime import OPERATING_ERRORS
 from ledger.settings import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from projections import tables
 from projections.fold import Position
 from projections.rebuild import fold_stream
@@ -174,7 +175,8 @@ class Tap:
         while True:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
                                         client_id="campaign-tap", enable_auto_commit=False,
-                                        auto_offset_reset="earliest")
+                                        auto_offset_reset="earliest",
+                                        **kafka.security(self.settings))
             try:
                 await consumer.start()
                 # ensure_topics created every topic with this many partitions.

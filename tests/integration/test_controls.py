@@ -22,9 +22,9 @@ from dispatcher.decide import DispatcherConfig, decide
 from ledger import kafka, store
 from ledger.db import connect
 from ledger.events import PositionClosed, build_event, decode_signal
+from ledger.kafka_admin import ensure_topics
 from ledger.logins import account_dsn
 from ledger.settings import Settings
-from ledger.topics import ensure_topics
 from projections import rebuild
 from tests.conftest import LEDGER_BIN, cli_env, eventually, run_cli, with_topics
 from tests.factories import fill

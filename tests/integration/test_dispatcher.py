@@ -19,7 +19,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from console import commands
 from dispatcher.decide import DispatcherConfig, StateCache, decide, decide_many, expire_due
@@ -27,9 +26,9 @@ from ledger import kafka, store
 from ledger.db import connect
 from ledger.errors import AppendRefused
 from ledger.events import Event, Signal, SignalEvaluated, build_event, decode_signal
+from ledger.kafka_admin import ensure_topics
 from ledger.logins import account_dsn
 from ledger.settings import Settings
-from ledger.topics import ensure_topics
 from projections import rebuild
 from projections.fold import fold, initial_state
 from tests.conftest import LEDGER_BIN, cli_env, eventually, run_cli, with_topics
@@ -562,7 +561,7 @@ async def test_run_dispatcher_killed_with_offsets_uncommitted_rereads_and_decide
 
 
 async def _committed_offsets(settings: Settings, account: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka.admin(settings, client_id="test")
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(f"ledger-dispatcher-{account}")

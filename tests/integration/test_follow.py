@@ -20,8 +20,8 @@ import pytest
 from console import commands
 from ledger import kafka, store
 from ledger.events import Event, encode_event
+from ledger.kafka_admin import ensure_topics
 from ledger.settings import Settings
-from ledger.topics import ensure_topics
 from services.follow import follow
 from tests.conftest import LEDGER_BIN, cli_env, eventually, with_topics
 from tests.factories import fill

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
+from ledger import kafka
 from ledger.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -27,7 +28,7 @@ RECEIVE_TIMEOUT_S = 30.0
 @pytest.fixture
 async def topic(base_settings: Settings) -> AsyncIterator[str]:
     name = f"test-{uuid.uuid4().hex[:12]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=base_settings.kafka_bootstrap)
+    admin = kafka.admin(base_settings, client_id="test")
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
@@ -41,10 +42,10 @@ async def test_aiokafka_when_one_message_is_produced_a_consumer_reads_it_back(
     base_settings: Settings, topic: str
 ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=base_settings.kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
+                                enable_idempotence=True, **kafka.security(base_settings))
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=base_settings.kafka_bootstrap,
                                 group_id=f"g-{topic}", auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, **kafka.security(base_settings))
     await producer.start()
     await consumer.start()
     try:
@@ -62,7 +63,8 @@ async def test_aiokafka_when_one_message_is_produced_a_consumer_reads_it_back(
 async def test_faststream_subscriber_on_the_real_broker_receives_a_published_message(
     base_settings: Settings, topic: str
 ) -> None:
-    broker = KafkaBroker(base_settings.kafka_bootstrap)
+    broker = KafkaBroker(base_settings.kafka_bootstrap,
+                         security=kafka.broker_security(base_settings))
     received: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
 
     @broker.subscriber(topic, group_id=f"fs-{topic}", auto_offset_reset="earliest",

@@ -22,8 +22,8 @@ import pytest
 
 from console import commands
 from ledger import kafka
+from ledger.kafka_admin import ensure_topics
 from ledger.settings import Settings
-from ledger.topics import ensure_topics
 from tests.conftest import eventually, run_cli, with_topics
 from tests.integration.test_dispatcher import new_account, signal_line
 from tests.integration.test_pipeline import read_to_end

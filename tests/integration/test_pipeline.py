@@ -25,10 +25,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from console import commands
 from ledger import kafka, store
 from ledger.db import connect
+from ledger.kafka_admin import ensure_topics
 from ledger.logins import job_dsn
 from ledger.roles import Job
 from ledger.settings import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from services import relay
 from tests.conftest import eventually, with_topics
 from tests.factories import fill

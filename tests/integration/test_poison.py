@@ -32,9 +32,10 @@ from console import commands
 from ledger import kafka
 from ledger.errors import InvalidEvent
 from ledger.events import decode_event
+from ledger.kafka_admin import ensure_topics
 from ledger.settings import Settings
 from ledger.signals import read_signal
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from tests.conftest import eventually, run_cli, with_topics
 from tests.integration.test_pipeline import read_to_end
 from tests.processes import LedgerProcess

@@ -22,8 +22,9 @@ import pytest
 from console import commands
 from ledger import kafka, store
 from ledger.events import Event, encode_event
+from ledger.kafka_admin import ensure_topics
 from ledger.settings import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from projections import rebuild, tables
 from tests.conftest import eventually, run_cli, with_topics
 from tests.factories import close, fill, limits

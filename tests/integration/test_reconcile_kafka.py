@@ -23,8 +23,9 @@ import pytest
 from console import commands
 from ledger import kafka, store
 from ledger.events import DiscrepancyFound, Event, ReconciliationFailed, decode_event
+from ledger.kafka_admin import ensure_topics
 from ledger.settings import Settings
-from ledger.topics import Topics, ensure_topics
+from ledger.topics import Topics
 from projections import rebuild
 from tests.conftest import eventually, run_cli, with_topics
 from tests.integration.test_pipeline import read_to_end
