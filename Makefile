@@ -42,9 +42,11 @@ lint: $(VENV)/.installed
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-# The fault campaign alone: `make chaos` (the CI set), `make chaos N=500`, `make chaos SEED=n`.
+# The fault campaign alone: `make chaos` (the CI set), `make chaos N=500`, `make chaos SEED=n`;
+# `make chaos BROKERS=3 N=20`: schedules on a three-broker cluster (leader kills, two down).
 chaos: up
-	CHAOS_N=$(or $(N),30) $(if $(SEED),CHAOS_SEED=$(SEED),) $(VENV)/bin/pytest -m chaos tests/faults $(PYTEST_ARGS)
+	CHAOS_N=$(or $(N),30) $(if $(SEED),CHAOS_SEED=$(SEED),) $(if $(BROKERS),CHAOS_BROKERS=$(BROKERS),) \
+	  $(VENV)/bin/pytest -m chaos $(if $(filter 3,$(BROKERS)),tests/faults/test_campaign_three_brokers.py,tests/faults) $(PYTEST_ARGS)
 
 bench: up
 	$(PY) -m bench $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)

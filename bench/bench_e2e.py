@@ -177,7 +177,8 @@ def _start_system(settings: Settings) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(LEDGER_DATABASE_URL=settings.database_url,
                LEDGER_TOPIC_PREFIX=settings.topic_prefix,
-               LEDGER_SECRETS_DIR=str(settings.secrets_dir))
+               LEDGER_SECRETS_DIR=str(settings.secrets_dir),
+               LEDGER_KAFKA_BOOTSTRAP=settings.kafka_bootstrap)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     log = (OUT_DIR / "e2e-run-all.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "console", "run", "all"], env=env,

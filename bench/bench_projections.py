@@ -85,6 +85,7 @@ async def _project_with_processes(settings: Settings, count: int, processes: int
     """
     env = {"LEDGER_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin",
            "LEDGER_SECRETS_DIR": str(settings.secrets_dir),
+           "LEDGER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
            "LEDGER_TOPIC_PREFIX": settings.topic_prefix}
     children = [await asyncio.create_subprocess_exec(
         str(LEDGER_BIN), "run", "projector", env=env, stdout=asyncio.subprocess.DEVNULL,

@@ -82,7 +82,7 @@ def config(database_url: DatabaseUrl = None) -> None:
     if settings.kafka_security_protocol == "SASL_PLAINTEXT":
         path = kafka.password_file(settings, settings.kafka_user)
         state = "present" if path.exists() else "missing"
-        typer.echo(f"# kafka password: *** ({path}, {state})")
+        typer.echo(f"LEDGER_KAFKA_PASSWORD=*** (first line of {path}, {state})")
 
 
 @app.command()

@@ -57,7 +57,7 @@ class Subscription:
 
 def build_broker(settings: Settings, client_id: str) -> KafkaBroker:
     """Return a broker whose publishes are idempotent and acknowledged by every replica."""
-    return KafkaBroker(settings.kafka_bootstrap, security=kafka.broker_security(settings),
+    return KafkaBroker(settings.kafka_servers, security=kafka.broker_security(settings),
                        client_id=client_id, acks="all",
                        enable_idempotence=True, request_timeout_ms=kafka.REQUEST_TIMEOUT_MS,
                        logger=log, log_level=logging.DEBUG)

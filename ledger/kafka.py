@@ -65,7 +65,7 @@ def security(settings: Settings) -> dict[str, Any]:
 def producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer that waits for every in-sync replica (acks=all)."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka_servers,
         **security(settings),
         client_id=client_id,
         acks="all",
@@ -81,7 +81,7 @@ def consumer(settings: Settings, *topics: str, group_id: str | None,
     """A consumer whose offsets move only when the caller commits (after its database commit)."""
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=settings.kafka_servers,
         **security(settings),
         client_id=client_id,
         group_id=group_id,
@@ -100,7 +100,7 @@ ADMIN_TIMEOUT_MS = 15_000
 
 def admin(settings: Settings, client_id: str) -> AIOKafkaAdminClient:
     """Return an admin client (not started) authenticating as `settings.kafka_user`."""
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id=client_id,
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id=client_id,
                                request_timeout_ms=ADMIN_TIMEOUT_MS, **security(settings))
 
 

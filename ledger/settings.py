@@ -89,6 +89,11 @@ class Settings(BaseSettings):
                                ",".join(f"127.0.0.1:{port}" for port in ports))
         return self
 
+    @property
+    def kafka_servers(self) -> list[str]:
+        """The bootstrap addresses as clients take them (a list; one string is one address)."""
+        return [server.strip() for server in self.kafka_bootstrap.split(",") if server.strip()]
+
     def topic(self, name: str) -> str:
         """Return the full name of a topic, with the configured prefix."""
         return f"{self.topic_prefix}{name}"

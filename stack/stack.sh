@@ -33,8 +33,9 @@ PG_DATA="$PG_DIR/data"
 PG_RUN="$PG_DIR/run"
 PG_LOG="$PG_DIR/postgres.log"
 PG_PORT="${LEDGER_PG_PORT:-55432}"
-KAFKA_DIR="$STACK/kafka"
-KAFKA_LIBS="$KAFKA_DIR/libs"
+# LEDGER_KAFKA_DIR lets tests run a second cluster (other ports, other data) beside the first.
+KAFKA_DIR="${LEDGER_KAFKA_DIR:-$STACK/kafka}"
+KAFKA_LIBS="$STACK/kafka/libs"
 # Node N listens on KAFKA_PORT + 2(N-1) for clients and on the next port for its quorum.
 KAFKA_PORT="${LEDGER_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${LEDGER_KAFKA_CONTROLLER_PORT:-9093}"

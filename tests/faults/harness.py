@@ -44,9 +44,10 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from console import commands
-from ledger import failpoints, kafka, roles, store
+from ledger import failpoints, kafka, kafka_admin, roles, store
 from ledger.db import connect
 from ledger.events import (
     BrokerPosition,
@@ -79,7 +80,14 @@ from tests.conftest import LEDGER_BIN, ROOT, cli_env
 from tests.faults.checker import holdings_differences
 from tests.faults.model import Hostile, Observation, Operation, Record, Snapshot
 from tests.processes import LedgerProcess
-from tests.stack import kafka_kill, kafka_start, postgres_start, postgres_stop_immediate
+from tests.stack import (
+    MAIN,
+    KafkaCluster,
+    kafka_kill,
+    kafka_start,
+    postgres_start,
+    postgres_stop_immediate,
+)
 
 log = logging.getLogger("tests.faults")
 
@@ -133,6 +141,14 @@ FAULT_WEIGHTS: dict[str, int] = {
     # The relay down longer than the intents' TTL: what it finds expired must not be routed.
     "relay-pause": 1,
 }
+# On three brokers the cluster's own failures are what the schedule is for: the leader of a busy
+# partition killed mid-stream (leadership moves; acks=all keeps every acknowledged write), and
+# two of three down at once (fewer in sync than min.insync.replicas: producers wait).
+THREE_BROKER_FAULT_WEIGHTS: dict[str, int] = {
+    **FAULT_WEIGHTS, "kafka-restart": 0, "leader-kill": 6, "two-brokers-down": 2,
+}
+# How long a killed broker stays down: long enough for leadership to move under load.
+BROKER_DOWN_S = (1.0, 4.0)
 
 
 class ManagedProcess(LedgerProcess):
@@ -173,7 +189,7 @@ class Tap:
 
     async def _read(self) -> None:
         while True:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_servers,
                                         client_id="campaign-tap", enable_auto_commit=False,
                                         auto_offset_reset="earliest",
                                         **kafka.security(self.settings))
@@ -297,8 +313,11 @@ class Cluster:
     """The shared services of a campaign: ingest, relay and projector, and two topic taps."""
 
     def __init__(self, settings: Settings, log_dir: Path,
-                 bugs: dict[str, str] | None = None) -> None:
+                 bugs: dict[str, str] | None = None, kafka_cluster: KafkaCluster = MAIN) -> None:
         self.settings = settings
+        self.kafka_cluster = kafka_cluster
+        self.fault_weights = (THREE_BROKER_FAULT_WEIGHTS if kafka_cluster.brokers == 3
+                              else FAULT_WEIGHTS)
         self.log_dir = log_dir
         # What every child gets beyond the test's settings: short intents, and the tests'
         # modules for the planted-bug wrapper.
@@ -1011,6 +1030,18 @@ async def _fault(schedule: Schedule, kind: str, rng: random.Random) -> None:
         await asyncio.to_thread(kafka_kill)
         await asyncio.sleep(rng.uniform(0.3, 1.0))
         await asyncio.to_thread(kafka_start)
+    elif kind == "leader-kill":
+        node = await _leader_of(cluster, rng.choice(schedule.accounts))
+        await asyncio.to_thread(kafka_kill, node, cluster.kafka_cluster)
+        await asyncio.sleep(rng.uniform(*BROKER_DOWN_S))
+        await asyncio.to_thread(kafka_start, node, cluster.kafka_cluster)
+    elif kind == "two-brokers-down":
+        nodes = rng.sample(range(1, cluster.kafka_cluster.brokers + 1), 2)
+        for node in nodes:
+            await asyncio.to_thread(kafka_kill, node, cluster.kafka_cluster)
+        await asyncio.sleep(rng.uniform(*BROKER_DOWN_S))
+        for node in nodes:
+            await asyncio.to_thread(kafka_start, node, cluster.kafka_cluster)
     elif kind == "rebalance":
         account = rng.choice(schedule.accounts)
         original = cluster.processes[f"dispatcher-{account}"]
@@ -1034,9 +1065,21 @@ async def _fault(schedule: Schedule, kind: str, rng: random.Random) -> None:
         raise ValueError(kind)
 
 
-def draw_faults(rng: random.Random) -> list[tuple[float, str]]:
+async def _leader_of(cluster: Cluster, account: str) -> int:
+    """Return the node leading the partition of `ledger-events` that holds an account's events."""
+    assert cluster.topics is not None
+    topic = cluster.topics.ledger_events
+    async with kafka_admin.opened(cluster.settings, client_id="campaign-faults") as admin:
+        described = await admin.describe_topics([topic])
+    partitions = {p["partition"]: p["leader"] for p in described[0]["partitions"]}
+    index = int(DefaultPartitioner()(account.encode(), sorted(partitions), sorted(partitions)))
+    return int(partitions[index])
+
+
+def draw_faults(rng: random.Random,
+                weights_by_kind: dict[str, int] = FAULT_WEIGHTS) -> list[tuple[float, str]]:
     """The schedule: 2-4 faults at instants within the workload window."""
-    kinds, weights = zip(*FAULT_WEIGHTS.items(), strict=True)
+    kinds, weights = zip(*weights_by_kind.items(), strict=True)
     count = rng.randint(2, 4)
     return sorted((rng.uniform(0.3, WORKLOAD_S - 0.5), rng.choices(kinds, weights)[0])
                   for _ in range(count))
@@ -1072,7 +1115,7 @@ async def run_schedule(cluster: Cluster, seed: int, *, plan: list[tuple[float, s
     rng = random.Random(seed)
     suffix = uuid.uuid4().hex[:6]
     accounts = [f"c{seed}_{suffix}_{letter}" for letter in "abc"]
-    drawn = draw_faults(rng)
+    drawn = draw_faults(rng, cluster.fault_weights)
     plan = drawn if plan is None else plan
     replay_files = rng.random() < 0.5
     manual_dispatch = replay_files if manual_dispatch is None else manual_dispatch

@@ -97,12 +97,12 @@ def _user(settings: Settings, role: Role) -> Settings:
 
 async def test_a_client_without_credentials_cannot_even_connect(prefixed: Settings) -> None:
     topics = Topics.from_settings(prefixed)
-    producer = AIOKafkaProducer(bootstrap_servers=prefixed.kafka_bootstrap,
+    producer = AIOKafkaProducer(bootstrap_servers=prefixed.kafka_servers,
                                 security_protocol="PLAINTEXT", request_timeout_ms=3000)
     with pytest.raises(KafkaConnectionError):
         await asyncio.wait_for(producer.start(), ATTEMPT_TIMEOUT_S)
     await producer.stop()
-    consumer = AIOKafkaConsumer(topics.order_intents, bootstrap_servers=prefixed.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(topics.order_intents, bootstrap_servers=prefixed.kafka_servers,
                                 security_protocol="PLAINTEXT", request_timeout_ms=3000)
     with pytest.raises(KafkaConnectionError):
         await asyncio.wait_for(consumer.start(), ATTEMPT_TIMEOUT_S)
@@ -112,7 +112,7 @@ async def test_a_client_without_credentials_cannot_even_connect(prefixed: Settin
 async def test_a_wrong_password_is_refused(prefixed: Settings) -> None:
     strategy = _user(prefixed, Role.strategy)
     producer = AIOKafkaProducer(
-        bootstrap_servers=prefixed.kafka_bootstrap, security_protocol="SASL_PLAINTEXT",
+        bootstrap_servers=prefixed.kafka_servers, security_protocol="SASL_PLAINTEXT",
         sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=strategy.kafka_user,
         sasl_plain_password="not-the-password", request_timeout_ms=3000)
     with pytest.raises(KafkaError):
@@ -213,5 +213,5 @@ def test_config_shows_the_security_settings_with_the_password_masked(settings: S
     assert "LEDGER_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT" in out
     assert "LEDGER_KAFKA_USER=ledger-admin" in out
     password = secrets.read_password_file(kafka.password_file(settings, "ledger-admin"))
-    assert "kafka password: *** " in out
+    assert "LEDGER_KAFKA_PASSWORD=*** (first line of " in out
     assert password not in out

@@ -41,9 +41,9 @@ async def topic(base_settings: Settings) -> AsyncIterator[str]:
 async def test_aiokafka_when_one_message_is_produced_a_consumer_reads_it_back(
     base_settings: Settings, topic: str
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=base_settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.kafka_servers, acks="all",
                                 enable_idempotence=True, **kafka.security(base_settings))
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=base_settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=base_settings.kafka_servers,
                                 group_id=f"g-{topic}", auto_offset_reset="earliest",
                                 enable_auto_commit=False, **kafka.security(base_settings))
     await producer.start()
@@ -63,7 +63,7 @@ async def test_aiokafka_when_one_message_is_produced_a_consumer_reads_it_back(
 async def test_faststream_subscriber_on_the_real_broker_receives_a_published_message(
     base_settings: Settings, topic: str
 ) -> None:
-    broker = KafkaBroker(base_settings.kafka_bootstrap,
+    broker = KafkaBroker(base_settings.kafka_servers,
                          security=kafka.broker_security(base_settings))
     received: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
 
