@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.protocol.admin import DescribeAclsRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
@@ -305,16 +305,15 @@ async def check_topics(settings: Settings, job: Job) -> Topics:
 
     Raises:
         ConfigError: a topic is missing or not granted to the process's principal.
+        KafkaError: no broker answered (or accepted the principal's password).
     """
     topics = Topics.from_settings(settings)
     needed = sorted({b.resource for b in job_bindings(job, topics)
                      if b.resource_type is ResourceType.TOPIC})
-    try:
-        async with opened(settings, client_id=job.user) as admin:
-            visible = set(await admin.list_topics())
-    except KafkaError as exc:
-        raise ConfigError("LEDGER_KAFKA_BOOTSTRAP", settings.kafka_bootstrap,
-                          f"a cluster accepting {settings.kafka_user} ({exc})") from None
+    # A broker that cannot be reached is an operating error (the caller retries, as for any
+    # outage); so is a refused login, which aiokafka cannot tell from one.
+    async with opened(settings, client_id=job.user) as admin:
+        visible = set(await admin.list_topics())
     for name in needed:
         if name not in visible:
             raise ConfigError("topic", name, f"a topic granted to {settings.kafka_user} "
