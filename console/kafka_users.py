@@ -15,7 +15,15 @@ from aiokafka.errors import KafkaError
 
 from ledger import kafka, kafka_admin, secrets
 from ledger.errors import ConfigError, LedgerError
-from ledger.principals import Binding, Job, Role, check_user_name, role_bindings, role_of
+from ledger.principals import (
+    Binding,
+    Job,
+    ResourceType,
+    Role,
+    check_user_name,
+    role_bindings,
+    role_of,
+)
 from ledger.settings import KAFKA_ADMIN_USER, Settings
 from ledger.topics import Topics
 
@@ -116,7 +124,7 @@ async def list_users(settings: Settings) -> list[KafkaUser]:
     for name in names:
         # Grants on other ledgers' topics (other prefixes) are not this ledger's to show.
         held = {b for b in every if b.principal == name
-                and (b.resource in ours or b.resource_type.name == "GROUP")}
+                and (b.resource in ours or b.resource_type is ResourceType.GROUP)}
         found.append(KafkaUser(name, _describe(name, held, topics),
                                sorted(b.describe() for b in held)))
     return found
