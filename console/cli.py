@@ -13,12 +13,13 @@ import sys
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from console import commands, kafka_users
+from console import commands, kafka_users, live
 from console.asyncapi import describe as describe_asyncapi
 from ledger import kafka, roles
 from ledger.clock import utc_now
@@ -31,13 +32,15 @@ from projections import replay
 from projections.breaches import has_breach
 
 T = TypeVar("T")
+DISTRIBUTION = "position-ledger"
 
 app = typer.Typer(
     help="An event-sourced position ledger: PostgreSQL is the truth, Kafka distributes, "
     "per-account projections feed race-free risk gates.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 accounts_app = typer.Typer(help="Manage accounts (streams and their login roles).",
                            no_args_is_help=True)
@@ -50,6 +53,21 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(limits_app, name="limits")
 app.add_typer(kafka_app, name="kafka")
 kafka_app.add_typer(kafka_user_app, name="user")
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"ledger {version(DISTRIBUTION)}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """Options of `ledger` itself, before the command."""
+
 
 TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d %H:%M:%S%z"]
 
@@ -110,8 +128,9 @@ def migrate(
 
 @kafka_user_app.command("add")
 def kafka_user_add(
-    name: Annotated[str, typer.Argument(help="User name: lowercase letters, digits, '.', '_', "
-                                              "'-'; its consumer groups must start with it.")],
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", help="User name: lowercase letters, digits, '.', '_', '-'; its consumer "
+                             "groups must start with it.")],
     role: Annotated[Role, typer.Option(
         "--role", help="adapter: writes executions and broker-positions; strategy: writes "
         "signals; router: reads order-intents; observer: reads ledger-events and dead-letters.",
@@ -136,7 +155,8 @@ def kafka_user_list(json_output: JsonFlag = False) -> None:
 
 @accounts_app.command("add")
 def accounts_add(
-    name: Annotated[str, typer.Argument(help="Account name: lowercase letters, digits, _.")],
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", help="Account name: lowercase letters, digits, _.")],
     password_file: Annotated[
         Path | None,
         typer.Option("--password-file", help="Use this password (a 0600 file) for the role "
@@ -166,7 +186,7 @@ def accounts_add(
 
 @limits_app.command("set")
 def limits_set(
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     max_positions: Annotated[int | None, typer.Option(
         "--max-positions", min=0, help="Most open positions + pending intents.")] = None,
     max_exposure: Annotated[str | None, typer.Option(
@@ -238,7 +258,7 @@ def _change_state(name: str | None, every: bool, state: str, reason: str | None,
 
 @app.command()
 def reconcile(
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     broker: Annotated[Path, typer.Option(
         "--broker", help='The broker\'s positions as JSON: {"account": NAME, "as_of": TIME, '
         '"positions": [{"symbol", "side", "quantity"}]}.', exists=True, dir_okay=False)],
@@ -272,7 +292,8 @@ def reconcile(
 
 @app.command()
 def halt(
-    name: Annotated[str | None, typer.Argument(help="Account name (or --all).")] = None,
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", help="Account name (or --all).")] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why trading stops.")] = "",
     every: Annotated[bool, typer.Option("--all", help="Halt every account.")] = False,
     database_url: DatabaseUrl = None,
@@ -288,7 +309,8 @@ def halt(
 
 @app.command()
 def resume(
-    name: Annotated[str | None, typer.Argument(help="Account name (or --all).")] = None,
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", help="Account name (or --all).")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why trading resumes.")] = None,
     every: Annotated[bool, typer.Option("--all", help="Resume every account.")] = False,
     database_url: DatabaseUrl = None,
@@ -299,7 +321,7 @@ def resume(
 
 @app.command()
 def reduce(
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     reason: Annotated[str, typer.Option("--reason", help="Why only reductions may trade.")],
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -309,7 +331,8 @@ def reduce(
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="A JSONL file of events, one per line.",
+    file: Annotated[Path, typer.Argument(metavar="FILE",
+                                         help="A JSONL file of events, one per line.",
                                          exists=True, dir_okay=False, readable=True)],
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Store the good lines and "
                                            "report each bad one, instead of storing nothing.")]
@@ -338,8 +361,24 @@ def export(
 
 
 @app.command()
-def status(json_output: JsonFlag = False, database_url: DatabaseUrl = None) -> None:
-    """Show per account: head, published, projected, lag, halted."""
+def status(
+    json_output: JsonFlag = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="A live console: per account the trading state, positions and exposure "
+        "against their limits, pending intents, lag and the last decisions; refreshed every "
+        "--interval seconds until Ctrl-C. Reads only.")] = False,
+    interval: Annotated[float, typer.Option(
+        "--interval", min=0.2, max=60, help="Seconds between refreshes of --watch.")]
+    = live.REFRESH_S,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show per account: head, published, projected, lag, trading state."""
+    if watch:
+        if json_output:
+            raise typer.BadParameter("--watch draws a live console; --json prints one "
+                                     "document: choose one")
+        _run(live.watch(_settings(database_url), interval))
+        return
     rows = _run(commands.status(_settings(database_url)))
     commands.print_status(rows, json_output)
 
@@ -356,7 +395,7 @@ class Process(StrEnum):
 
 @app.command()
 def run(
-    process: Annotated[Process, typer.Argument(help="Which process to run.")],
+    process: Annotated[Process, typer.Argument(metavar="PROCESS", help="Which process to run.")],
     account: Annotated[str | None, typer.Option(
         "--account", help="The account a dispatcher serves (required for `dispatcher`).")]
     = None,
@@ -365,14 +404,17 @@ def run(
     """Run a long-running process until SIGTERM/SIGINT; `all` runs every process.
 
     `all` runs ingest, relay, projector and one dispatcher per account that has limits.
+    The console shows the ledger's own log lines; every line, the libraries' included, also
+    goes to LEDGER_LOG_FILE ("-": everything to the console).
     """
-    configure_logging()
-    _run(commands.run_process(_settings(database_url), process.value, account))
+    settings = _settings(database_url)
+    configure_logging(settings.log_path)
+    _run(commands.run_process(settings, process.value, account))
 
 
 @app.command()
 def follow(
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     from_sequence: Annotated[int, typer.Option("--from-sequence", min=1,
                                                help="First sequence to print.")] = 1,
     database_url: DatabaseUrl = None,
@@ -383,7 +425,7 @@ def follow(
 
 @app.command()
 def positions(
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     as_of: Annotated[datetime | None, typer.Option(
         "--as-of", formats=TIME_FORMATS,
         help="Replay the store up to this moment (ISO 8601 with a timezone, e.g. "
@@ -425,7 +467,7 @@ def rebuild(
 
 @app.command()
 def dispatch(
-    name: Annotated[str, typer.Argument(help="Account name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Account name.")],
     signals: Annotated[Path, typer.Option("--signals", exists=True, dir_okay=False,
                                           help="A JSONL file of signals, one per line.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide each signal, then roll "

@@ -69,7 +69,9 @@ from services.follow import follow as follow_account
 from services.reconcile import Reconciliation
 from services.reconcile import reconcile as reconcile_account
 
-REPORT_WIDTH = 120
+# Columns of output that is not a terminal (a pipe, a file): wide enough that no id, time or
+# figure is cut or wrapped; rich sizes tables to their contents, not to this.
+PIPED_WIDTH = 1_000
 
 
 @asynccontextmanager
@@ -458,14 +460,13 @@ def print_status(rows: list[StatusRow], json_output: bool) -> None:
     for r in rows:
         table.add_row(r.account, str(r.head), str(r.published), str(r.projected), str(r.lag),
                       r.trading_state.upper() if r.trading_state != "active" else "active")
-    Console().print(table if rows else "no accounts yet: `ledger accounts add NAME`")
+    wide_console().print(table if rows else "no accounts yet: `ledger accounts add NAME`")
 
 
 async def run_process(settings: Settings, process: str, account: str | None = None) -> None:
     """Run one long-running process (or all of them) until SIGTERM/SIGINT."""
     stop = stop_event_on_signals()
-    if process != "all":
-        metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     if process == "ingest":
         await ingest.run(settings, stop)
     elif process == "relay":
@@ -485,7 +486,7 @@ async def run_process(settings: Settings, process: str, account: str | None = No
                     for name in ("ingest", "relay", "projector")]
         async with admin_connection(settings) as conn:
             accounts = await accounts_with_limits(conn)
-        children += [Child(name=f"dispatcher {name}", args=["run", "dispatcher", "--account",
+        children += [Child(name=f"dispatcher-{name}", args=["run", "dispatcher", "--account",
                                                             name]) for name in accounts]
         for index, child in enumerate(children, start=1):
             if settings.metrics_port:
@@ -701,7 +702,7 @@ def print_dispatch(report: DispatchReport, json_output: bool) -> None:
     for o in report.outcomes:
         verdict = "already decided" if o.duplicate else ("ALLOWED" if o.allowed else o.code)
         table.add_row(o.signal_id, str(verdict), o.reason)
-    console = Console()
+    console = wide_console()
     console.print(table)
     blocked = ", ".join(f"{code} {count}" for code, count in sorted(report.blocked.items()))
     console.print(f"{report.signals} signals: {report.allowed} allowed, "
@@ -735,9 +736,12 @@ async def audit(settings: Settings, account: str | None, window_from: datetime |
 
 
 def wide_console() -> Console:
-    """A console for reports: the terminal's width, or 120 columns when piped."""
+    """The console of a command's output: the terminal's width, or full lines when piped.
+
+    rich leaves out colour when NO_COLOR is set (https://no-color.org) or when not a terminal.
+    """
     console = Console()
-    return console if console.is_terminal else Console(width=REPORT_WIDTH)
+    return console if console.is_terminal else Console(width=PIPED_WIDTH)
 
 
 def print_audit(audits: list[AccountAudit], json_output: bool, plot: Path | None) -> None:
@@ -749,4 +753,4 @@ def print_audit(audits: list[AccountAudit], json_output: bool, plot: Path | None
         return
     charts.print_audit(audits, wide_console(), chart=plot is None)
     if plot is not None:
-        Console().print(f"chart written to {plot}")
+        wide_console().print(f"chart written to {plot}")

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ledger import metrics
 from ledger.runtime import wait_or_stop
 
 RESTART_PAUSE_S = 1.0
@@ -47,10 +48,14 @@ async def supervise(children: list[Child], stop: asyncio.Event) -> None:
 
 
 async def _keep_alive(child: Child, stop: asyncio.Event) -> None:
+    # Present from the start at 0, so that a first restart is an increase a rule can see.
+    restarts = metrics.RESTARTS.labels(child.name)
+    up = metrics.CHILD_UP.labels(child.name)
     while not stop.is_set():
         child.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "console", *child.args, env={**os.environ, **child.env},
             preexec_fn=_die_with_parent(os.getpid()))
+        up.set(1)
         log.info("started %s (pid %d)", child.name, child.process.pid)
         waiting = asyncio.ensure_future(child.process.wait())
         stopping = asyncio.ensure_future(stop.wait())
@@ -59,8 +64,10 @@ async def _keep_alive(child: Child, stop: asyncio.Event) -> None:
         if stop.is_set():
             waiting.cancel()
             return
+        up.set(0)
         log.warning("%s exited with %s; starting it again", child.name, waiting.result())
         child.restarts += 1
+        restarts.inc()
         if await wait_or_stop(stop, RESTART_PAUSE_S):
             return
 

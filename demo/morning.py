@@ -58,6 +58,7 @@ from ledger.events import (
 )
 from ledger.kafka_admin import ensure_topics
 from ledger.principals import Role
+from ledger.runtime import configure_logging
 from ledger.settings import Settings, load_settings
 from projections.breaches import AccountAudit, has_breach
 from services import audit
@@ -399,4 +400,7 @@ def run() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "demo" / "out",
                         help="Where the charts and the system's log go.")
     args = parser.parse_args()
+    # The outside world's Kafka clients (aiokafka) warn when a group coordinator moves; that
+    # goes to the log beside run-all.log, and the console keeps the morning's own lines.
+    configure_logging(args.out / "demo.log")
     sys.exit(asyncio.run(main(args.seconds, args.seed, args.database, args.out)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,13 @@ def _signal_of(record: Any, config: DispatcherConfig, now: datetime) -> Signal |
         return None
 
 
-def _count(counters: DispatcherCounters, account: str, outcome: Outcome) -> None:
+def _count(counters: DispatcherCounters, account: str, signal: Signal, outcome: Outcome,
+           received: float, now: datetime) -> None:
+    """Count a committed decision; `received` is when its poll reached the dispatcher."""
+    metrics.DECISION_SECONDS.labels(account).observe(time.perf_counter() - received)
+    if outcome.allowed and not outcome.duplicate:
+        waited = (now - signal.occurred_at).total_seconds()
+        metrics.SIGNAL_TO_INTENT_SECONDS.labels(account).observe(max(0.0, waited))
     if outcome.duplicate:
         counters.duplicates += 1
         metrics.DECISIONS.labels(account, "duplicate", "").inc()
@@ -118,11 +125,12 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
         max_records=SIGNAL_BATCH_MAX, poll_ms=POLL_MS,
         commit_every_s=settings.kafka_commit_interval_s))
     async def on_signals(bodies: Any, message: KafkaMessage) -> None:
+        received = time.perf_counter()
         now = clock()
         mine = [(record, signal) for record in kafka.records_of(message)
                 if (signal := _signal_of(record, config, now)) is not None]
         while mine:
-            decided = await _decide_together(mine[:DECISION_BATCH_MAX])
+            decided = await _decide_together(mine[:DECISION_BATCH_MAX], received)
             mine = mine[decided:]
 
     async def refuse(record: Any, reason: str) -> None:
@@ -131,10 +139,10 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
         await deadletters.publish(dead_letters, [DeadLetter(message=record, reason=reason)],
                                   consumer_group(config.account))
 
-    async def _decide_together(batch: list[tuple[Any, Signal]]) -> int:
+    async def _decide_together(batch: list[tuple[Any, Signal]], received: float) -> int:
         """Decide a run of signals in one transaction; return how many were decided."""
         if len(batch) == 1:
-            await _decide_alone(*batch[0])
+            await _decide_alone(*batch[0], received)
             return 1
         try:
             async with consumer.read_again_on_outage(f"dispatcher {config.account}",
@@ -149,14 +157,16 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
             log.warning("dispatcher %s: a run of %d signals failed (%s); deciding each alone",
                         config.account, len(batch), one_line(exc))
             for record, signal in batch:
-                await _decide_alone(record, signal)
+                await _decide_alone(record, signal, received)
             return len(batch)
-        for outcome in outcomes:
+        decided_at = clock()
+        # The outcomes are those of a prefix of the batch (decide_many): the rest is decided next.
+        for (_, signal), outcome in zip(batch, outcomes, strict=False):
             failpoints.hit("dispatcher.after_decide")
-            _count(counters, config.account, outcome)
+            _count(counters, config.account, signal, outcome, received, decided_at)
         return len(outcomes)
 
-    async def _decide_alone(record: Any, signal: Signal) -> None:
+    async def _decide_alone(record: Any, signal: Signal, received: float) -> None:
         try:
             async with consumer.read_again_on_outage(f"dispatcher {config.account}",
                                                      RETRY_PAUSE_S), pool.acquire() as conn:
@@ -172,7 +182,7 @@ def build_broker(settings: Settings, topics: Topics, config: DispatcherConfig,
             await refuse(record, f"decision failed, nothing emitted: {one_line(exc)}")
             return
         failpoints.hit("dispatcher.after_decide")
-        _count(counters, config.account, outcome)
+        _count(counters, config.account, signal, outcome, received, clock())
 
     return broker
 

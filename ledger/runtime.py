@@ -17,6 +17,8 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 import asyncpg
 from aiokafka.errors import KafkaError
@@ -58,10 +60,46 @@ def one_line(exc: BaseException) -> str:
 log = logging.getLogger("ledger")
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    # aiokafka logs every reconnect attempt at ERROR with a traceback; our own line suffices.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+# The project's own packages: their lines are the console's; every other logger's go to the log.
+OWN_LOGGERS = ("ledger", "services", "projections", "dispatcher", "console", "demo", "bench")
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+LOG_FILE_BYTES_MAX = 10 * 1024 * 1024
+LOG_FILES_KEPT = 3
+
+
+class _Own(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".", 1)[0] in OWN_LOGGERS
+
+
+def configure_logging(log_file: Path | None = None) -> None:
+    """Log the project's own lines to stderr, and everything, libraries included, to log_file.
+
+    A library's warnings (aiokafka's reconnect tracebacks, a group coordinator that moved) are
+    for whoever digs in later, not for the console where an operator reads the ledger's own
+    lines. Without a log file, libraries log warnings and worse to stderr as well.
+    """
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    root.addHandler(console)
+    if log_file is None:
+        console.addFilter(_LibraryWarnings())
+        return
+    console.addFilter(_Own())
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    to_file = RotatingFileHandler(log_file, maxBytes=LOG_FILE_BYTES_MAX,
+                                  backupCount=LOG_FILES_KEPT, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(to_file)
+
+
+class _LibraryWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _Own().filter(record) or record.levelno >= logging.WARNING
 
 
 def tune_gc() -> None:

@@ -24,6 +24,7 @@ LOCAL_KAFKA_PORT = 9092
 LOCAL_KAFKA_PORT_STEP = 2
 KAFKA_ADMIN_USER = "ledger-admin"
 DEFAULT_SECRETS_DIR = Path.home() / ".local" / "share" / "ledger" / "secrets"
+DEFAULT_LOG_FILE = Path.home() / ".local" / "state" / "ledger" / "ledger.log"
 
 
 class Settings(BaseSettings):
@@ -58,9 +59,14 @@ class Settings(BaseSettings):
     signal_grace_s: float = Field(default=30.0, gt=0, le=86_400)
     # How far in the future an event or a signal may say it occurred (clocks disagree a little).
     max_clock_skew_s: float = Field(default=300.0, ge=0, le=86_400)
-    # Where `ledger run ...` serves Prometheus metrics on loopback; 0 serves nothing.
+    # Where `ledger run ...` serves Prometheus metrics; port 0 serves nothing. Loopback by
+    # default; a container that Prometheus scrapes from another one sets 0.0.0.0.
     metrics_port: int = Field(default=0, ge=0, le=65_535)
+    metrics_host: str = Field(default="127.0.0.1", pattern=r"^[0-9A-Za-z.:-]{1,253}$")
     secrets_dir: Path = DEFAULT_SECRETS_DIR
+    # Where `ledger run` writes every log line, the libraries' (aiokafka, faststream) included;
+    # its console shows only the ledger's own. "-": everything to the console.
+    log_file: str = str(DEFAULT_LOG_FILE)
     # The namespace of this ledger's PostgreSQL roles (ledger/roles.py); None: the database name.
     role_prefix: str | None = None
 
@@ -97,6 +103,11 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """Return the full name of a topic, with the configured prefix."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def log_path(self) -> Path | None:
+        """Return the log file, or None when everything goes to the console."""
+        return None if self.log_file == "-" else Path(self.log_file)
 
     def as_lines(self) -> list[str]:
         """Render the settings as KEY=VALUE lines, passwords masked."""

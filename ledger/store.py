@@ -14,6 +14,7 @@ before an earlier one commits. Must not import Kafka clients or the CLI.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ import asyncpg
 if TYPE_CHECKING:
     from ledger.db import Conn
 
+from ledger import metrics
 from ledger.errors import AppendRefused, ConcurrencyConflict, InvalidEvent, UnknownAccount
 from ledger.events import (
     KEYED_TYPES,
@@ -103,6 +105,7 @@ async def append_prepared(
         AppendRefused: the session's role may not append these events to this account, or the
             database found them malformed.
     """
+    started = time.perf_counter()
     try:
         row = await conn.fetchrow(_APPEND_SQL, batch.account, expected_sequence,
                                   *batch.arguments)
@@ -114,6 +117,7 @@ async def append_prepared(
         _translate(exc, batch.account)
         raise
     assert row is not None
+    metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
     previous_head = int(row["previous_head"])
     appended = {event_id: previous_head + index
                 for index, event_id in enumerate(row["appended"], start=1)}

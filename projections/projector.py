@@ -34,6 +34,7 @@ from ledger.runtime import OPERATING_ERRORS, one_line, wait_or_stop
 from ledger.settings import Settings
 from ledger.topics import Topics
 from projections import tables
+from projections.account_metrics import AccountGauges
 from projections.fold import AccountState, fold
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Projector:
 
     counters: ProjectorCounters = field(default_factory=ProjectorCounters)
     cache: dict[str, AccountState] = field(default_factory=dict)
+    gauges: AccountGauges = field(default_factory=AccountGauges)
 
     async def apply_batch(self, pool: asyncpg.Pool, records: Sequence[Any]) -> list[DeadLetter]:
         """Apply a batch; return the messages refused (malformed, unknown, not in the store).
@@ -133,7 +135,7 @@ class Projector:
         await tables.save_state(conn, before, after)
         self.counters.applied += after.sequence - before.sequence
         metrics.EVENTS_PROJECTED.inc(after.sequence - before.sequence)
-        self._remember(after)
+        self._remember(after, events)
         return beyond + refused
 
     async def catch_up(self, pool: asyncpg.Pool, account: str, head: int) -> int:
@@ -155,7 +157,7 @@ class Projector:
         self.counters.filled_from_store += applied
         self.counters.applied += applied
         metrics.EVENTS_PROJECTED.inc(applied)
-        self._remember(after)
+        self._remember(after, events)
         return applied
 
     async def _locked_state(self, conn: Conn, account: str) -> AccountState:
@@ -165,10 +167,24 @@ class Projector:
             return cached
         return await tables.load_state(conn, account)
 
-    def _remember(self, state: AccountState) -> None:
+    def _remember(self, state: AccountState, events: Sequence[Event]) -> None:
         if len(self.cache) >= CACHED_ACCOUNTS_MAX and state.account not in self.cache:
             self.cache.pop(next(iter(self.cache)))
         self.cache[state.account] = state
+        self.gauges.show(state, events)
+
+    async def introduce(self, pool: asyncpg.Pool, account: str) -> None:
+        """Set the gauges of an account no batch has touched since the process started.
+
+        Its state comes from its rows; its last decision and reconciliation outcome from the
+        store (two index scans backwards from the head).
+        """
+        async with pool.acquire() as conn:
+            state = await tables.load_state(conn, account)
+            marks = await conn.fetch(_LAST_MARKS_SQL, account)
+        for mark in marks:
+            self.gauges.note(account, mark["type"], int(mark["sequence"]), mark["occurred_at"])
+        self.gauges.show(state)
 
     def forget(self) -> None:
         """Drop cached states (after a failed transaction their rows may differ)."""
@@ -195,6 +211,16 @@ async def _verified(conn: Conn, account: str, applied: int, last: int,
         return [usable[s] for s in range(applied + 1, last + 1)], refused
     from_store = [e async for e in store.iterate_stream(conn, account, applied, last)]
     return from_store, refused
+
+
+_LAST_MARKS_SQL = """
+(SELECT type, sequence, occurred_at FROM events
+ WHERE account = $1 AND type = 'SignalEvaluated' ORDER BY sequence DESC LIMIT 1)
+UNION ALL
+(SELECT type, sequence, occurred_at FROM events
+ WHERE account = $1 AND type IN ('PositionsReconciled', 'ReconciliationFailed')
+ ORDER BY sequence DESC LIMIT 1)
+"""
 
 
 def _decode(record: Any) -> Event:
@@ -239,6 +265,9 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
 
 
 WATCH_INTERVAL_S = 2.0
+# Accounts whose gauges one look of the watch sets from their rows: a start over many accounts
+# spreads the reads over several looks instead of holding the first one up.
+INTRODUCED_PER_LOOK_MAX = 200
 
 
 async def _catch_up(pool: asyncpg.Pool, projector: Projector, account: str, applied: int,
@@ -259,7 +288,9 @@ async def _catch_up(pool: asyncpg.Pool, projector: Projector, account: str, appl
 
 
 async def _watch(pool: asyncpg.Pool, projector: Projector, stop: asyncio.Event) -> None:
-    """Keep the lag gauge current, and catch up from the store any account that stalled.
+    """Keep the lag gauges current, and catch up from the store any account that stalled.
+
+    Accounts no batch touched since the start get their book gauges from their rows.
 
     An account behind its head whose applied sequence did not move since the last look gets
     its tail from the store: whatever Kafka did or did not deliver, the projection converges.
@@ -273,6 +304,9 @@ async def _watch(pool: asyncpg.Pool, projector: Projector, stop: asyncio.Event) 
                 "SELECT s.account, s.head, coalesce(p.applied_sequence, 0) AS applied "
                 "FROM streams s LEFT JOIN projection_accounts p USING (account)")
             behind = {}
+            unknown = [row["account"] for row in rows if not projector.gauges.knows(row["account"])]
+            for account in unknown[:INTRODUCED_PER_LOOK_MAX]:
+                await projector.introduce(pool, account)
             for row in rows:
                 account, head, applied = row["account"], int(row["head"]), int(row["applied"])
                 metrics.PROJECTION_LAG.labels(account).set(head - applied)

@@ -47,15 +47,14 @@ NOTIFY_CHANNEL = "ledger_appended"
 
 log = logging.getLogger("services.relay")
 
-_BEHIND_SQL = """
+# Every account, not only those behind: the lag gauge of one caught up must read 0, not vanish.
+_HEADS_SQL = """
 SELECT s.account, s.head, coalesce(r.published_sequence, 0) AS published
 FROM streams s LEFT JOIN relay_positions r USING (account)
-WHERE s.head > coalesce(r.published_sequence, 0)
-ORDER BY s.account
 """
 
 # The next page of every account behind, in one statement: per account its events after the
-# published sequence, up to the head read by _BEHIND_SQL, in sequence order.
+# published sequence, up to the head read by _HEADS_SQL, in sequence order.
 _PAGES_SQL = f"""
 SELECT b.account, e.sequence, e.event_id, e.type, e.body
 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS b(account, published, head)
@@ -110,20 +109,25 @@ async def publish_pending(conn: asyncpg.Connection, producer: AIOKafkaProducer,
     (one statement for all) only once every message of its round was acknowledged.
     """
     sent = 0
-    behind = {row["account"]: (int(row["published"]), int(row["head"]))
-              for row in await conn.fetch(_BEHIND_SQL)}
+    behind: dict[str, tuple[int, int]] = {}
+    for row in await conn.fetch(_HEADS_SQL):
+        account, done, head = row["account"], int(row["published"]), int(row["head"])
+        metrics.RELAY_LAG.labels(account).set(head - done)
+        if head > done:
+            behind[account] = (done, head)
+    heads = {account: head for account, (_, head) in behind.items()}
     in_flight: _Round | None = None
     while behind:
         sending = await _send_round(conn, producer, topics, behind, counters)
         if in_flight is not None:
-            await _settle(conn, in_flight)
+            await _settle(conn, in_flight, heads)
         in_flight = sending
         published = sending.published
         sent += sum(published[account] - behind[account][0] for account in published)
         behind = {account: (published[account], head)
                   for account, (_, head) in behind.items() if published[account] < head}
     if in_flight is not None:
-        await _settle(conn, in_flight)
+        await _settle(conn, in_flight, heads)
     counters.published += sent
     counters.cycles += 1
     metrics.EVENTS_PUBLISHED.inc(sent)
@@ -163,12 +167,17 @@ async def _send_round(conn: asyncpg.Connection, producer: AIOKafkaProducer, topi
                   published={account: int(page[-1]["sequence"]) for account, page in pages.items()})
 
 
-async def _settle(conn: asyncpg.Connection, sent: _Round) -> None:
-    """Wait until the broker acknowledged a round, then move its published sequences."""
+async def _settle(conn: asyncpg.Connection, sent: _Round, heads: dict[str, int]) -> None:
+    """Wait until the broker acknowledged a round, then move its published sequences.
+
+    The lag gauge follows only then: it counts what the broker has not acknowledged.
+    """
     await asyncio.gather(*sent.futures)
     failpoints.hit("relay.after_send")
     accounts = sorted(sent.published)
     await conn.execute(_MARK_SQL, accounts, [sent.published[a] for a in accounts])
+    for account in accounts:
+        metrics.RELAY_LAG.labels(account).set(heads[account] - sent.published[account])
 
 
 async def _send_page(producer: AIOKafkaProducer, topics: Topics, account: str, published: int,
