@@ -2,15 +2,20 @@
 accepted by `docker compose`, checked without Docker: three KRaft nodes in one quorum with
 SCRAM-SHA-512 on every client listener, PLAIN between controllers, StandardAuthorizer and nothing
 allowed without an ACL; `ledger migrate`, the demo accounts and every long-running process as
-real `ledger` commands, all pointed at the three brokers.
+real `ledger` commands, all pointed at the three brokers. Every long-running process serves its
+metrics on the compose network; Prometheus scrapes exactly those processes with ops/prometheus as
+its configuration, and Grafana gets its datasource and dashboards from ops/grafana.
 
 Method: load the file with PyYAML (anchors and merge keys resolved as compose resolves them).
 No installed package ships the compose-spec JSON schema, so the structure it would check is
 checked here: known keys, image or build, depends_on targets and conditions, declared volumes,
 existing bind-mount sources. Commands are parsed by the CLI's own click app, so an unknown
-subcommand, option or choice fails. The helper scripts of stack/docker run for real against
-stand-ins: Kafka's tools and the `ledger` command are small recording scripts in a temporary
-directory (no server is started). Where the docker CLI has the compose plugin,
+subcommand, option or choice fails; the metrics variables by the settings model. The scrape
+targets of ops/prometheus/prometheus.yml and Grafana's provisioning files are read and matched
+against the services and their mounts (tests/unit/test_ops.py checks the rules and the
+dashboard themselves). The helper scripts of stack/docker run for real against stand-ins: Kafka's
+tools and the `ledger` command are small recording scripts in a temporary directory (no server is
+started). Where the docker CLI has the compose plugin,
 `docker compose config -q` validates the file as well.
 """
 
@@ -34,6 +39,7 @@ import typer.main
 from console.cli import Process, app
 from ledger.events import decode_event, encode_event
 from ledger.secrets import read_password_file
+from ledger.settings import ENV_PREFIX, Settings
 
 yaml = pytest.importorskip(
     "yaml", reason="PyYAML is not installed: it belongs to the dev dependencies (pyproject.toml)")
@@ -44,6 +50,9 @@ DOCKER_DIR = ROOT / "stack" / "docker"
 KAFKA_NODE_SCRIPT = DOCKER_DIR / "kafka-node.sh"
 INIT_SECRETS_SCRIPT = DOCKER_DIR / "init-secrets.sh"
 DEMO_ACCOUNTS_SCRIPT = DOCKER_DIR / "demo-accounts.sh"
+OPS_DIR = ROOT / "ops"
+PROMETHEUS_CONFIG = OPS_DIR / "prometheus" / "prometheus.yml"
+GRAFANA_PROVISIONING = OPS_DIR / "grafana" / "provisioning"
 
 KAFKA_IMAGE = "apache/kafka:3.9.1"
 BROKERS = ("kafka1", "kafka2", "kafka3")
@@ -59,6 +68,20 @@ SCRAM = "SCRAM-SHA-512"
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 DEMO_ACCOUNTS = {"large", "tiny"}
 SCRIPT_TIMEOUT_S = 30
+# What every long-running process sets to serve its metrics to Prometheus, and no other service.
+METRICS_HOST_VARIABLE = "LEDGER_METRICS_HOST"
+METRICS_PORT_VARIABLE = "LEDGER_METRICS_PORT"
+METRICS_VARIABLES = {METRICS_HOST_VARIABLE, METRICS_PORT_VARIABLE}
+ALL_INTERFACES = "0.0.0.0"
+# The monitoring services and where the compose file mounts the repository's files into them.
+PROMETHEUS_SOURCE = "./ops/prometheus"
+PROMETHEUS_MOUNT = "/etc/prometheus"
+PROMETHEUS_PORT = 9090
+GRAFANA_PROVISIONING_SOURCE = "./ops/grafana/provisioning"
+GRAFANA_PROVISIONING_MOUNT = "/etc/grafana/provisioning"
+GRAFANA_DASHBOARDS_SOURCE = "./ops/grafana/dashboards"
+GRAFANA_PORT = 3000
+PINNED_TAG = re.compile(r"^[^:]+:v?\d+\.\d+\.\d+$")
 
 # The compose specification's top-level, service and healthcheck keys (compose-spec.json).
 TOP_LEVEL_KEYS = {"version", "name", "include", "services", "models", "networks", "volumes",
@@ -142,6 +165,19 @@ def _listeners(value: str) -> dict[str, tuple[str, int]]:
         host, _, port = address.rpartition(":")
         found[name] = (host, int(port))
     return found
+
+
+def _read_only_mounts(service: dict[str, Any]) -> set[str]:
+    """The targets the service mounts with mode ro."""
+    return {entry.split(":")[1] for entry in service.get("volumes", [])
+            if entry.split(":")[2:3] == ["ro"]}
+
+
+def _long_running_ledger_services(
+        services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ledger services that run a `ledger run ...` process."""
+    return {name: service for name, service in _ledger_services(services).items()
+            if service.get("command", [])[:1] == ["run"]}
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -392,7 +428,9 @@ def test_ledger_services_share_one_environment_naming_the_three_brokers(
         services: dict[str, dict[str, Any]]) -> None:
     ledger = _ledger_services(services)
     assert ledger, "no service runs the ledger image"
-    environments = {json.dumps(_environment(service), sort_keys=True)
+    # The metrics variables belong to the long-running processes alone (checked below).
+    environments = {json.dumps({key: value for key, value in _environment(service).items()
+                                if key not in METRICS_VARIABLES}, sort_keys=True)
                     for service in ledger.values()}
     assert len(environments) == 1, "every ledger service should use the one environment"
     env = _environment(next(iter(ledger.values())))
@@ -475,6 +513,121 @@ def test_dispatchers_start_after_their_accounts_exist(
         if service.get("command", [])[:2] == ["run", "dispatcher"]:
             assert service["depends_on"]["accounts"]["condition"] == (
                 "service_completed_successfully"), name
+
+
+# ------------------------------------------------------------------ metrics: Prometheus, Grafana
+
+
+def _metrics_port(service: dict[str, Any]) -> int:
+    return int(_environment(service)[METRICS_PORT_VARIABLE])
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    loaded = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert isinstance(loaded, dict), f"{PROMETHEUS_CONFIG} is not a mapping"
+    return loaded
+
+
+def test_every_ledger_process_serves_metrics_on_the_compose_network_only(
+        services: dict[str, dict[str, Any]]) -> None:
+    processes = _long_running_ledger_services(services)
+    assert processes, "no ledger service runs `ledger run`"
+    for variable in METRICS_VARIABLES:
+        field = variable.removeprefix(ENV_PREFIX).lower()
+        assert field in Settings.model_fields, f"{variable} is no setting of the ledger"
+    for name, service in _ledger_services(services).items():
+        env = _environment(service)
+        if name not in processes:
+            assert not METRICS_VARIABLES & set(env), f"{name} serves no metrics: it exits"
+            continue
+        missing = METRICS_VARIABLES - set(env)
+        assert not missing, f"{name}: sets no {missing}"
+        # The settings model takes both as they are written (a range, a host pattern).
+        settings = Settings(metrics_host=env[METRICS_HOST_VARIABLE],
+                            metrics_port=env[METRICS_PORT_VARIABLE])
+        assert settings.metrics_host == ALL_INTERFACES, f"{name}: Prometheus cannot reach it"
+        assert settings.metrics_port > 0, f"{name}: port 0 serves nothing"
+        port = _metrics_port(service)
+        assert [int(exposed) for exposed in service.get("expose", [])] == [port], name
+        published = [str(entry).rsplit(":", 1)[-1] for entry in service.get("ports", [])]
+        assert str(port) not in published, f"{name}: its metrics port is published on the host"
+
+
+def test_prometheus_mounts_its_configuration_and_finds_the_rules(
+        services: dict[str, dict[str, Any]], prometheus_config: dict[str, Any]) -> None:
+    prometheus = services["prometheus"]
+    assert PINNED_TAG.match(prometheus["image"]), f"{prometheus['image']}: pin a version"
+    assert str(prometheus["image"]).startswith("prom/prometheus:")
+    assert _mounts(prometheus)[PROMETHEUS_MOUNT] == PROMETHEUS_SOURCE
+    assert PROMETHEUS_MOUNT in _read_only_mounts(prometheus)
+    flags = dict(flag.removeprefix("--").split("=", 1) for flag in prometheus["command"])
+    config = Path(flags["config.file"])
+    assert config.parent == Path(PROMETHEUS_MOUNT)
+    assert (ROOT / PROMETHEUS_SOURCE / config.name).resolve() == PROMETHEUS_CONFIG
+    tsdb = _mounts(prometheus)[flags["storage.tsdb.path"]]
+    assert not tsdb.startswith((".", "/")), "the TSDB belongs in a named volume"
+    # Relative rule files are relative to the configuration file, in the container as here.
+    patterns = prometheus_config.get("rule_files", [])
+    assert patterns, "Prometheus loads no rules"
+    for pattern in patterns:
+        assert not Path(pattern).is_absolute(), f"{pattern}: relative to the config file"
+        assert sorted(PROMETHEUS_CONFIG.parent.glob(pattern)), f"{pattern} matches no file"
+    assert prometheus["ports"] == [f"127.0.0.1:{PROMETHEUS_PORT}:{PROMETHEUS_PORT}"]
+
+
+def test_every_scrape_target_is_a_ledger_process_on_its_metrics_port(
+        services: dict[str, dict[str, Any]], prometheus_config: dict[str, Any]) -> None:
+    processes = _long_running_ledger_services(services)
+    scraped: list[str] = []
+    for job in prometheus_config["scrape_configs"]:
+        assert set(job) <= {"job_name", "static_configs"}, f"{job['job_name']}: {set(job)}"
+        for group in job["static_configs"]:
+            for target in group["targets"]:
+                host, _, port = target.rpartition(":")
+                assert host in processes, f"{target}: {host} is no ledger process of the file"
+                assert int(port) == _metrics_port(processes[host]), f"{target}: not its port"
+                kind = processes[host]["command"][1]
+                assert job["job_name"] == f"ledger-{kind}", f"{target} in {job['job_name']}"
+                scraped.append(host)
+    assert sorted(scraped) == sorted(processes), "every ledger process scraped exactly once"
+
+
+def test_grafana_mounts_its_provisioning_and_the_dashboards(
+        services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    assert PINNED_TAG.match(grafana["image"]), f"{grafana['image']}: pin a version"
+    assert str(grafana["image"]).startswith("grafana/grafana:")
+    mounts = _mounts(grafana)
+    read_only = _read_only_mounts(grafana)
+    assert mounts[GRAFANA_PROVISIONING_MOUNT] == GRAFANA_PROVISIONING_SOURCE
+    assert GRAFANA_PROVISIONING_MOUNT in read_only
+    [dashboards_mount] = [target for target, source in mounts.items()
+                          if source == GRAFANA_DASHBOARDS_SOURCE]
+    assert dashboards_mount in read_only
+    providers = yaml.safe_load(
+        (GRAFANA_PROVISIONING / "dashboards" / "ledger.yml").read_text())["providers"]
+    assert [provider["options"]["path"] for provider in providers] == [dashboards_mount]
+    assert all(provider["type"] == "file" for provider in providers)
+    env = _environment(grafana)
+    home = Path(env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert home.parent == Path(dashboards_mount)
+    assert (ROOT / GRAFANA_DASHBOARDS_SOURCE / home.name).is_file(), home
+    # Anonymous visitors may look, not edit; the admin password comes from the environment.
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:-[^}]+\}",
+                        env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert grafana["ports"] == [f"127.0.0.1:{GRAFANA_PORT}:{GRAFANA_PORT}"]
+
+
+def test_grafana_reads_the_prometheus_of_the_file(services: dict[str, dict[str, Any]]) -> None:
+    datasources = yaml.safe_load(
+        (GRAFANA_PROVISIONING / "datasources" / "prometheus.yml").read_text())["datasources"]
+    [datasource] = [source for source in datasources if source["type"] == "prometheus"]
+    assert datasource["url"] == f"http://prometheus:{PROMETHEUS_PORT}"
+    assert "prometheus" in services
+    assert "prometheus" in _dependencies(services, "grafana")
 
 
 # ------------------------------------------------------------------ the scripts, for real
