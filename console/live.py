@@ -123,8 +123,8 @@ async def _published(conn: asyncpg.Connection) -> dict[str, int] | None:
     return {row["account"]: int(row["published_sequence"]) for row in rows}
 
 
-async def _decisions(conn: asyncpg.Connection, account: str, head: int) -> tuple[SeenDecision,
-                                                                                 ...]:
+async def _decisions(conn: asyncpg.Connection, account: str,
+                     head: int) -> tuple[SeenDecision, ...]:
     rows = await conn.fetch(
         f"SELECT {store.EVENT_JSON_SQL} FROM events WHERE account = $1 "
         "AND type = 'SignalEvaluated' AND sequence > $2 ORDER BY sequence DESC LIMIT $3",
@@ -180,7 +180,9 @@ def bar(used: Decimal, limit: Decimal, width: int = BAR_WIDTH) -> Text:
         style = "yellow"
     else:
         style = "green"
-    return Text(_FULL * filled, style=style) + Text(_EMPTY * (width - filled), style="dim")
+    shown = Text(_FULL * filled + _EMPTY * (width - filled), style=style)
+    shown.stylize("dim", filled)
+    return shown
 
 
 def _state_cell(state: AccountState) -> Text:
@@ -206,44 +208,42 @@ def _exposure_cell(state: AccountState) -> Text:
         f" {money_text(state.exposure)} / {money_text(limit)}")
 
 
-def _decisions_cell(decisions: Sequence[SeenDecision], now: datetime) -> Text:
-    if not decisions:
-        return Text("-", style="dim")
-    lines = []
-    for seen in decisions:
-        when = seen.at.strftime("%H:%M:%S" if seen.at.date() == now.date() else "%Y-%m-%d %H:%M")
-        # The verdict before the symbol: a narrow terminal cuts the symbol, not the gate.
-        verdict = (Text("allowed", style="green") if seen.allowed
-                   else Text("blocked", style="red") + Text(f" {seen.gate or '-'}"))
-        lines.append(Text(f"{when} ") + verdict + Text(f" {seen.symbol}"))
-    # Each line is cut, never wrapped, when the terminal is narrow.
-    return Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
-
-
-def _table(reading: Reading) -> Table:
-    table = Table(expand=False)
+def _figures_table(accounts: Sequence[AccountFigures]) -> Table:
+    table = Table()
     table.add_column("account", no_wrap=True)
-    table.add_column("state", max_width=24)
+    table.add_column("state", min_width=12, max_width=40)
     table.add_column("positions", no_wrap=True)
     table.add_column("exposure", no_wrap=True)
     table.add_column("pending", justify="right", no_wrap=True)
-    table.add_column("proj\nlag", justify="right", no_wrap=True)
+    table.add_column("projection\nlag", justify="right", no_wrap=True)
     table.add_column("relay\nlag", justify="right", no_wrap=True)
-    # The one column that yields when the terminal is narrow: its lines are cut, not wrapped.
-    table.add_column(f"last {DECISIONS_SHOWN} decisions")
-    for figures in reading.accounts:
+    for figures in accounts:
+        lag = f"{figures.projection_lag:,}"
         relay = "-" if figures.relay_lag is None else f"{figures.relay_lag:,}"
-        decisions = _decisions_cell(figures.decisions, reading.at)
         state = figures.state
         if state is None:
-            behind = Text(f"projection behind by {figures.projection_lag:,} events",
-                          style="bold red")
-            table.add_row(figures.account, behind, "", "", "", f"{figures.projection_lag:,}",
-                          relay, decisions)
+            behind = Text(f"projection behind by {lag} events", style="bold red")
+            table.add_row(figures.account, behind, "", "", "", lag, relay)
             continue
         table.add_row(figures.account, _state_cell(state), _positions_cell(state),
-                      _exposure_cell(state), str(len(state.pending)),
-                      f"{figures.projection_lag:,}", relay, decisions)
+                      _exposure_cell(state), str(len(state.pending)), lag, relay)
+    return table
+
+
+def _decisions_table(accounts: Sequence[AccountFigures], now: datetime) -> Table:
+    table = Table(title=f"last {DECISIONS_SHOWN} decisions per account", title_justify="left")
+    table.add_column("account", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("decision", no_wrap=True)
+    table.add_column("blocking gate", no_wrap=True)
+    table.add_column("symbol", no_wrap=True, overflow="ellipsis")
+    for figures in accounts:
+        for seen in figures.decisions:
+            when = seen.at.strftime("%H:%M:%S" if seen.at.date() == now.date()
+                                    else "%Y-%m-%d %H:%M")
+            verdict = (Text("allowed", style="green") if seen.allowed
+                       else Text("blocked", style="red"))
+            table.add_row(figures.account, when, verdict, seen.gate or "", seen.symbol)
     return table
 
 
@@ -260,8 +260,11 @@ def render(reading: Reading, interval_s: float) -> RenderableType:
         body = Text(f"database unreachable, retrying ({reading.unreachable})", style="bold red")
     elif not reading.accounts:
         body = Text("no accounts yet: `ledger accounts add NAME`")
+    elif not any(figures.decisions for figures in reading.accounts):
+        body = _figures_table(reading.accounts)
     else:
-        body = _table(reading)
+        body = Group(_figures_table(reading.accounts),
+                     _decisions_table(reading.accounts, reading.at))
     return Group(header, body)
 
 
