@@ -88,10 +88,10 @@ async def ensure_user(settings: Settings, name: str, role: Role) -> Settings:
     _need_sasl(settings)
     check_user_name(name)
     async with kafka_admin.opened(settings) as admin:
-        path = kafka.password_file(settings, name)
-        if name not in await kafka_admin.users(admin) or not path.exists():
-            password = secrets.replace_password(settings.secrets_dir, f"kafka_{name}")
-            await kafka_admin.upsert_user(admin, name, password)
+        # The credential is set from the file every time: users are the cluster's, files are
+        # this machine's, and another secrets directory (a test's) may have changed it since.
+        password = secrets.load_or_create_password(settings.secrets_dir, f"kafka_{name}")
+        await kafka_admin.upsert_user(admin, name, password)
         await kafka_admin.grant(admin, role_bindings(name, role, Topics.from_settings(settings)))
     return kafka.as_user(settings, name)
 

@@ -58,7 +58,7 @@ from ledger.events import (
 )
 from ledger.kafka_admin import ensure_topics
 from ledger.principals import Role
-from ledger.runtime import configure_logging
+from ledger.runtime import OPERATING_ERRORS, configure_logging, one_line
 from ledger.settings import Settings, load_settings
 from projections.breaches import AccountAudit, has_breach
 from services import audit
@@ -297,8 +297,14 @@ async def audit_accounts(settings: Settings, accounts: list[str]) -> list[Accoun
         await conn.close()
 
 
+# The morning's rules and live table span the console: a log file gets 120 columns.
+PIPED_WIDTH = 120
+
+
 async def main(seconds: float, seed: int, database: str, out: Path) -> int:
-    console = commands.wide_console()
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPED_WIDTH)
     out.mkdir(parents=True, exist_ok=True)
     settings = await fresh_database(load_settings(), database)
     console.rule("[bold]setting up")
@@ -403,4 +409,9 @@ def run() -> None:
     # The outside world's Kafka clients (aiokafka) warn when a group coordinator moves; that
     # goes to the log beside run-all.log, and the console keeps the morning's own lines.
     configure_logging(args.out / "demo.log")
-    sys.exit(asyncio.run(main(args.seconds, args.seed, args.database, args.out)))
+    try:
+        sys.exit(asyncio.run(main(args.seconds, args.seed, args.database, args.out)))
+    except OPERATING_ERRORS as exc:
+        # The details (a library's traceback) are in the log; the console gets one line.
+        print(f"demo: {one_line(exc)} (details in {args.out / 'demo.log'})", file=sys.stderr)
+        sys.exit(1)

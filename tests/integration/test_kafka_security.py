@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import stat
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -22,6 +23,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+from console import kafka_users
 from ledger import kafka, secrets
 from ledger.principals import Job, Role
 from ledger.settings import Settings
@@ -224,3 +226,24 @@ def test_config_shows_the_security_settings_with_the_password_masked(settings: S
     password = secrets.read_password_file(kafka.password_file(settings, "ledger-admin"))
     assert "LEDGER_KAFKA_PASSWORD=*** (first line of " in out
     assert password not in out
+
+
+async def test_ensure_user_sets_the_credential_from_this_machines_file_every_time(
+        prefixed: Settings, tmp_path: Path) -> None:
+    """Users are the cluster's, password files a machine's: a second secrets directory that
+    reset a user's password must not lock out the first one's (the demo's actors)."""
+    topics = Topics.from_settings(prefixed)
+    name = f"t{uuid.uuid4().hex[:10]}-strategy"
+    admin_file = kafka.password_file(prefixed, prefixed.kafka_user)
+    elsewhere = prefixed.model_copy(update={"secrets_dir": tmp_path})
+    secrets.replace_password(tmp_path, f"kafka_{prefixed.kafka_user}",
+                             secrets.read_password_file(admin_file))
+
+    await kafka_users.ensure_user(prefixed, name, Role.strategy)
+    other = await kafka_users.ensure_user(elsewhere, name, Role.strategy)
+    await _produce(other, topics.signals)
+    mine = await kafka_users.ensure_user(prefixed, name, Role.strategy)
+
+    await _produce(mine, topics.signals)
+    with pytest.raises(KafkaError):
+        await _produce(other, topics.signals)
