@@ -46,9 +46,11 @@ class AccountGauges:
         self._reconciled: dict[str, float] = {}
         self._failed: dict[str, Mark] = {}
 
-    def knows(self, account: str) -> bool:
-        """Return whether the account's gauges were set since the process started."""
-        return account in self._shown
+    def behind(self, applied: dict[str, int]) -> list[str]:
+        """Return the accounts whose gauges were never set, or set at a sequence before the
+        projection's `applied` one (another projector of the group applied it since)."""
+        return [account for account, sequence in applied.items()
+                if self._shown.get(account, -1) < sequence]
 
     def show(self, state: AccountState, events: Iterable[Event] = ()) -> None:
         """Set the account's gauges from a folded state and the events folded into it."""

@@ -265,8 +265,8 @@ def build_broker(settings: Settings, topics: Topics, pool: asyncpg.Pool,
 
 
 WATCH_INTERVAL_S = 2.0
-# Accounts whose gauges one look of the watch sets from their rows: a start over many accounts
-# spreads the reads over several looks instead of holding the first one up.
+# Accounts whose gauges one look of the watch sets from their rows (at the start, or when another
+# projector of the group moved them on): many spread over several looks instead of holding one up.
 INTRODUCED_PER_LOOK_MAX = 200
 
 
@@ -290,7 +290,9 @@ async def _catch_up(pool: asyncpg.Pool, projector: Projector, account: str, appl
 async def _watch(pool: asyncpg.Pool, projector: Projector, stop: asyncio.Event) -> None:
     """Keep the lag gauges current, and catch up from the store any account that stalled.
 
-    Accounts no batch touched since the start get their book gauges from their rows.
+    An account's book gauges come from its rows when this process has not shown it yet, or
+    showed it at a sequence the rows have passed: another projector of the group applied its
+    partition since, and a gauge left behind would hold old figures for good.
 
     An account behind its head whose applied sequence did not move since the last look gets
     its tail from the store: whatever Kafka did or did not deliver, the projection converges.
@@ -304,8 +306,8 @@ async def _watch(pool: asyncpg.Pool, projector: Projector, stop: asyncio.Event) 
                 "SELECT s.account, s.head, coalesce(p.applied_sequence, 0) AS applied "
                 "FROM streams s LEFT JOIN projection_accounts p USING (account)")
             behind = {}
-            unknown = [row["account"] for row in rows if not projector.gauges.knows(row["account"])]
-            for account in unknown[:INTRODUCED_PER_LOOK_MAX]:
+            stale = projector.gauges.behind({row["account"]: int(row["applied"]) for row in rows})
+            for account in stale[:INTRODUCED_PER_LOOK_MAX]:
                 await projector.introduce(pool, account)
             for row in rows:
                 account, head, applied = row["account"], int(row["head"]), int(row["applied"])

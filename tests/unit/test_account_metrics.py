@@ -84,3 +84,15 @@ def test_seconds_since_count_from_the_last_decision_and_reconciliation() -> None
     assert 3600 <= since < 3700
     assert failed == 1.0
     assert _gauge("ledger_account_reconciliation_failed", account=account) == 0.0
+
+
+def test_behind_names_the_accounts_never_shown_or_shown_before_the_projection() -> None:
+    """Another projector of the group moved `moved` on: this one's gauges for it are old."""
+    shown, moved, never = (f"g_{uuid.uuid4().hex[:8]}" for _ in range(3))
+    gauges = AccountGauges()
+    for account in (shown, moved):
+        gauges.show(fold(_sequenced([limits(account)]), account=account))
+
+    stale = gauges.behind({shown: 1, moved: 4, never: 0})
+
+    assert stale == [moved, never]
