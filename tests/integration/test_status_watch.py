@@ -21,7 +21,7 @@ import re
 import signal
 import struct
 import termios
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +42,13 @@ from tests.factories import event_json, fill, limits
 
 INTERVAL_S = "0.3"
 COLUMNS, ROWS = 160, 60
+
+
+@pytest.fixture
+async def settings(make_database: Callable[[], Awaitable[Settings]]) -> Settings:
+    """A database of each test's own: the watch shows every account it can see, and the
+    session's database holds every other test's (more rows than one screen)."""
+    return await make_database()
 FRAME_TIMEOUT_S = 20.0
 EXIT_TIMEOUT_S = 10.0
 HEADER = "ledger status --watch ·"
