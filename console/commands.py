@@ -735,13 +735,14 @@ async def audit(settings: Settings, account: str | None, window_from: datetime |
                                             progress=_advance(progress, task))
 
 
-def wide_console() -> Console:
-    """The console of a command's output: the terminal's width, or full lines when piped.
+def wide_console(piped_width: int = PIPED_WIDTH) -> Console:
+    """The console of a command's output: the terminal's width, or `piped_width` columns when
+    piped (by default full lines).
 
     rich leaves out colour when NO_COLOR is set (https://no-color.org) or when not a terminal.
     """
     console = Console()
-    return console if console.is_terminal else Console(width=PIPED_WIDTH)
+    return console if console.is_terminal else Console(width=piped_width)
 
 
 def print_audit(audits: list[AccountAudit], json_output: bool, plot: Path | None) -> None:

@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from console import commands
 from dispatcher.gates import Decision
 from ledger import store
 from ledger.clock import utc_now
@@ -272,9 +273,8 @@ def render(reading: Reading, interval_s: float) -> RenderableType:
 
 
 def _console() -> Console:
-    console = Console()
     # Piped, there is no width to fit: a log keeps the table as a 160-column terminal shows it.
-    return console if console.is_terminal else Console(width=PIPED_WIDTH)
+    return commands.wide_console(PIPED_WIDTH)
 
 
 @contextlib.contextmanager

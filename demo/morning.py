@@ -302,9 +302,7 @@ PIPED_WIDTH = 120
 
 
 async def main(seconds: float, seed: int, database: str, out: Path) -> int:
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=PIPED_WIDTH)
+    console = commands.wide_console(PIPED_WIDTH)
     out.mkdir(parents=True, exist_ok=True)
     settings = await fresh_database(load_settings(), database)
     console.rule("[bold]setting up")

@@ -97,9 +97,9 @@ def configure_logging(log_file: Path | None = None) -> None:
     root.addHandler(to_file)
 
 
-class _LibraryWarnings(logging.Filter):
+class _LibraryWarnings(_Own):
     def filter(self, record: logging.LogRecord) -> bool:
-        return _Own().filter(record) or record.levelno >= logging.WARNING
+        return super().filter(record) or record.levelno >= logging.WARNING
 
 
 def tune_gc() -> None:

@@ -174,7 +174,8 @@ class Projector:
         self.gauges.show(state, events)
 
     async def introduce(self, pool: asyncpg.Pool, account: str) -> None:
-        """Set the gauges of an account no batch has touched since the process started.
+        """Set an account's gauges from its rows: one this process has not shown yet, or showed
+        at a sequence the rows have passed (the watch decides which).
 
         Its state comes from its rows; its last decision and reconciliation outcome from the
         store (two index scans backwards from the head).
